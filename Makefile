@@ -1,0 +1,39 @@
+# The two entry points the README opens with. Both set up everything they need from a
+# clean clone (a virtualenv under .venv, the pinned Python dependencies, the Rust
+# extension built in release mode) and then run.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.jukisync-built
+
+.PHONY: setup demo test lint bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==24.3.1
+
+$(STAMP): $(PY) pyproject.toml Cargo.toml Cargo.lock $(shell find rust -name '*.rs' -o -name Cargo.toml)
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings=build-args='--release'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/jukisync demo
+
+test: setup
+	cargo test --workspace --release
+	$(PY) -m pytest tests
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest jukisync._core
+
+bench: setup
+	$(PY) -m pytest bench --benchmark-columns=min,mean,ops --benchmark-sort=name
+
+clean:
+	rm -rf $(VENV) target
