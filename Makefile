@@ -9,10 +9,10 @@ STAMP  := $(VENV)/.jukisync-built
 
 $(PY):
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip==24.3.1
+	$(PY) -m pip install --quiet maturin==1.16.0
 
 $(STAMP): $(PY) pyproject.toml Cargo.toml Cargo.lock $(shell find rust -name '*.rs' -o -name Cargo.toml)
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings=build-args='--release'
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --extras dev
 	touch $(STAMP)
 
 setup: $(STAMP)

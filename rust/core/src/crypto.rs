@@ -1,0 +1,127 @@
+//! Ed25519 signatures and SHA-256 hashes.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rand_core::OsRng;
+use sha2::{Digest, Sha256};
+
+use crate::error::{CoreError, Result};
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+pub fn generate_secret() -> [u8; 32] {
+    SigningKey::generate(&mut OsRng).to_bytes()
+}
+
+pub fn signing_key(secret: &[u8]) -> Result<SigningKey> {
+    let seed: [u8; 32] = secret
+        .try_into()
+        .map_err(|_| CoreError::Signature(format!("secret key must be 32 bytes, got {}", secret.len())))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+pub fn public_key(secret: &[u8]) -> Result<[u8; 32]> {
+    Ok(signing_key(secret)?.verifying_key().to_bytes())
+}
+
+pub fn sign(secret: &[u8], message: &[u8]) -> Result<[u8; 64]> {
+    Ok(signing_key(secret)?.sign(message).to_bytes())
+}
+
+/// Parse a public key, refusing weak (small-order) keys: with one, a signature could
+/// verify for many messages.
+pub fn verifying_key(public: &[u8]) -> Result<VerifyingKey> {
+    let bytes: [u8; 32] = public
+        .try_into()
+        .map_err(|_| CoreError::Signature(format!("public key must be 32 bytes, got {}", public.len())))?;
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|e| CoreError::Signature(e.to_string()))?;
+    if key.is_weak() {
+        return Err(CoreError::Signature("weak public key".into()));
+    }
+    Ok(key)
+}
+
+pub fn parse_signature(sig: &[u8]) -> Option<Signature> {
+    Signature::from_slice(sig).ok()
+}
+
+pub fn verify(key: &VerifyingKey, message: &[u8], sig: &[u8]) -> bool {
+    parse_signature(sig).is_some_and(|s| key.verify_strict(message, &s).is_ok())
+}
+
+/// One signature to check in a batch.
+pub struct SigCheck<'a> {
+    pub key: VerifyingKey,
+    pub message: &'a [u8],
+    pub sig: &'a [u8],
+}
+
+/// Verify many signatures at once. Batch verification is much cheaper per signature;
+/// when the batch fails, each is re-checked alone so one forgery does not condemn the
+/// genuine ones beside it. Every accepted signature is also accepted by `verify`.
+pub fn verify_batch(checks: &[SigCheck<'_>]) -> Vec<bool> {
+    let parsed: Vec<Option<Signature>> = checks.iter().map(|c| parse_signature(c.sig)).collect();
+    if checks.len() > 1 && parsed.iter().all(Option::is_some) {
+        let messages: Vec<&[u8]> = checks.iter().map(|c| c.message).collect();
+        let sigs: Vec<Signature> = parsed.iter().map(|s| s.expect("checked above")).collect();
+        let keys: Vec<VerifyingKey> = checks.iter().map(|c| c.key).collect();
+        if ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
+            // Batch equation holds; still apply the strict per-signature canonicity
+            // rules that verify_strict enforces (cheap: no scalar multiplication).
+            return sigs.iter().map(|s| s.s_bytes()[31] & 0xe0 == 0).collect();
+        }
+    }
+    checks.iter().map(|c| verify(&c.key, c.message, c.sig)).collect()
+}
+
+/// What a centre signs to attest a hop: SHA-256(body) ‖ received_at (u64 big-endian).
+pub fn attestation_message(body_hash: &[u8; 32], received_at: u64) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..32].copy_from_slice(body_hash);
+    out[32..].copy_from_slice(&received_at.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify_round_trip() {
+        let secret = generate_secret();
+        let key = verifying_key(&public_key(&secret).unwrap()).unwrap();
+        let sig = sign(&secret, b"bundle").unwrap();
+        assert!(verify(&key, b"bundle", &sig));
+        assert!(!verify(&key, b"bundlf", &sig));
+        assert!(!verify(&key, b"bundle", &sig[..63]));
+    }
+
+    #[test]
+    fn batch_falls_back_to_single_checks() {
+        let secrets: Vec<[u8; 32]> = (0..8).map(|_| generate_secret()).collect();
+        let msgs: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 100]).collect();
+        let mut sigs: Vec<[u8; 64]> = secrets.iter().zip(&msgs).map(|(s, m)| sign(s, m).unwrap()).collect();
+        sigs[3][5] ^= 1;
+        let checks: Vec<SigCheck<'_>> = secrets
+            .iter()
+            .zip(&msgs)
+            .zip(&sigs)
+            .map(|((s, m), sig)| SigCheck { key: verifying_key(&public_key(s).unwrap()).unwrap(), message: m, sig })
+            .collect();
+        let ok = verify_batch(&checks);
+        assert_eq!(ok, vec![true, true, true, false, true, true, true, true]);
+        let good: Vec<SigCheck<'_>> = checks.into_iter().enumerate().filter(|(i, _)| *i != 3).map(|(_, c)| c).collect();
+        assert!(verify_batch(&good).iter().all(|b| *b));
+    }
+
+    #[test]
+    fn rejects_bad_key_lengths() {
+        assert!(signing_key(&[0u8; 31]).is_err());
+        assert!(verifying_key(&[0u8; 33]).is_err());
+        // the identity point is a weak key
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(verifying_key(&identity).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! The stored record and the conflict rule (DESIGN.md §3).
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::Update;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasonFamily {
+    Creation,
+    Removal,
+    Correction,
+}
+
+impl ReasonFamily {
+    pub fn of(reason: &str) -> Option<Self> {
+        Some(match reason {
+            "move_in" | "move_in_from_abroad" | "birth" | "entry_by_authority" => ReasonFamily::Creation,
+            "move_out" | "move_out_abroad" | "death" | "removal_by_authority" => ReasonFamily::Removal,
+            "address_change"
+            | "correction_by_authority"
+            | "error_correction"
+            | "kojin_bango_change"
+            | "juminhyo_code_change"
+            | "former_surname_alias" => ReasonFamily::Correction,
+            _ => return None,
+        })
+    }
+}
+
+pub const ACTIVE: &str = "active";
+pub const REMOVED: &str = "removed";
+pub const REDIRECT: &str = "redirect";
+
+/// A record as stored in the `records` database (MessagePack map, field names as
+/// keys; `jukisync.messages.StoredRecord` decodes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub juminhyo_code: String,
+    pub status: String,
+    pub redirect_to: Option<String>,
+    pub kojin_bango: String,
+    pub name: String,
+    pub name_kana: String,
+    pub former_surname: Option<String>,
+    pub alias: Option<String>,
+    pub birth_date: String,
+    pub sex: u8,
+    pub address: String,
+    pub municipality: String,
+    pub reason: String,
+    pub changed_on: String,
+    pub recorded_at: u64,
+    pub origin: String,
+    pub seq: u64,
+}
+
+/// The version that orders changes to one record: a record is replaced only by a
+/// higher one, so every tier converges whatever the delivery order.
+pub type Version<'a> = (&'a str, u64, &'a str, u64);
+
+impl Record {
+    pub fn from_update(u: &Update, origin: &str) -> Self {
+        let status = match ReasonFamily::of(&u.reason) {
+            Some(ReasonFamily::Removal) => REMOVED,
+            _ => ACTIVE,
+        };
+        Record {
+            juminhyo_code: u.juminhyo_code.clone(),
+            status: status.into(),
+            redirect_to: None,
+            kojin_bango: u.kojin_bango.clone(),
+            name: u.name.clone(),
+            name_kana: u.name_kana.clone(),
+            former_surname: u.former_surname.clone(),
+            alias: u.alias.clone(),
+            birth_date: u.birth_date.clone(),
+            sex: u.sex,
+            address: u.address.clone(),
+            municipality: u.municipality.clone(),
+            reason: u.reason.clone(),
+            changed_on: u.changed_on.clone(),
+            recorded_at: u.recorded_at,
+            origin: origin.into(),
+            seq: u.seq,
+        }
+    }
+
+    /// What is left at the old code after a 住民票コード change.
+    pub fn redirect_from(&self, old_code: &str) -> Self {
+        Record { juminhyo_code: old_code.into(), status: REDIRECT.into(), redirect_to: Some(self.juminhyo_code.clone()), ..self.clone() }
+    }
+
+    pub fn version(&self) -> Version<'_> {
+        (&self.changed_on, self.recorded_at, &self.origin, self.seq)
+    }
+
+    pub fn is_indexed(&self) -> bool {
+        self.status != REDIRECT
+    }
+}
+
+pub fn update_version<'a>(u: &'a Update, origin: &'a str) -> Version<'a> {
+    (&u.changed_on, u.recorded_at, origin, u.seq)
+}
