@@ -88,7 +88,12 @@ impl Record {
 
     /// What is left at the old code after a 住民票コード change.
     pub fn redirect_from(&self, old_code: &str) -> Self {
-        Record { juminhyo_code: old_code.into(), status: REDIRECT.into(), redirect_to: Some(self.juminhyo_code.clone()), ..self.clone() }
+        Record {
+            juminhyo_code: old_code.into(),
+            status: REDIRECT.into(),
+            redirect_to: Some(self.juminhyo_code.clone()),
+            ..self.clone()
+        }
     }
 
     pub fn version(&self) -> Version<'_> {

@@ -207,7 +207,8 @@ pub fn now_micros() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-const COUNTERS: [&str; 6] = ["applied_bundles", "applied_updates", "duplicates", "gaps", "rejected_security", "rejected_halt"];
+const COUNTERS: [&str; 6] =
+    ["applied_bundles", "applied_updates", "duplicates", "gaps", "rejected_security", "rejected_halt"];
 
 impl Store {
     pub fn open(path: &Path, registry: Registry, opts: StoreOptions) -> Result<Self> {
@@ -279,12 +280,8 @@ impl Store {
         let mut stage: Vec<std::result::Result<Pending<'a>, Prepared<'a>>> = Vec::with_capacity(raws.len());
         let mut checks: Vec<SigCheck<'_>> = Vec::new();
         let mut att_msgs: Vec<Vec<[u8; 40]>> = Vec::with_capacity(raws.len());
-        let security = |raw: &'a [u8], reason: String, head: Option<BodyHead>, hash: Option<[u8; 32]>| Prepared::Reject {
-            kind: RejectKind::Security,
-            reason,
-            raw,
-            head,
-            hash,
+        let security = |raw: &'a [u8], reason: String, head: Option<BodyHead>, hash: Option<[u8; 32]>| {
+            Prepared::Reject { kind: RejectKind::Security, reason, raw, head, hash }
         };
         for raw in raws {
             att_msgs.push(Vec::new());
@@ -307,7 +304,7 @@ impl Store {
                 stage.push(Err(security(raw, reason, head, Some(hash))));
                 continue;
             };
-                        let mut att_problem = None;
+            let mut att_problem = None;
             for att in &envelope.attestations {
                 match registry.usable(&att.key_id, &att.centre, att.received_at) {
                     Ok(_) => {}
@@ -327,7 +324,7 @@ impl Store {
             for att in &envelope.attestations {
                 msgs.push(crypto::attestation_message(&hash, att.received_at));
             }
-                        stage.push(Ok(Pending { raw, envelope, hash, owner, first_check }));
+            stage.push(Ok(Pending { raw, envelope, hash, owner, first_check }));
         }
         // Second pass: build the signature checks (body signature, then attestations).
         for (i, item) in stage.iter_mut().enumerate() {
@@ -347,7 +344,10 @@ impl Store {
             .into_iter()
             .map(|item| match item {
                 Err(prepared) => prepared,
-                Ok(p) => self.check_verified(p.raw, p.envelope, p.hash, &p.owner, &ok[p.first_check..], registry),
+                Ok(p) => {
+                    let checked = &ok[p.first_check..=p.first_check + p.envelope.attestations.len()];
+                    self.check_verified(p.raw, p.envelope, p.hash, &p.owner, checked, registry)
+                }
             })
             .collect()
     }
@@ -363,7 +363,13 @@ impl Store {
         registry: &Registry,
     ) -> Prepared<'a> {
         let head: Option<BodyHead> = wire::decode(&envelope.body, "body").ok();
-        let security = |reason: String, head: Option<BodyHead>| Prepared::Reject { kind: RejectKind::Security, reason, raw, head, hash: Some(hash) };
+        let security = |reason: String, head: Option<BodyHead>| Prepared::Reject {
+            kind: RejectKind::Security,
+            reason,
+            raw,
+            head,
+            hash: Some(hash),
+        };
         if !sig_ok[0] {
             return security(format!("bad signature for key {:?}", envelope.key_id), head);
         }
@@ -386,7 +392,10 @@ impl Store {
             return security(reason, Some(head));
         }
         if let Err(problem) = registry.usable(&envelope.key_id, owner, head.created_at) {
-            return security(format!("key {:?} at created_at {}: {problem}", envelope.key_id, head.created_at), Some(head));
+            return security(
+                format!("key {:?} at created_at {}: {problem}", envelope.key_id, head.created_at),
+                Some(head),
+            );
         }
         let body: BundleBody = match wire::decode(&envelope.body, "body") {
             Ok(b) => b,
@@ -401,11 +410,26 @@ impl Store {
         Prepared::Ok(Box::new(Verified { raw, envelope, hash, head, body, problem }))
     }
 
-    fn signed_but_wrong<'a>(&self, raw: &'a [u8], owner: &str, reason: String, head: Option<BodyHead>, hash: [u8; 32]) -> Prepared<'a> {
+    fn signed_but_wrong<'a>(
+        &self,
+        raw: &'a [u8],
+        owner: &str,
+        reason: String,
+        head: Option<BodyHead>,
+        hash: [u8; 32],
+    ) -> Prepared<'a> {
         // Only an origin's own key can halt that origin; a centre's key cannot.
-        let kind = if crate::codes::is_valid_local_government_code(owner) { RejectKind::Halt } else { RejectKind::Security };
+        let kind =
+            if crate::codes::is_valid_local_government_code(owner) { RejectKind::Halt } else { RejectKind::Security };
         let head = head.or_else(|| {
-            Some(BodyHead { origin: owner.into(), first_seq: 0, last_seq: 0, prev_hash: ByteBuf::new(), created_at: 0, supersedes: None })
+            Some(BodyHead {
+                origin: owner.into(),
+                first_seq: 0,
+                last_seq: 0,
+                prev_hash: ByteBuf::new(),
+                created_at: 0,
+                supersedes: None,
+            })
         });
         Prepared::Reject { kind, reason, raw, head, hash: Some(hash) }
     }
@@ -426,7 +450,13 @@ impl Store {
         Ok(outcomes)
     }
 
-    fn apply_prepared(&self, txn: &mut RwTxn, p: Prepared<'_>, received_at: u64, registry: &Registry) -> Result<Outcome> {
+    fn apply_prepared(
+        &self,
+        txn: &mut RwTxn,
+        p: Prepared<'_>,
+        received_at: u64,
+        registry: &Registry,
+    ) -> Result<Outcome> {
         let outcome = match p {
             Prepared::Reject { kind, reason, raw, head, hash } => {
                 self.reject(txn, kind, reason, raw, head.as_ref(), hash, received_at)?
@@ -465,7 +495,8 @@ impl Store {
         received_at: u64,
     ) -> Result<Outcome> {
         let id = self.next_id(txn, "next_quarantine_id")?;
-        let keep = if raw.len() > self.opts.max_bundle_bytes { &raw[..QUARANTINE_KEEP_OVERSIZED.min(raw.len())] } else { raw };
+        let keep =
+            if raw.len() > self.opts.max_bundle_bytes { &raw[..QUARANTINE_KEEP_OVERSIZED.min(raw.len())] } else { raw };
         let entry = QuarantineEntry {
             id,
             received_at,
@@ -483,7 +514,8 @@ impl Store {
         if kind == RejectKind::Halt {
             if let Some(origin) = head.map(|h| h.origin.as_str()) {
                 if self.dbs.halts.get(txn, origin.as_bytes())?.is_none() {
-                    let halt = Halt { quarantine_id: id, reason: reason.clone(), since: received_at, dropped_hash: None };
+                    let halt =
+                        Halt { quarantine_id: id, reason: reason.clone(), since: received_at, dropped_hash: None };
                     self.dbs.halts.put(txn, origin.as_bytes(), &wire::encode(&halt)?)?;
                 }
             }
@@ -504,10 +536,13 @@ impl Store {
         let fork = |store: &Self, txn: &mut RwTxn, why: String| {
             store.reject(txn, RejectKind::Halt, format!("fork: {why}"), v.raw, Some(&v.head), Some(v.hash), received_at)
         };
-        if self.dbs.superseded.get(txn, &v.head.prev_hash)?.is_some() || self.dbs.superseded.get(txn, &v.hash)?.is_some() {
+        if self.dbs.superseded.get(txn, &v.head.prev_hash)?.is_some()
+            || self.dbs.superseded.get(txn, &v.hash)?.is_some()
+        {
             // A descendant of a dropped bundle: its range is being re-issued.
             self.dbs.superseded.put(txn, &v.hash, origin.as_bytes())?;
-            return Ok(Outcome::new(Status::Duplicate, Some(&v.head), Some(v.hash)).with_reason("superseded by a re-issued bundle"));
+            return Ok(Outcome::new(Status::Duplicate, Some(&v.head), Some(v.hash))
+                .with_reason("superseded by a re-issued bundle"));
         }
         if v.head.last_seq <= head_seq {
             let stored = self.dbs.changelog.get(txn, &seq_key(origin, v.head.last_seq))?;
@@ -517,11 +552,19 @@ impl Store {
                     o.updates = v.body.updates.len();
                     Ok(o)
                 }
-                _ => fork(self, txn, format!("seqs {}..{} were applied with other content", v.head.first_seq, v.head.last_seq)),
+                _ => fork(
+                    self,
+                    txn,
+                    format!("seqs {}..{} were applied with other content", v.head.first_seq, v.head.last_seq),
+                ),
             };
         }
         if v.head.first_seq <= head_seq {
-            return fork(self, txn, format!("seqs {}..{} overlap the applied head {head_seq}", v.head.first_seq, v.head.last_seq));
+            return fork(
+                self,
+                txn,
+                format!("seqs {}..{} overlap the applied head {head_seq}", v.head.first_seq, v.head.last_seq),
+            );
         }
         let mut replacing = false;
         if !releasing {
@@ -541,8 +584,11 @@ impl Store {
         }
         if v.head.first_seq > head_seq + 1 {
             self.hold(txn, v)?;
-            let mut o = Outcome::new(Status::Gap, Some(&v.head), Some(v.hash))
-                .with_reason(format!("missing seqs {}..{}", head_seq + 1, v.head.first_seq - 1));
+            let mut o = Outcome::new(Status::Gap, Some(&v.head), Some(v.hash)).with_reason(format!(
+                "missing seqs {}..{}",
+                head_seq + 1,
+                v.head.first_seq - 1
+            ));
             o.resend_from = Some(head_seq + 1);
             return Ok(o);
         }
@@ -551,7 +597,15 @@ impl Store {
         }
         if !releasing {
             if let Some(problem) = &v.problem {
-                return self.reject(txn, RejectKind::Halt, problem.clone(), v.raw, Some(&v.head), Some(v.hash), received_at);
+                return self.reject(
+                    txn,
+                    RejectKind::Halt,
+                    problem.clone(),
+                    v.raw,
+                    Some(&v.head),
+                    Some(v.hash),
+                    received_at,
+                );
             }
         }
         self.commit_bundle(txn, v, received_at)?;
@@ -589,7 +643,9 @@ impl Store {
             self.dbs.pending.delete(txn, &key)?;
             let prepared = self.prepare(&[&raw], registry).pop().expect("one in, one out");
             let outcome = match prepared {
-                Prepared::Reject { kind, reason, raw, head, hash } => self.reject(txn, kind, reason, raw, head.as_ref(), hash, received_at)?,
+                Prepared::Reject { kind, reason, raw, head, hash } => {
+                    self.reject(txn, kind, reason, raw, head.as_ref(), hash, received_at)?
+                }
                 Prepared::Ok(v) => self.apply_verified(txn, &v, received_at, false)?,
             };
             match outcome.status {
@@ -728,12 +784,8 @@ impl Store {
     /// Codes of the records whose normalised reading, birth date and sex match.
     pub fn by_reading(&self, reading: &str, birth_date: &str, sex: u8) -> Result<Vec<String>> {
         let txn = self.env.read_txn()?;
-        let probe = Record {
-            name_kana: reading.into(),
-            birth_date: birth_date.into(),
-            sex,
-            ..Record::default_for_key()
-        };
+        let probe =
+            Record { name_kana: reading.into(), birth_date: birth_date.into(), sex, ..Record::default_for_key() };
         let mut out = Vec::new();
         if let Some(iter) = self.dbs.by_name.get_duplicates(&txn, &name_key(&probe))? {
             for item in iter {
@@ -765,7 +817,12 @@ impl Store {
         let start = seq_key(origin, from_seq);
         let end = seq_key(origin, u64::MAX);
         let mut out = Vec::new();
-        for item in self.dbs.changelog.range(&txn, &(Bound::Included(start.as_slice()), Bound::Included(end.as_slice())))?.take(limit) {
+        for item in self
+            .dbs
+            .changelog
+            .range(&txn, &(Bound::Included(start.as_slice()), Bound::Included(end.as_slice())))?
+            .take(limit)
+        {
             out.push(item?.1[40..].to_vec());
         }
         Ok(out)
@@ -803,7 +860,7 @@ impl Store {
             let v = self.dbs.meta.get(&txn, format!("c:{c}").as_bytes())?.map_or(0, |v| u64_at(v, 0));
             out.push((c.to_string(), v));
         }
-        let open = self.quarantine_list(false)?.len() as u64;
+        let open = self.quarantine_in(&txn, false)?.len() as u64;
         out.push(("quarantine_open".to_string(), open));
         Ok(out)
     }
@@ -845,8 +902,12 @@ impl Store {
 
     pub fn quarantine_list(&self, include_closed: bool) -> Result<Vec<QuarantineEntry>> {
         let txn = self.env.read_txn()?;
+        self.quarantine_in(&txn, include_closed)
+    }
+
+    fn quarantine_in(&self, txn: &RoTxn, include_closed: bool) -> Result<Vec<QuarantineEntry>> {
         let mut out = Vec::new();
-        for item in self.dbs.quarantine.iter(&txn)? {
+        for item in self.dbs.quarantine.iter(txn)? {
             let entry: QuarantineEntry = wire::decode(item?.1, "quarantine entry")?;
             if include_closed || entry.state == "open" {
                 out.push(entry);
@@ -899,7 +960,9 @@ impl Store {
         }
         let prepared = self.prepare(&[entry.envelope.as_ref()], &registry).pop().expect("one in, one out");
         let Prepared::Ok(v) = prepared else {
-            return Err(CoreError::Quarantine(format!("entry {id} does not decode into updates; drop it and have the origin re-issue")));
+            return Err(CoreError::Quarantine(format!(
+                "entry {id} does not decode into updates; drop it and have the origin re-issue"
+            )));
         };
         let origin = v.head.origin.clone();
         let (head_seq, head_hash) = self.head(&txn, &origin)?;

@@ -1,0 +1,437 @@
+//! Store tests: real signatures, real LMDB on disk.
+
+use serde_bytes::ByteBuf;
+
+use crate::crypto;
+use crate::record::REDIRECT;
+use crate::registry::{sign_registry, KeyEntry, Registry, RegistryBody};
+use crate::store::{Centre, RejectKind, Role, Status, Store, StoreOptions};
+use crate::wire::{self, Attestation, BundleBody, Envelope, Update, ZERO_HASH};
+
+const A: &str = "352039"; // 山口市
+const B: &str = "131016"; // 千代田区
+
+struct Net {
+    root: [u8; 32],
+    keys: Vec<(String, String, [u8; 32])>, // owner, key id, secret
+    heads: std::collections::HashMap<String, (u64, [u8; 32])>,
+}
+
+fn update(seq: u64, code: &str, municipality: &str, reason: &str, changed_on: &str) -> Update {
+    Update {
+        seq,
+        juminhyo_code: code.into(),
+        previous_juminhyo_code: None,
+        kojin_bango: "123456789018".into(),
+        name: "山口 太郎".into(),
+        name_kana: "ヤマグチ タロウ".into(),
+        former_surname: None,
+        alias: None,
+        birth_date: "1980-04-01".into(),
+        sex: 1,
+        address: format!("{municipality} 1-2-3"),
+        municipality: municipality.into(),
+        reason: reason.into(),
+        changed_on: changed_on.into(),
+        recorded_at: seq,
+    }
+}
+
+impl Net {
+    fn new() -> Self {
+        let keys = [A, B, "centre-east", "centre-west"]
+            .iter()
+            .map(|o| (o.to_string(), format!("{o}-k1"), crypto::generate_secret()))
+            .collect();
+        Net { root: crypto::generate_secret(), keys, heads: Default::default() }
+    }
+
+    fn secret(&self, key_id: &str) -> [u8; 32] {
+        self.keys.iter().find(|k| k.1 == key_id).unwrap().2
+    }
+
+    fn registry_with(&self, tweak: impl Fn(&mut KeyEntry)) -> Registry {
+        let entries = self
+            .keys
+            .iter()
+            .map(|(owner, key_id, secret)| {
+                let mut e = KeyEntry {
+                    owner: owner.clone(),
+                    key_id: key_id.clone(),
+                    public_key: ByteBuf::from(crypto::public_key(secret).unwrap().to_vec()),
+                    not_before: 0,
+                    not_after: None,
+                    revoked_at: None,
+                };
+                tweak(&mut e);
+                e
+            })
+            .collect();
+        let bytes = sign_registry(&RegistryBody { version: 1, issued_at: 0, entries }, &self.root).unwrap();
+        Registry::load(&bytes, &crypto::public_key(&self.root).unwrap()).unwrap()
+    }
+
+    fn store(&self, dir: &std::path::Path, role: Role) -> Store {
+        let centre = (role == Role::Aggregator).then(|| Centre {
+            id: "centre-east".into(),
+            key_id: "centre-east-k1".into(),
+            key: crypto::signing_key(&self.secret("centre-east-k1")).unwrap(),
+        });
+        let opts = StoreOptions {
+            role,
+            centre,
+            map_size: 1 << 26,
+            max_bundle_bytes: 1 << 20,
+            pending_limit: 100,
+            require_attestation: role == Role::National,
+        };
+        Store::open(dir, self.registry_with(|_| {}), opts).unwrap()
+    }
+
+    /// The next chained, signed bundle of `origin` holding `updates` (seqs assigned).
+    fn bundle(&mut self, origin: &str, mut updates: Vec<Update>) -> Vec<u8> {
+        let (head, prev) = *self.heads.get(origin).unwrap_or(&(0, ZERO_HASH));
+        for (i, u) in updates.iter_mut().enumerate() {
+            u.seq = head + 1 + i as u64;
+            u.recorded_at = u.seq;
+        }
+        let body = BundleBody {
+            origin: origin.into(),
+            first_seq: head + 1,
+            last_seq: head + updates.len() as u64,
+            prev_hash: ByteBuf::from(prev.to_vec()),
+            created_at: 1_000,
+            updates,
+            supersedes: None,
+        };
+        let bytes = wire::encode(&body).unwrap();
+        self.heads.insert(origin.into(), (body.last_seq, crypto::sha256(&bytes)));
+        self.envelope(bytes, &format!("{origin}-k1"))
+    }
+
+    fn envelope(&self, body: Vec<u8>, key_id: &str) -> Vec<u8> {
+        let sig = crypto::sign(&self.secret(key_id), &body).unwrap();
+        wire::encode(&Envelope {
+            body: ByteBuf::from(body),
+            key_id: key_id.into(),
+            sig: ByteBuf::from(sig.to_vec()),
+            attestations: vec![],
+        })
+        .unwrap()
+    }
+}
+
+fn apply1(store: &Store, raw: &[u8]) -> crate::store::Outcome {
+    store.apply(&[raw], 5_000).unwrap().pop().unwrap()
+}
+
+fn people(n: usize, municipality: &str, reason: &str) -> Vec<Update> {
+    (0..n).map(|i| update(0, &format!("{:011}", 10_000 + i), municipality, reason, "2026-04-01")).collect()
+}
+
+#[test]
+fn applies_in_order_and_detects_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let b1 = net.bundle(A, people(3, A, "birth"));
+    let b2 = net.bundle(A, vec![update(0, "00000010001", A, "address_change", "2026-05-01")]);
+    let out = store.apply(&[&b1, &b2], 5_000).unwrap();
+    assert_eq!(out.iter().map(|o| o.status).collect::<Vec<_>>(), vec![Status::Applied, Status::Applied]);
+    assert_eq!(out[0].updates, 3);
+    assert_eq!(store.chain_head(A).unwrap().unwrap().0, 4);
+    let r = store.get("00000010001").unwrap().unwrap();
+    assert_eq!(r.reason, "address_change");
+    assert_eq!(store.by_number("123456789018").unwrap().is_some(), true);
+    assert_eq!(store.changes(A, 2, 10).unwrap().len(), 2, "bundle 1..3 holds seq 2, then 4..4");
+    assert_eq!(store.changes(A, 4, 10).unwrap().len(), 1);
+    let digest = store.digest("").unwrap();
+    assert_eq!(apply1(&store, &b1).status, Status::Duplicate);
+    assert_eq!(store.digest("").unwrap(), digest);
+    // the aggregator queued both for forwarding, attested
+    let fwd = store.forward_batch(10).unwrap();
+    assert_eq!(fwd.len(), 2);
+    let env: Envelope = wire::decode(&fwd[0].1, "envelope").unwrap();
+    assert_eq!(env.attestations.len(), 1);
+    assert_eq!(env.attestations[0].centre, "centre-east");
+    store.forward_done(&[fwd[0].0]).unwrap();
+    assert_eq!(store.forward_batch(10).unwrap().len(), 1);
+}
+
+#[test]
+fn gap_waits_then_applies_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let b1 = net.bundle(A, people(2, A, "birth"));
+    let b2 = net.bundle(A, vec![update(0, "00000010000", A, "death", "2026-06-01")]);
+    let b3 = net.bundle(A, vec![update(0, "00000010001", A, "move_out", "2026-06-02")]);
+    let gap = apply1(&store, &b3);
+    assert_eq!((gap.status, gap.resend_from), (Status::Gap, Some(1)));
+    assert_eq!(apply1(&store, &b2).status, Status::Gap);
+    assert_eq!(store.pending(A).unwrap(), vec![(3, 3), (4, 4)]);
+    assert!(store.get("00000010000").unwrap().is_none());
+    let out = apply1(&store, &b1);
+    assert_eq!((out.status, out.released), (Status::Applied, 2));
+    assert_eq!(store.chain_head(A).unwrap().unwrap().0, 4);
+    assert!(store.pending(A).unwrap().is_empty());
+    assert_eq!(store.get("00000010000").unwrap().unwrap().status, "removed");
+}
+
+#[test]
+fn forgeries_are_security_events_and_halt_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let genuine = net.bundle(A, people(1, A, "birth"));
+    // B's key signing a bundle that claims origin A
+    let env: Envelope = wire::decode(&genuine, "e").unwrap();
+    let foreign = net.envelope(env.body.to_vec(), &format!("{B}-k1"));
+    // a signature over other bytes
+    let mut tampered: Envelope = env.clone();
+    let mut body = tampered.body.to_vec();
+    let pos = body.len() - 40;
+    body[pos] ^= 1;
+    tampered.body = ByteBuf::from(body);
+    let tampered = wire::encode(&tampered).unwrap();
+    let mut unknown = env.clone();
+    unknown.key_id = "nobody".into();
+    let unknown = wire::encode(&unknown).unwrap();
+    let garbage = b"\xc1\x00garbage".to_vec();
+    let oversized = vec![0x90u8; (1 << 20) + 1];
+    let out = store.apply(&[&foreign, &tampered, &unknown, &garbage, &oversized], 5_000).unwrap();
+    for o in &out {
+        assert_eq!((o.status, o.kind), (Status::Rejected, Some(RejectKind::Security)), "{o:?}");
+    }
+    assert!(out[0].reason.as_ref().unwrap().contains("belongs to"));
+    assert!(out[1].reason.as_ref().unwrap().contains("bad signature"));
+    assert!(out[4].reason.as_ref().unwrap().contains("oversized"));
+    assert!(store.halted().unwrap().is_empty());
+    assert_eq!(store.quarantine_list(false).unwrap().len(), 5);
+    assert!(store.quarantine_entry(out[4].quarantine_id.unwrap()).unwrap().envelope.len() <= 64 * 1024);
+    assert_eq!(apply1(&store, &genuine).status, Status::Applied);
+    assert_eq!(store.stats().unwrap().iter().find(|(k, _)| k == "records").unwrap().1, 1);
+    // security entries cannot be released
+    assert!(store.release(out[0].quarantine_id.unwrap(), 6_000).is_err());
+}
+
+#[test]
+fn expired_and_revoked_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let b1 = net.bundle(A, people(1, A, "birth")); // created_at 1_000
+    for (tweak, word) in [(Some(500), "expired"), (None, "revoked")] {
+        let d = dir.path().join(word);
+        let store = net.store(&d, Role::Aggregator);
+        store.set_registry(net.registry_with(|e| {
+            if e.owner == A {
+                e.not_after = tweak;
+                e.revoked_at = if tweak.is_none() { Some(900) } else { None };
+            }
+        }));
+        let o = apply1(&store, &b1);
+        assert_eq!(o.kind, Some(RejectKind::Security), "{o:?}");
+        assert!(o.reason.unwrap().contains(word));
+        assert!(store.halted().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn invalid_content_halts_its_origin_only_then_release_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let mut bad = people(1, A, "birth");
+    bad[0].kojin_bango = "983205673210".into(); // bad check digit
+    let b1 = net.bundle(A, bad);
+    let b2 = net.bundle(A, people(1, A, "birth"));
+    let other = net.bundle(B, people(1, B, "birth"));
+    let out = store.apply(&[&b1, &b2, &other], 5_000).unwrap();
+    assert_eq!((out[0].status, out[0].kind), (Status::Rejected, Some(RejectKind::Halt)));
+    assert!(out[0].reason.as_ref().unwrap().contains("kojin_bango"), "{:?}", out[0].reason);
+    assert_eq!(out[1].status, Status::Gap);
+    assert!(out[1].reason.as_ref().unwrap().starts_with("origin halted"));
+    assert_eq!(out[1].resend_from, None);
+    assert_eq!(out[2].status, Status::Applied, "other origins keep flowing");
+    assert_eq!(store.halted().unwrap().len(), 1);
+    let released = store.release(out[0].quarantine_id.unwrap(), 6_000).unwrap();
+    assert_eq!((released.status, released.released), (Status::Applied, 1));
+    assert!(store.halted().unwrap().is_empty());
+    assert_eq!(store.chain_head(A).unwrap().unwrap().0, 2);
+    assert!(store.release(out[0].quarantine_id.unwrap(), 6_000).is_err(), "already released");
+}
+
+#[test]
+fn dropped_bundle_is_replaced_by_one_that_supersedes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let b1 = net.bundle(A, people(1, A, "birth"));
+    let head_after_b1 = net.heads[A];
+    let mut garbled = people(1, A, "birth");
+    garbled[0].name = "山\u{FFFD}太郎".into();
+    let bad = net.bundle(A, garbled);
+    let stale_next = net.bundle(A, people(1, A, "birth")); // chained after the bad one
+    let out = store.apply(&[&b1, &bad, &stale_next], 5_000).unwrap();
+    assert_eq!(out[1].kind, Some(RejectKind::Halt));
+    let bad_hash = out[1].hash.unwrap();
+    store.drop_entry(out[1].quarantine_id.unwrap()).unwrap();
+    assert!(store.halted().unwrap()[0].1.contains("dropped"));
+    // a plain next bundle is not enough: it must name the dropped one
+    net.heads.insert(A.into(), head_after_b1);
+    let mut fixed = people(1, A, "birth");
+    fixed[0].name = "山口 太郎".into();
+    let mut reissue: BundleBody = {
+        let env: Envelope = wire::decode(&net.bundle(A, fixed), "e").unwrap();
+        wire::decode(&env.body, "b").unwrap()
+    };
+    reissue.supersedes = Some(ByteBuf::from(bad_hash.to_vec()));
+    let body = wire::encode(&reissue).unwrap();
+    net.heads.insert(A.into(), (2, crypto::sha256(&body)));
+    let replacement = net.envelope(body, &format!("{A}-k1"));
+    let next = net.bundle(A, people(2, A, "birth"));
+    let out = store.apply(&[&replacement, &next, &stale_next], 5_000).unwrap();
+    assert_eq!(
+        out.iter().map(|o| o.status).collect::<Vec<_>>(),
+        vec![Status::Applied, Status::Applied, Status::Duplicate]
+    );
+    assert!(store.halted().unwrap().is_empty());
+    assert_eq!(store.chain_head(A).unwrap().unwrap().0, 4);
+}
+
+#[test]
+fn signed_fork_halts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let b1 = net.bundle(A, people(1, A, "birth"));
+    net.heads.remove(A);
+    let fork = net.bundle(A, people(2, A, "birth")); // also starts at seq 1
+    assert_eq!(apply1(&store, &b1).status, Status::Applied);
+    let o = apply1(&store, &fork);
+    assert_eq!((o.status, o.kind), (Status::Rejected, Some(RejectKind::Halt)));
+    assert!(o.reason.unwrap().starts_with("fork"));
+}
+
+#[test]
+fn signed_but_malformed_bodies_halt() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    // an unknown field (続柄 must never leave the municipality)
+    let body = rmpv_like::body_with_extra_field(A);
+    let o = apply1(&store, &net.envelope(body, &format!("{A}-k1")));
+    assert_eq!((o.status, o.kind), (Status::Rejected, Some(RejectKind::Halt)), "{o:?}");
+    assert!(o.reason.unwrap().contains("zokugara"));
+    // wrong type: a string where a number belongs
+    let body = rmpv_like::body_with_wrong_type(A);
+    let o = apply1(&store, &net.envelope(body, &format!("{A}-k1")));
+    assert_eq!(o.kind, Some(RejectKind::Halt));
+}
+
+/// Hand-built MessagePack for bodies serde would refuse to produce.
+mod rmpv_like {
+    fn str(out: &mut Vec<u8>, s: &str) {
+        rmp::encode::write_str(out, s).unwrap();
+    }
+
+    fn head(out: &mut Vec<u8>, origin: &str, n: u32) {
+        rmp::encode::write_map_len(out, n).unwrap();
+        str(out, "origin");
+        str(out, origin);
+        str(out, "first_seq");
+        rmp::encode::write_uint(out, 1).unwrap();
+        str(out, "last_seq");
+        rmp::encode::write_uint(out, 1).unwrap();
+        str(out, "prev_hash");
+        rmp::encode::write_bin(out, &[0; 32]).unwrap();
+        str(out, "created_at");
+        rmp::encode::write_uint(out, 1000).unwrap();
+    }
+
+    pub fn body_with_extra_field(origin: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        head(&mut out, origin, 7);
+        str(&mut out, "updates");
+        rmp::encode::write_array_len(&mut out, 0).unwrap();
+        str(&mut out, "zokugara");
+        str(&mut out, "長男");
+        out
+    }
+
+    pub fn body_with_wrong_type(origin: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        head(&mut out, origin, 6);
+        str(&mut out, "updates");
+        str(&mut out, "not a list");
+        out
+    }
+}
+
+#[test]
+fn conflict_rule_converges_whatever_the_order() {
+    // a move from A to B: 転出 at A, 転入 at B (later), then a code change at B
+    let mut net = Net::new();
+    let out_a = net.bundle(A, vec![update(0, "00000099999", A, "move_out", "2026-04-01")]);
+    let in_b = net.bundle(B, vec![update(0, "00000099999", B, "move_in", "2026-04-02")]);
+    let mut change = update(0, "00000088888", B, "juminhyo_code_change", "2026-05-01");
+    change.previous_juminhyo_code = Some("00000099999".into());
+    let change_b = net.bundle(B, vec![change]);
+    let dir = tempfile::tempdir().unwrap();
+    let orders: [[&Vec<u8>; 3]; 3] =
+        [[&out_a, &in_b, &change_b], [&in_b, &change_b, &out_a], [&change_b, &out_a, &in_b]];
+    let mut digests = Vec::new();
+    for (i, order) in orders.iter().enumerate() {
+        let store = net.store(&dir.path().join(i.to_string()), Role::Aggregator);
+        for raw in order {
+            store.apply(&[raw.as_slice()], 5_000).unwrap();
+        }
+        store.apply(&[&out_a, &in_b, &change_b], 5_000).unwrap(); // replays change nothing
+        assert_eq!(store.chain_head(B).unwrap().unwrap().0, 2);
+        let old = store.get("00000099999").unwrap().unwrap();
+        assert_eq!((old.status.as_str(), old.redirect_to.as_deref()), (REDIRECT, Some("00000088888")));
+        let new = store.get("00000088888").unwrap().unwrap();
+        assert_eq!((new.status.as_str(), new.municipality.as_str()), ("active", B));
+        assert_eq!(store.by_number("123456789018").unwrap().unwrap().juminhyo_code, "00000088888");
+        digests.push((store.digest("").unwrap(), store.digest("35").unwrap(), store.digest("13").unwrap()));
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+#[test]
+fn national_verifies_centre_attestations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let agg = net.store(&dir.path().join("agg"), Role::Aggregator);
+    let national = net.store(&dir.path().join("nat"), Role::National);
+    let b1 = net.bundle(A, people(2, A, "birth"));
+    assert_eq!(apply1(&agg, &b1).status, Status::Applied);
+    let o = apply1(&national, &b1);
+    assert_eq!(o.kind, Some(RejectKind::Security), "national needs an attestation");
+    let fwd = agg.forward_batch(10).unwrap();
+    assert_eq!(apply1(&national, &fwd[0].1).status, Status::Applied);
+    assert_eq!(apply1(&national, &fwd[0].1).status, Status::Duplicate);
+    assert_eq!(national.digest("35").unwrap(), agg.digest("35").unwrap());
+    // an attestation signed by someone who is not the centre it names
+    let mut env: Envelope = wire::decode(&fwd[0].1, "e").unwrap();
+    let att = env.attestations[0].clone();
+    env.attestations[0] = Attestation { centre: "centre-west".into(), ..att };
+    let nat2 = net.store(&dir.path().join("nat2"), Role::National);
+    let o = apply1(&nat2, &wire::encode(&env).unwrap());
+    assert_eq!(o.kind, Some(RejectKind::Security));
+}
+
+#[test]
+fn store_reopens_with_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let b1 = net.bundle(A, people(5, A, "birth"));
+    let digest = {
+        let store = net.store(dir.path(), Role::Aggregator);
+        apply1(&store, &b1);
+        store.digest("").unwrap()
+    };
+    let store = net.store(dir.path(), Role::Aggregator);
+    assert_eq!(store.digest("").unwrap(), digest);
+    assert_eq!(apply1(&store, &b1).status, Status::Duplicate);
+}

@@ -36,7 +36,12 @@ pub fn body_problem(body: &BundleBody) -> Option<String> {
     }
     let expected = body.last_seq - body.first_seq + 1;
     if body.updates.len() as u64 != expected {
-        return Some(format!("range {}..{} holds {} updates, not {expected}", body.first_seq, body.last_seq, body.updates.len()));
+        return Some(format!(
+            "range {}..{} holds {} updates, not {expected}",
+            body.first_seq,
+            body.last_seq,
+            body.updates.len()
+        ));
     }
     for (i, update) in body.updates.iter().enumerate() {
         let seq = body.first_seq + i as u64;

@@ -86,7 +86,5 @@ pub const ZERO_HASH: [u8; HASH_LEN] = [0; HASH_LEN];
 
 /// Copy a 32-byte hash out of a wire field, naming the field when its length is wrong.
 pub fn hash32(bytes: &[u8], field: &str) -> Result<[u8; HASH_LEN]> {
-    bytes
-        .try_into()
-        .map_err(|_| CoreError::Malformed(format!("{field}: expected 32 bytes, got {}", bytes.len())))
+    bytes.try_into().map_err(|_| CoreError::Malformed(format!("{field}: expected 32 bytes, got {}", bytes.len())))
 }

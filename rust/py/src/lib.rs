@@ -69,11 +69,8 @@ fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> Res<bool> {
 fn verify_batch(py: Python<'_>, items: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>) -> Res<Vec<bool>> {
     py.detach(|| {
         let keys = items.iter().map(|(k, _, _)| crypto::verifying_key(k)).collect::<Result<Vec<_>, _>>()?;
-        let checks: Vec<crypto::SigCheck<'_>> = items
-            .iter()
-            .zip(keys)
-            .map(|((_, message, sig), key)| crypto::SigCheck { key, message, sig })
-            .collect();
+        let checks: Vec<crypto::SigCheck<'_>> =
+            items.iter().zip(keys).map(|((_, message, sig), key)| crypto::SigCheck { key, message, sig }).collect();
         Ok(crypto::verify_batch(&checks))
     })
 }
@@ -318,7 +315,9 @@ impl Store {
         let role = match role {
             "aggregator" => Role::Aggregator,
             "national" => Role::National,
-            other => return Err(PyValueError::new_err(format!("role must be 'aggregator' or 'national', not {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!("role must be 'aggregator' or 'national', not {other:?}")))
+            }
         };
         let centre = match (centre_id, centre_key, centre_key_id) {
             (Some(id), Some(key), Some(key_id)) => {
@@ -356,7 +355,12 @@ impl Store {
     }
 
     #[pyo3(signature = (envelopes, received_at=None))]
-    fn apply(&self, py: Python<'_>, envelopes: Vec<Bound<'_, PyBytes>>, received_at: Option<u64>) -> Res<Vec<ApplyResult>> {
+    fn apply(
+        &self,
+        py: Python<'_>,
+        envelopes: Vec<Bound<'_, PyBytes>>,
+        received_at: Option<u64>,
+    ) -> Res<Vec<ApplyResult>> {
         let owned: Vec<Vec<u8>> = envelopes.iter().map(|b| b.as_bytes().to_vec()).collect();
         let received_at = received_at.unwrap_or_else(store::now_micros);
         let outcomes = py.detach(|| {
@@ -394,7 +398,13 @@ impl Store {
     }
 
     #[pyo3(signature = (origin, from_seq, limit=1000))]
-    fn changes<'py>(&self, py: Python<'py>, origin: &str, from_seq: u64, limit: usize) -> Res<Vec<Bound<'py, PyBytes>>> {
+    fn changes<'py>(
+        &self,
+        py: Python<'py>,
+        origin: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Res<Vec<Bound<'py, PyBytes>>> {
         let changes = py.detach(|| self.inner.changes(origin, from_seq, limit))?;
         Ok(changes.iter().map(|c| PyBytes::new(py, c)).collect())
     }
