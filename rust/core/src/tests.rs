@@ -142,7 +142,7 @@ fn applies_in_order_and_detects_duplicates() {
     assert_eq!(store.chain_head(A).unwrap().unwrap().0, 4);
     let r = store.get("00000010001").unwrap().unwrap();
     assert_eq!(r.reason, "address_change");
-    assert_eq!(store.by_number("123456789018").unwrap().is_some(), true);
+    assert!(store.by_number("123456789018").unwrap().is_some());
     assert_eq!(store.changes(A, 2, 10).unwrap().len(), 2, "bundle 1..3 holds seq 2, then 4..4");
     assert_eq!(store.changes(A, 4, 10).unwrap().len(), 1);
     let digest = store.digest("").unwrap();
