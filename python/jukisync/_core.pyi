@@ -1,5 +1,28 @@
 # Type stub for the Rust extension `jukisync._core` (rust/py). Checked by mypy.stubtest.
-from typing import Literal, final
+from typing import Literal, TypeAlias, final
+
+__all__ = [
+    "__version__",
+    "JukisyncError",
+    "MalformedError",
+    "SignatureError",
+    "RegistryError",
+    "StoreError",
+    "QuarantineError",
+    "generate_signing_key",
+    "public_key",
+    "sign",
+    "verify",
+    "verify_batch",
+    "sha256",
+    "attestation_message",
+    "normalize_reading",
+    "KeyRegistry",
+    "ApplyResult",
+    "Record",
+    "QuarantineEntry",
+    "Store",
+]
 
 __version__: str
 
@@ -33,7 +56,7 @@ def normalize_reading(text: str) -> str:
 class KeyRegistry:
     """A key registry verified against the root public key (DESIGN.md §7)."""
 
-    def __init__(self, signed_registry: bytes, root_public_key: bytes) -> None: ...
+    def __new__(cls, signed_registry: bytes, root_public_key: bytes) -> KeyRegistry: ...
     @property
     def version(self) -> int: ...
     def owners(self) -> list[str]: ...
@@ -43,12 +66,12 @@ class KeyRegistry:
     def valid_at(self, key_id: str, owner: str, at: int) -> bool: ...
 
 # --- store --------------------------------------------------------------------------
-Status = Literal["applied", "duplicate", "gap", "rejected"]
+_Status: TypeAlias = Literal["applied", "duplicate", "gap", "rejected"]
 
 @final
 class ApplyResult:
     @property
-    def status(self) -> Status: ...
+    def status(self) -> _Status: ...
     @property
     def origin(self) -> str | None: ...
     @property
@@ -151,8 +174,8 @@ class QuarantineEntry:
 class Store:
     """A tier store: one LMDB environment owned by this object (DESIGN.md §4)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: str,
         *,
         role: Literal["aggregator", "national"],
@@ -164,7 +187,7 @@ class Store:
         max_bundle_bytes: int = 8 << 20,
         pending_limit: int = 10_000,
         require_attestation: bool | None = None,
-    ) -> None:
+    ) -> Store:
         """`centre_*` are required for an aggregator (it attests what it forwards).
         `require_attestation` defaults to True for national, False for aggregator."""
 
