@@ -5,18 +5,17 @@ use std::collections::HashMap;
 
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use crate::crypto;
 use crate::error::{CoreError, Result};
-use crate::wire;
+use crate::wire::{self, Bin};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     pub owner: String,
     pub key_id: String,
-    pub public_key: ByteBuf,
+    pub public_key: Bin,
     pub not_before: u64,
     #[serde(default)]
     pub not_after: Option<u64>,
@@ -35,8 +34,8 @@ pub struct RegistryBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedRegistry {
-    pub body: ByteBuf,
-    pub sig: ByteBuf,
+    pub body: Bin,
+    pub sig: Bin,
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +138,7 @@ impl Registry {
 pub fn sign_registry(body: &RegistryBody, root_secret: &[u8]) -> Result<Vec<u8>> {
     let body_bytes = wire::encode(body)?;
     let sig = crypto::sign(root_secret, &body_bytes)?;
-    wire::encode(&SignedRegistry { body: ByteBuf::from(body_bytes), sig: ByteBuf::from(sig.to_vec()) })
+    wire::encode(&SignedRegistry { body: Bin::from(body_bytes), sig: Bin::from(sig.to_vec()) })
 }
 
 #[cfg(test)]
@@ -150,7 +149,7 @@ mod tests {
         KeyEntry {
             owner: owner.into(),
             key_id: key_id.into(),
-            public_key: ByteBuf::from(crypto::public_key(secret).unwrap().to_vec()),
+            public_key: Bin::from(crypto::public_key(secret).unwrap().to_vec()),
             not_before: 100,
             not_after: Some(200),
             revoked_at: None,

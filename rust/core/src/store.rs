@@ -426,7 +426,7 @@ impl Store {
                 origin: owner.into(),
                 first_seq: 0,
                 last_seq: 0,
-                prev_hash: ByteBuf::new(),
+                prev_hash: wire::Bin::new(),
                 created_at: 0,
                 supersedes: None,
             })
@@ -677,7 +677,7 @@ impl Store {
                     centre: centre.id.clone(),
                     key_id: centre.key_id.clone(),
                     received_at,
-                    sig: ByteBuf::from(sig.to_vec()),
+                    sig: wire::Bin::from(sig.to_vec()),
                 });
                 let bytes = wire::encode(&envelope)?;
                 let id = self.next_id(txn, "next_forward_id")?;

@@ -2,8 +2,8 @@
 //! Structs in `python/jukisync/messages.py` (field names as keys, declaration order,
 //! every field present). `tests/vectors/vectors.json` pins the bytes for both sides.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use crate::error::{CoreError, Result};
 
@@ -33,11 +33,11 @@ pub struct BundleBody {
     pub origin: String,
     pub first_seq: u64,
     pub last_seq: u64,
-    pub prev_hash: ByteBuf,
+    pub prev_hash: Bin,
     pub created_at: u64,
     pub updates: Vec<Update>,
     #[serde(default)]
-    pub supersedes: Option<ByteBuf>,
+    pub supersedes: Option<Bin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,15 +46,15 @@ pub struct Attestation {
     pub centre: String,
     pub key_id: String,
     pub received_at: u64,
-    pub sig: ByteBuf,
+    pub sig: Bin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
-    pub body: ByteBuf,
+    pub body: Bin,
     pub key_id: String,
-    pub sig: ByteBuf,
+    pub sig: Bin,
     #[serde(default)]
     pub attestations: Vec<Attestation>,
 }
@@ -66,10 +66,73 @@ pub struct BodyHead {
     pub origin: String,
     pub first_seq: u64,
     pub last_seq: u64,
-    pub prev_hash: ByteBuf,
+    pub prev_hash: Bin,
     pub created_at: u64,
     #[serde(default)]
-    pub supersedes: Option<ByteBuf>,
+    pub supersedes: Option<Bin>,
+}
+
+/// A MessagePack `bin` value. Unlike `serde_bytes::ByteBuf` it refuses a `str`, as
+/// msgspec does for a `bytes` field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bin(pub Vec<u8>);
+
+impl Bin {
+    pub fn new() -> Self {
+        Bin(Vec::new())
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.clone()
+    }
+}
+
+impl From<Vec<u8>> for Bin {
+    fn from(v: Vec<u8>) -> Self {
+        Bin(v)
+    }
+}
+
+impl std::ops::Deref for Bin {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Bin {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Serialize for Bin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Bin;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("MessagePack bin bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Bin, E> {
+                Ok(Bin(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> std::result::Result<Bin, E> {
+                Ok(Bin(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
 }
 
 /// Encode as msgspec does: a map with string keys.
@@ -77,8 +140,22 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(rmp_serde::to_vec_named(value)?)
 }
 
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| CoreError::Malformed(format!("{what}: {e}")))
+/// Decode as strictly as msgspec does: the message must be a map (a struct encoded
+/// as an array is refused) and must use every byte (trailing bytes are refused).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    let malformed = |why: String| CoreError::Malformed(format!("{what}: {why}"));
+    match bytes.first() {
+        Some(0x80..=0x8f | 0xde | 0xdf) => {}
+        Some(_) => return Err(malformed("not a MessagePack map".into())),
+        None => return Err(malformed("empty".into())),
+    }
+    let mut cursor = std::io::Cursor::new(bytes);
+    let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor)).map_err(|e| malformed(e.to_string()))?;
+    let used = cursor.position() as usize;
+    if used != bytes.len() {
+        return Err(malformed(format!("{} trailing bytes", bytes.len() - used)));
+    }
+    Ok(value)
 }
 
 pub const HASH_LEN: usize = 32;
