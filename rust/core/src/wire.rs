@@ -150,7 +150,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
         None => return Err(malformed("empty".into())),
     }
     let mut cursor = std::io::Cursor::new(bytes);
-    let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor)).map_err(|e| malformed(e.to_string()))?;
+    // serde_path_to_error names the field at fault ("updates[2].kojin_bango: ...").
+    let value = serde_path_to_error::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        malformed(if path == "." { inner } else { format!("{path}: {inner}") })
+    })?;
     let used = cursor.position() as usize;
     if used != bytes.len() {
         return Err(malformed(format!("{} trailing bytes", bytes.len() - used)));
