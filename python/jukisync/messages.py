@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Annotated
 
 import msgspec
 
@@ -36,6 +37,11 @@ __all__ = [
 ]
 
 ZERO_HASH = bytes(32)
+
+# Unsigned on the wire (the Rust core decodes them as u64): refuse negatives here too.
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Micros = Annotated[int, msgspec.Meta(ge=0)]
+Hash = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 
 
 class Sex(enum.IntEnum):
@@ -120,7 +126,7 @@ _REASON_FAMILY = {
 class Update(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """One change to one record. Nothing else leaves a municipality (no 続柄, no 本籍)."""
 
-    seq: int
+    seq: Count
     juminhyo_code: str
     previous_juminhyo_code: str | None
     kojin_bango: str
@@ -134,19 +140,19 @@ class Update(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     municipality: str
     reason: ChangeReason
     changed_on: dt.date
-    recorded_at: int
+    recorded_at: Micros
 
 
 class BundleBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The signed unit: contiguous updates of one origin, chained by `prev_hash`."""
 
     origin: str
-    first_seq: int
-    last_seq: int
-    prev_hash: bytes
-    created_at: int
+    first_seq: Count
+    last_seq: Count
+    prev_hash: Hash
+    created_at: Micros
     updates: list[Update]
-    supersedes: bytes | None = None
+    supersedes: Hash | None = None
 
 
 class Attestation(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -154,7 +160,7 @@ class Attestation(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     centre: str
     key_id: str
-    received_at: int
+    received_at: Micros
     sig: bytes
 
 
