@@ -1,0 +1,81 @@
+"""Signed, chained bundles for benchmarks, built with the publisher's pure bundling
+code, and the record bytes the store writes (for the `lmdb` baseline)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+import msgspec
+
+from jukisync import Record, _core
+from jukisync.bundling import ChainHead, number, seal
+from jukisync.messages import (
+    Envelope,
+    KeyEntry,
+    RegistryBody,
+    SignedRegistry,
+    StoredRecord,
+    Update,
+    encode,
+)
+
+
+class KeyRing:
+    """Keys of every origin and centre in the benchmark, and the registry."""
+
+    def __init__(self) -> None:
+        self.root = _core.generate_signing_key()
+        self.keys: dict[str, tuple[str, bytes]] = {}
+
+    def add(self, owner: str) -> None:
+        self.keys[owner] = (f"{owner}-k1", _core.generate_signing_key())
+
+    def registry(self) -> _core.KeyRegistry:
+        entries = [
+            KeyEntry(owner=o, key_id=k, public_key=_core.public_key(s), not_before=0)
+            for o, (k, s) in self.keys.items()
+        ]
+        body = encode(RegistryBody(version=1, issued_at=0, entries=entries))
+        signed = encode(SignedRegistry(body=body, sig=_core.sign(self.root, body)))
+        return _core.KeyRegistry(signed, _core.public_key(self.root))
+
+
+class Chains:
+    """The chain head of every origin, so successive calls continue each chain."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+        self.heads: dict[str, ChainHead] = defaultdict(ChainHead)
+
+    def bundles(self, stream: Iterable[tuple[str, Update]], size: int) -> Iterator[bytes]:
+        """Envelopes of `size` updates per origin (the last of each may be smaller),
+        keeping each origin's order."""
+        by_origin: dict[str, list[Update]] = defaultdict(list)
+        for origin, update in stream:
+            by_origin[origin].append(update)
+        for origin, updates in by_origin.items():
+            for start in range(0, len(updates), size):
+                yield self.sign(origin, updates[start : start + size])
+
+    def sign(self, origin: str, updates: list[Update]) -> bytes:
+        head = self.heads[origin]
+        sealed = seal(origin, head, number(updates, head.next_seq), time.time_ns() // 1000)
+        self.heads[origin] = sealed.head
+        key_id, secret = self.ring.keys[origin]
+        sig = _core.sign(secret, sealed.encoded)
+        return encode(Envelope(body=sealed.encoded, key_id=key_id, sig=sig))
+
+
+_FIELDS = StoredRecord.__struct_fields__
+
+
+def stored_record_bytes(record: Record) -> bytes:
+    """The MessagePack bytes of a record as the store keeps it."""
+    return msgspec.msgpack.encode(StoredRecord(**{f: getattr(record, f) for f in _FIELDS}))
+
+
+def take(iterator: Iterator[bytes], n: int) -> list[bytes]:
+    return list(itertools.islice(iterator, n))

@@ -1,0 +1,172 @@
+"""Benchmarks of the Rust core (issue: Rust core and tier store), each beside its
+baseline measured in the same run:
+
+- Ed25519 batch verification vs PyNaCl (libsodium) verifying one by one;
+- `Store.apply` of 1,000-update bundles into a store holding RECORDS records vs the
+  `lmdb` package's putmulti of the same record bytes (no verification, no indexes);
+- `Store.get_many` of 100,000 random codes vs a Python loop of `lmdb` get + msgspec
+  decode over the same record bytes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lmdb
+import msgspec
+import nacl.signing
+import pytest
+from benchkit import Chains, stored_record_bytes  # noqa: F401  (fixtures use it)
+from conftest import report
+
+from jukisync import Store, _core, synth
+from jukisync.messages import BundleBody, ChangeFamily, Envelope, StoredRecord, Update
+
+SIGNATURES = 1000
+MESSAGE_BYTES = 256
+APPLY_ROUNDS = 10
+BUNDLES_PER_ROUND = 10
+LOOKUPS = 100_000
+
+
+@pytest.fixture(scope="module")
+def signed() -> list[tuple[bytes, bytes, bytes]]:
+    rng = random.Random(3)
+    out = []
+    for _ in range(SIGNATURES):
+        key = nacl.signing.SigningKey.generate()
+        message = rng.randbytes(MESSAGE_BYTES)
+        out.append((bytes(key.verify_key), message, key.sign(message).signature))
+    return out
+
+
+def test_verify_batch(benchmark: Any, signed: list[tuple[bytes, bytes, bytes]]) -> None:
+    ok = benchmark(_core.verify_batch, signed)
+    assert all(ok)
+    report("verify_batch", SIGNATURES / benchmark.stats.stats.mean, "signatures/s")
+
+
+def test_pynacl_verify(benchmark: Any, signed: list[tuple[bytes, bytes, bytes]]) -> None:
+    keys = [(nacl.signing.VerifyKey(k), m, s) for k, m, s in signed]
+
+    def one_by_one() -> int:
+        for key, message, sig in keys:
+            key.verify(message, sig)
+        return len(keys)
+
+    assert benchmark(one_by_one) == SIGNATURES
+    report("pynacl_verify", SIGNATURES / benchmark.stats.stats.mean, "signatures/s")
+
+
+@pytest.fixture(scope="module")
+def change_rounds(population: synth.Population, chains: Chains) -> list[list[bytes]]:
+    """Signed bundles of changes to the filled population, BUNDLES_PER_ROUND a round,
+    in chain order."""
+    wanted = APPLY_ROUNDS * BUNDLES_PER_ROUND * 1000
+    stream = synth.generate_changes(population, wanted, seed=11)
+    bundles = list(chains.bundles(stream, size=1000))
+    full = [b for b in bundles]
+    return [full[i : i + BUNDLES_PER_ROUND] for i in range(0, len(full), BUNDLES_PER_ROUND)][
+        :APPLY_ROUNDS
+    ]
+
+
+def _updates(envelope: bytes) -> tuple[str, list[Update]]:
+    body = msgspec.msgpack.decode(msgspec.msgpack.decode(envelope, type=Envelope).body, type=BundleBody)
+    return body.origin, body.updates
+
+
+def _count(round_: list[bytes]) -> int:
+    return sum(len(_updates(e)[1]) for e in round_)
+
+
+def test_store_apply(benchmark: Any, filled_store: Store, change_rounds: list[list[bytes]]) -> None:
+    rounds = iter(change_rounds)
+    results: list[Any] = []
+
+    def setup() -> tuple[tuple[list[bytes]], dict[str, Any]]:
+        return (next(rounds),), {}
+
+    def apply(batch: list[bytes]) -> None:
+        results.extend(filled_store.apply(batch))
+
+    benchmark.pedantic(apply, setup=setup, rounds=len(change_rounds), iterations=1)
+    assert {r.status for r in results} == {"applied"}, {r.reason for r in results}
+    updates = sum(_count(r) for r in change_rounds)
+    report("store_apply", updates / benchmark.stats.stats.total, "updates/s")
+
+
+def _record_bytes(origin: str, u: Update) -> bytes:
+    status = "removed" if u.reason.family is ChangeFamily.REMOVAL else "active"
+    record = StoredRecord(
+        juminhyo_code=u.juminhyo_code,
+        status=status,
+        redirect_to=None,
+        kojin_bango=u.kojin_bango,
+        name=u.name,
+        name_kana=u.name_kana,
+        former_surname=u.former_surname,
+        alias=u.alias,
+        birth_date=u.birth_date.isoformat(),
+        sex=int(u.sex),
+        address=u.address,
+        municipality=u.municipality,
+        reason=u.reason.value,
+        changed_on=u.changed_on.isoformat(),
+        recorded_at=u.recorded_at,
+        origin=origin,
+        seq=u.seq,
+    )
+    return msgspec.msgpack.encode(record)
+
+
+def test_lmdb_putmulti(
+    benchmark: Any, baseline_env: lmdb.Environment, change_rounds: list[list[bytes]]
+) -> None:
+    db = baseline_env.open_db(b"records")
+    prepared = []
+    for round_ in change_rounds:
+        items = []
+        for envelope in round_:
+            origin, updates = _updates(envelope)
+            items.extend((u.juminhyo_code.encode(), _record_bytes(origin, u)) for u in updates)
+        prepared.append(items)
+    rounds = iter(prepared)
+
+    def setup() -> tuple[tuple[list[tuple[bytes, bytes]]], dict[str, Any]]:
+        return (next(rounds),), {}
+
+    def putmulti(items: list[tuple[bytes, bytes]]) -> None:
+        with baseline_env.begin(write=True, db=db) as txn:
+            txn.cursor().putmulti(items)
+
+    benchmark.pedantic(putmulti, setup=setup, rounds=len(prepared), iterations=1)
+    updates = sum(len(p) for p in prepared)
+    report("lmdb_putmulti", updates / benchmark.stats.stats.total, "updates/s")
+
+
+@pytest.fixture(scope="module")
+def codes(population: synth.Population) -> list[str]:
+    all_codes = [r.juminhyo_code for r in population.residents]
+    return random.Random(5).sample(all_codes, min(LOOKUPS, len(all_codes)))
+
+
+def test_get_many(benchmark: Any, filled_store: Store, codes: list[str]) -> None:
+    records = benchmark(filled_store.get_many, codes)
+    assert all(r is not None for r in records)
+    report("get_many", len(codes) / benchmark.stats.stats.mean, "records/s")
+
+
+def test_lmdb_get_loop(benchmark: Any, baseline_env: lmdb.Environment, codes: list[str]) -> None:
+    db = baseline_env.open_db(b"records")
+    decoder = msgspec.msgpack.Decoder(StoredRecord)
+
+    def loop() -> list[StoredRecord | None]:
+        with baseline_env.begin(db=db) as txn:
+            get, decode = txn.get, decoder.decode
+            return [decode(v) if (v := get(c.encode())) is not None else None for c in codes]
+
+    records = benchmark(loop)
+    assert all(r is not None for r in records)
+    report("lmdb_get_loop", len(codes) / benchmark.stats.stats.mean, "records/s")
