@@ -2,9 +2,11 @@
 //! tier store. Pure Rust; the Python bindings live in `rust/py`.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod codes;
 pub mod crypto;
 pub mod error;
+pub mod query;
 pub mod record;
 pub mod registry;
 pub mod store;
@@ -12,6 +14,8 @@ pub mod text;
 pub mod validate;
 pub mod wire;
 
+#[cfg(test)]
+mod query_tests;
 #[cfg(test)]
 mod tests;
 

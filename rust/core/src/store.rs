@@ -7,12 +7,14 @@ use std::sync::{Arc, RwLock};
 
 use ed25519_dalek::SigningKey;
 use heed::types::Bytes;
-use heed::{Database, DatabaseFlags, Env, EnvOpenOptions, RoTxn, RwTxn};
+use heed::{Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::audit::{self, AuditDbs};
 use crate::crypto::{self, SigCheck};
 use crate::error::{CoreError, Result};
+use crate::query::{self, Candidate, Confirmation, Matched, SearchQuery};
 use crate::record::{self, Record};
 use crate::registry::Registry;
 use crate::text;
@@ -174,6 +176,10 @@ struct Dbs {
     halts: Db,
     superseded: Db,
     meta: Db,
+    /// The four-item search's name index and its code → keys map (query.rs).
+    by_name_text: Db,
+    name_text_keys: Db,
+    audit: AuditDbs,
 }
 
 pub struct Store {
@@ -219,7 +225,13 @@ impl Store {
         // SAFETY: LMDB forbids opening one environment twice in a process; jukisync
         // gives every tier store exactly one owner (DESIGN.md §4), this object.
         #[allow(unsafe_code)]
-        let env = unsafe { EnvOpenOptions::new().map_size(opts.map_size).max_dbs(16).open(path)? };
+        // WRITE_MAP: LMDB writes pages straight into the map instead of copying them
+        // out with pwritev at commit; commits still sync before returning.
+        let env = unsafe {
+            let mut options = EnvOpenOptions::new();
+            options.map_size(opts.map_size).max_dbs(16).flags(EnvFlags::WRITE_MAP);
+            options.open(path)?
+        };
         let mut txn = env.write_txn()?;
         let mut create = |name: &str, flags: DatabaseFlags| -> Result<Db> {
             Ok(env.database_options().types::<Bytes, Bytes>().name(name).flags(flags).create(&mut txn)?)
@@ -237,6 +249,13 @@ impl Store {
             halts: create("halts", none)?,
             superseded: create("superseded", none)?,
             meta: create("meta", none)?,
+            by_name_text: create("by_name_text", DatabaseFlags::DUP_SORT)?,
+            name_text_keys: create("name_text_keys", none)?,
+            audit: AuditDbs {
+                entries: create("audit", none)?,
+                index: create("audit_index", none)?,
+                meta: create("meta", none)?,
+            },
         };
         match dbs.meta.get(&txn, b"schema_version")? {
             None => dbs.meta.put(&mut txn, b"schema_version", SCHEMA_VERSION)?,
@@ -442,10 +461,12 @@ impl Store {
         let prepared = self.prepare(raws, &registry);
         let mut txn = self.env.write_txn()?;
         let mut outcomes = Vec::with_capacity(prepared.len());
+        let mut records = Vec::new();
         for p in prepared {
-            let outcome = self.apply_prepared(&mut txn, p, received_at, &registry)?;
+            let outcome = self.apply_prepared(&mut txn, p, received_at, &registry, &mut records)?;
             outcomes.push(outcome);
         }
+        self.write_records(&mut txn, records)?;
         txn.commit()?;
         Ok(outcomes)
     }
@@ -456,6 +477,7 @@ impl Store {
         p: Prepared<'_>,
         received_at: u64,
         registry: &Registry,
+        records: &mut Vec<Record>,
     ) -> Result<Outcome> {
         let outcome = match p {
             Prepared::Reject { kind, reason, raw, head, hash } => {
@@ -463,9 +485,9 @@ impl Store {
             }
             Prepared::Ok(v) => {
                 let origin = v.head.origin.clone();
-                let mut outcome = self.apply_verified(txn, &v, received_at, false)?;
+                let mut outcome = self.apply_verified(txn, &v, received_at, false, records)?;
                 if outcome.status == Status::Applied {
-                    outcome.released = self.drain_pending(txn, &origin, received_at, registry)?;
+                    outcome.released = self.drain_pending(txn, &origin, received_at, registry, records)?;
                 }
                 outcome
             }
@@ -530,7 +552,14 @@ impl Store {
         Ok(outcome)
     }
 
-    fn apply_verified(&self, txn: &mut RwTxn, v: &Verified<'_>, received_at: u64, releasing: bool) -> Result<Outcome> {
+    fn apply_verified(
+        &self,
+        txn: &mut RwTxn,
+        v: &Verified<'_>,
+        received_at: u64,
+        releasing: bool,
+        records: &mut Vec<Record>,
+    ) -> Result<Outcome> {
         let origin = v.head.origin.as_str();
         let (head_seq, head_hash) = self.head(txn, origin)?;
         let fork = |store: &Self, txn: &mut RwTxn, why: String| {
@@ -608,7 +637,7 @@ impl Store {
                 );
             }
         }
-        self.commit_bundle(txn, v, received_at)?;
+        self.commit_bundle(txn, v, received_at, records)?;
         if replacing {
             self.dbs.halts.delete(txn, origin.as_bytes())?;
         }
@@ -629,7 +658,14 @@ impl Store {
         Ok(())
     }
 
-    fn drain_pending(&self, txn: &mut RwTxn, origin: &str, received_at: u64, registry: &Registry) -> Result<usize> {
+    fn drain_pending(
+        &self,
+        txn: &mut RwTxn,
+        origin: &str,
+        received_at: u64,
+        registry: &Registry,
+        records: &mut Vec<Record>,
+    ) -> Result<usize> {
         let mut released = 0;
         loop {
             if self.dbs.halts.get(txn, origin.as_bytes())?.is_some() {
@@ -646,7 +682,7 @@ impl Store {
                 Prepared::Reject { kind, reason, raw, head, hash } => {
                     self.reject(txn, kind, reason, raw, head.as_ref(), hash, received_at)?
                 }
-                Prepared::Ok(v) => self.apply_verified(txn, &v, received_at, false)?,
+                Prepared::Ok(v) => self.apply_verified(txn, &v, received_at, false, records)?,
             };
             match outcome.status {
                 Status::Applied => released += 1,
@@ -656,12 +692,22 @@ impl Store {
         }
     }
 
-    /// Apply every update, advance the chain head, log the envelope and (aggregator)
-    /// queue the attested envelope for forwarding.
-    fn commit_bundle(&self, txn: &mut RwTxn, v: &Verified<'_>, received_at: u64) -> Result<()> {
+    /// Queue every update's record for `write_records`, advance the chain head, log the
+    /// envelope and (aggregator) queue it, attested, for forwarding.
+    fn commit_bundle(
+        &self,
+        txn: &mut RwTxn,
+        v: &Verified<'_>,
+        received_at: u64,
+        records: &mut Vec<Record>,
+    ) -> Result<()> {
         let origin = v.head.origin.as_str();
         for update in &v.body.updates {
-            self.apply_update(txn, update, origin)?;
+            let record = Record::from_update(update, origin);
+            if let Some(old_code) = &update.previous_juminhyo_code {
+                records.push(record.redirect_from(old_code));
+            }
+            records.push(record);
         }
         let mut head = Vec::with_capacity(40);
         head.extend_from_slice(&v.head.last_seq.to_be_bytes());
@@ -679,10 +725,10 @@ impl Store {
                     received_at,
                     sig: wire::Bin::from(sig.to_vec()),
                 });
-                let bytes = wire::encode(&envelope)?;
+                // The outbox names the change-log entry rather than copying the envelope.
                 let id = self.next_id(txn, "next_forward_id")?;
-                self.dbs.forward.put(txn, &id.to_be_bytes(), &bytes)?;
-                bytes.into()
+                self.dbs.forward.put(txn, &id.to_be_bytes(), &seq_key(origin, v.head.last_seq))?;
+                wire::encode(&envelope)?.into()
             }
             _ => v.raw.into(),
         };
@@ -696,34 +742,61 @@ impl Store {
         Ok(())
     }
 
-    /// The conflict rule: a record changes only for a higher version.
-    fn apply_update(&self, txn: &mut RwTxn, u: &wire::Update, origin: &str) -> Result<()> {
-        let new = Record::from_update(u, origin);
-        let existing = self.record(txn, &u.juminhyo_code)?;
-        if existing.as_ref().is_none_or(|e| e.version() < new.version()) {
-            self.put_record(txn, &new, existing.as_ref())?;
+    /// Write the records of every bundle the batch applied, under the conflict rule: a
+    /// record changes only for a higher version. Since the outcome per code is the
+    /// highest version whatever the order, records are written in code order (B-tree
+    /// locality), once per code, and index entries change only where their keys do.
+    fn write_records(&self, txn: &mut RwTxn, mut candidates: Vec<Record>) -> Result<()> {
+        candidates
+            .sort_unstable_by(|a, b| a.juminhyo_code.cmp(&b.juminhyo_code).then_with(|| a.version().cmp(&b.version())));
+        let mut number_deletes: Vec<(String, String)> = Vec::new();
+        let mut number_puts: Vec<(String, String)> = Vec::new();
+        let mut name_deletes: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut name_puts: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut i = 0;
+        while i < candidates.len() {
+            let code = &candidates[i].juminhyo_code;
+            let mut last = i;
+            while last + 1 < candidates.len() && candidates[last + 1].juminhyo_code == *code {
+                last += 1;
+            }
+            let best = &candidates[last];
+            let existing = self.record(txn, code)?;
+            if existing.as_ref().is_none_or(|e| e.version() < best.version()) {
+                self.dbs.records.put(txn, code.as_bytes(), &wire::encode(best)?)?;
+                let old = existing.as_ref().filter(|r| r.is_indexed());
+                let new = Some(best).filter(|r| r.is_indexed());
+                let (old_number, new_number) = (old.map(|r| &r.kojin_bango), new.map(|r| &r.kojin_bango));
+                if old_number != new_number {
+                    number_deletes.extend(old_number.map(|k| (k.clone(), code.clone())));
+                    number_puts.extend(new_number.map(|k| (k.clone(), code.clone())));
+                }
+                let (old_name, new_name) = (old.map(name_key), new.map(name_key));
+                if old_name != new_name {
+                    name_deletes.extend(old_name.map(|k| (k, code.clone())));
+                    name_puts.extend(new_name.map(|k| (k, code.clone())));
+                }
+            }
+            i = last + 1;
         }
-        if let Some(old_code) = &u.previous_juminhyo_code {
-            let redirect = new.redirect_from(old_code);
-            let existing_old = self.record(txn, old_code)?;
-            if existing_old.as_ref().is_none_or(|e| e.version() < redirect.version()) {
-                self.put_record(txn, &redirect, existing_old.as_ref())?;
+        number_deletes.sort_unstable();
+        for (number, code) in &number_deletes {
+            // another record may hold this number by now (a 個人番号 reassigned)
+            if self.dbs.by_number.get(txn, number.as_bytes())? == Some(code.as_bytes()) {
+                self.dbs.by_number.delete(txn, number.as_bytes())?;
             }
         }
-        Ok(())
-    }
-
-    fn put_record(&self, txn: &mut RwTxn, new: &Record, old: Option<&Record>) -> Result<()> {
-        if let Some(old) = old.filter(|o| o.is_indexed()) {
-            if self.dbs.by_number.get(txn, old.kojin_bango.as_bytes())? == Some(old.juminhyo_code.as_bytes()) {
-                self.dbs.by_number.delete(txn, old.kojin_bango.as_bytes())?;
-            }
-            self.dbs.by_name.delete_one_duplicate(txn, &name_key(old), old.juminhyo_code.as_bytes())?;
+        name_deletes.sort_unstable();
+        for (key, code) in &name_deletes {
+            self.dbs.by_name.delete_one_duplicate(txn, key, code.as_bytes())?;
         }
-        self.dbs.records.put(txn, new.juminhyo_code.as_bytes(), &wire::encode(new)?)?;
-        if new.is_indexed() {
-            self.dbs.by_number.put(txn, new.kojin_bango.as_bytes(), new.juminhyo_code.as_bytes())?;
-            self.dbs.by_name.put(txn, &name_key(new), new.juminhyo_code.as_bytes())?;
+        number_puts.sort_unstable();
+        for (number, code) in &number_puts {
+            self.dbs.by_number.put(txn, number.as_bytes(), code.as_bytes())?;
+        }
+        name_puts.sort_unstable();
+        for (key, code) in &name_puts {
+            self.dbs.by_name.put(txn, key, code.as_bytes())?;
         }
         Ok(())
     }
@@ -761,24 +834,34 @@ impl Store {
         self.record(&txn, code)
     }
 
-    /// Many records in one read transaction, looked up in key order for locality.
-    pub fn get_many(&self, codes: &[String]) -> Result<Vec<Option<Record>>> {
+    /// The stored bytes of many records in one read transaction, looked up in key order
+    /// for locality (decode them with `RecordView` or `Record`).
+    pub fn get_many_raw(&self, codes: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         let txn = self.env.read_txn()?;
         let mut order: Vec<usize> = (0..codes.len()).collect();
         order.sort_unstable_by(|a, b| codes[*a].cmp(&codes[*b]));
-        let mut out: Vec<Option<Record>> = vec![None; codes.len()];
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; codes.len()];
         for i in order {
-            out[i] = self.record(&txn, &codes[i])?;
+            out[i] = self.dbs.records.get(&txn, codes[i].as_bytes())?.map(<[u8]>::to_vec);
         }
         Ok(out)
     }
 
-    pub fn by_number(&self, kojin_bango: &str) -> Result<Option<Record>> {
+    pub fn get_many(&self, codes: &[String]) -> Result<Vec<Option<Record>>> {
+        self.get_many_raw(codes)?.into_iter().map(|raw| raw.map(|r| wire::decode(&r, "record")).transpose()).collect()
+    }
+
+    /// The stored bytes of the record holding a 個人番号.
+    pub fn by_number_raw(&self, kojin_bango: &str) -> Result<Option<Vec<u8>>> {
         let txn = self.env.read_txn()?;
         match self.dbs.by_number.get(&txn, kojin_bango.as_bytes())? {
-            Some(code) => self.record(&txn, std::str::from_utf8(code).map_err(|e| CoreError::Store(e.to_string()))?),
+            Some(code) => Ok(self.dbs.records.get(&txn, code)?.map(<[u8]>::to_vec)),
             None => Ok(None),
         }
+    }
+
+    pub fn by_number(&self, kojin_bango: &str) -> Result<Option<Record>> {
+        self.by_number_raw(kojin_bango)?.map(|r| wire::decode(&r, "record")).transpose()
     }
 
     /// Codes of the records whose normalised reading, birth date and sex match.
@@ -883,8 +966,11 @@ impl Store {
         let txn = self.env.read_txn()?;
         let mut out = Vec::new();
         for item in self.dbs.forward.iter(&txn)?.take(limit) {
-            let (k, v) = item?;
-            out.push((u64_at(k, 0), v.to_vec()));
+            let (k, log_key) = item?;
+            let entry = self.dbs.changelog.get(&txn, log_key)?.ok_or_else(|| {
+                CoreError::Store(format!("forward entry {} names a missing change-log entry", u64_at(k, 0)))
+            })?;
+            out.push((u64_at(k, 0), entry[40..].to_vec()));
         }
         Ok(out)
     }
@@ -972,10 +1058,12 @@ impl Store {
                 v.head.first_seq, v.head.last_seq
             )));
         }
-        let mut outcome = self.apply_verified(&mut txn, &v, received_at, true)?;
+        let mut records = Vec::new();
+        let mut outcome = self.apply_verified(&mut txn, &v, received_at, true, &mut records)?;
         self.set_state(&mut txn, entry, "released")?;
         self.dbs.halts.delete(&mut txn, origin.as_bytes())?;
-        outcome.released = self.drain_pending(&mut txn, &origin, received_at, &registry)?;
+        outcome.released = self.drain_pending(&mut txn, &origin, received_at, &registry, &mut records)?;
+        self.write_records(&mut txn, records)?;
         txn.commit()?;
         Ok(outcome)
     }
@@ -1026,5 +1114,342 @@ impl Record {
             origin: String::new(),
             seq: 0,
         }
+    }
+}
+
+// ---- purpose-bound queries and the audit trail (query.rs, audit.rs) -------------------
+//
+// Every query runs in one write transaction that reads, answers and appends its audit
+// entry: the answer exists only if its entry was committed with it (DESIGN.md §6).
+// Policy (who may use which task, which fields) is the caller's: these methods log the
+// requester and task they are given.
+
+/// Who asks, for which task, when (µs): what every audited query logs. `detail` is
+/// the caller's context (e.g. an RPC correlation id); the outcome is added to it.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub time: u64,
+    pub requester: String,
+    pub task: String,
+    pub detail: String,
+}
+
+impl Access {
+    fn event(&self, kind: &str, items: u64, outcome: String) -> audit::Event {
+        let detail = if self.detail.is_empty() { outcome } else { format!("{}; {outcome}", self.detail) };
+        audit::Event {
+            time: self.time,
+            requester: self.requester.clone(),
+            task: self.task.clone(),
+            kind: kind.into(),
+            allowed: true,
+            reason: String::new(),
+            items,
+            detail,
+        }
+    }
+}
+
+/// The answer to a lookup: the record (after following code changes) and, when the
+/// code asked for was changed, that code.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub record: Option<Record>,
+    pub redirected_from: Option<String>,
+    pub audit_id: u64,
+}
+
+/// The answer to a four-item search: the best `limit` of `total` candidates.
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub candidates: Vec<Candidate>,
+    pub total: usize,
+    pub audit_id: u64,
+}
+
+fn code_array(code: &[u8]) -> Option<[u8; audit::CODE_LEN]> {
+    code.try_into().ok()
+}
+
+/// 11 ASCII digits as a number (ordered like the strings), or None.
+fn code_number(code: &[u8]) -> Option<u64> {
+    if code.len() != audit::CODE_LEN || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(code.iter().fold(0u64, |n, c| n * 10 + u64::from(c - b'0')))
+}
+
+impl Store {
+    fn name_index(&self) -> query::NameIndex {
+        query::NameIndex {
+            index: self.dbs.by_name_text,
+            keys: self.dbs.name_text_keys,
+            records: self.dbs.records,
+            heads: self.dbs.heads,
+            changelog: self.dbs.changelog,
+            meta: self.dbs.meta,
+        }
+    }
+
+    /// Bring the name index of the four-item search up to the records (a search does
+    /// this itself; a daemon may call it after applying, so searches stay quick).
+    /// Returns how many records were re-indexed.
+    pub fn index_names(&self) -> Result<u64> {
+        let mut txn = self.env.write_txn()?;
+        let n = self.name_index().catch_up(&mut txn)?;
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// The record under `code`, following code changes (redirects).
+    fn resolve(&self, txn: &RoTxn, code: &str) -> Result<(Option<Record>, bool)> {
+        let mut record = self.record(txn, code)?;
+        let mut redirected = false;
+        for _ in 0..query::MAX_REDIRECTS {
+            match record.as_ref().filter(|r| r.status == record::REDIRECT).and_then(|r| r.redirect_to.clone()) {
+                Some(next) => {
+                    record = self.record(txn, &next)?;
+                    redirected = true;
+                }
+                None => return Ok((record, redirected)),
+            }
+        }
+        Ok((None, redirected))
+    }
+
+    fn answer_lookup(&self, kind: &str, asked: &str, code: Option<String>, access: &Access) -> Result<Lookup> {
+        let mut txn = self.env.write_txn()?;
+        let (record, redirected) = match &code {
+            Some(c) => self.resolve(&txn, c)?,
+            None => (None, false),
+        };
+        let outcome = match (&record, redirected) {
+            (None, _) => "not found".to_string(),
+            (Some(r), true) => format!("found (code changed to {})", r.juminhyo_code),
+            (Some(_), false) => "found".to_string(),
+        };
+        let touched = record.iter().filter_map(|r| code_array(r.juminhyo_code.as_bytes()));
+        let audit_id = self.dbs.audit.append(&mut txn, access.event(kind, 1, outcome), audit::pack_codes(touched))?;
+        txn.commit()?;
+        let redirected_from = (redirected && record.is_some()).then(|| asked.to_string());
+        Ok(Lookup { record, redirected_from, audit_id })
+    }
+
+    /// Look up one record by 住民票コード, audited.
+    pub fn lookup(&self, code: &str, access: &Access) -> Result<Lookup> {
+        self.answer_lookup("code", code, Some(code.to_string()), access)
+    }
+
+    /// Look up one record by 個人番号, audited.
+    pub fn lookup_number(&self, kojin_bango: &str, access: &Access) -> Result<Lookup> {
+        let mut txn = self.env.write_txn()?;
+        let code_now =
+            self.dbs.by_number.get(&txn, kojin_bango.as_bytes())?.map(|c| String::from_utf8_lossy(c).into_owned());
+        let record = match &code_now {
+            Some(c) => self.record(&txn, c)?,
+            None => None,
+        };
+        let outcome = if record.is_some() { "found" } else { "not found" }.to_string();
+        let touched = record.iter().filter_map(|r| code_array(r.juminhyo_code.as_bytes()));
+        let audit_id =
+            self.dbs.audit.append(&mut txn, access.event("kojin_bango", 1, outcome), audit::pack_codes(touched))?;
+        txn.commit()?;
+        Ok(Lookup { record, redirected_from: None, audit_id })
+    }
+
+    /// The four-item search: records whose reading or name (or alias), birth date and
+    /// sex match, active and removed, ranked by how well the address matches; audited.
+    pub fn search(&self, q: &SearchQuery, access: &Access) -> Result<Search> {
+        if text::normalize_reading(&q.name).is_empty() {
+            return Err(CoreError::Malformed("search: name is empty".into()));
+        }
+        if !(q.sex == 1 || q.sex == 2) {
+            return Err(CoreError::Malformed(format!("search: sex must be 1 or 2, not {}", q.sex)));
+        }
+        let mut txn = self.env.write_txn()?;
+        self.name_index().catch_up(&mut txn)?;
+        let key = query::index_key(&q.name, &q.birth_date, q.sex);
+        let mut codes: Vec<(String, Matched)> = Vec::new();
+        for (db, matched) in [(self.dbs.by_name, Matched::Reading), (self.dbs.by_name_text, Matched::Name)] {
+            if let Some(iter) = db.get_duplicates(&txn, &key)? {
+                for item in iter {
+                    codes.push((String::from_utf8_lossy(item?.1).into_owned(), matched));
+                }
+            }
+        }
+        codes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut found: Vec<(Record, Matched)> = Vec::new();
+        for (code, matched) in codes {
+            match found.last_mut() {
+                Some((r, m)) if r.juminhyo_code == code => {
+                    if *m != matched {
+                        *m = Matched::Both;
+                    }
+                }
+                _ => {
+                    if let Some(r) = self.record(&txn, &code)? {
+                        found.push((r, matched));
+                    }
+                }
+            }
+        }
+        let total = found.len();
+        let mut candidates = query::rank(q, found);
+        candidates.truncate(q.limit);
+        let touched = candidates.iter().filter_map(|c| code_array(c.record.juminhyo_code.as_bytes()));
+        let outcome = format!("{} of {total} candidates", candidates.len());
+        let audit_id =
+            self.dbs.audit.append(&mut txn, access.event("search", 1, outcome), audit::pack_codes(touched))?;
+        txn.commit()?;
+        Ok(Search { candidates, total, audit_id })
+    }
+
+    /// Batch confirmation (一括提供): the status of every code in `codes` (11-byte
+    /// codes, concatenated), in one pass in code order; audited as one entry touching
+    /// every record found. Codes that are not 11 digits are unknown.
+    pub fn confirm(&self, codes: &[u8], access: &Access) -> Result<(Confirmation, u64)> {
+        if codes.len() % audit::CODE_LEN != 0 {
+            return Err(CoreError::Malformed(format!(
+                "confirm: {} bytes is not a whole number of {}-byte codes",
+                codes.len(),
+                audit::CODE_LEN
+            )));
+        }
+        let n = codes.len() / audit::CODE_LEN;
+        let code_at = |i: usize| &codes[i * audit::CODE_LEN..(i + 1) * audit::CODE_LEN];
+        // Sorted by code, the lookups walk the B-tree in order (its pages stay hot) and
+        // the touched codes come out sorted for the audit entry.
+        let mut order: Vec<(u64, u32)> =
+            (0..n).filter_map(|i| code_number(code_at(i)).map(|num| (num, i as u32))).collect();
+        order.sort_unstable();
+        let mut out = Confirmation {
+            status: vec![query::UNKNOWN; n],
+            reason: vec![0; n],
+            changed_on: vec![0; n],
+            redirected: Vec::new(),
+            touched: Vec::new(),
+        };
+        let mut touched: Vec<[u8; audit::CODE_LEN]> = Vec::with_capacity(order.len());
+        let mut counts = [0u64; 4];
+        let mut txn = self.env.write_txn()?;
+        let mut previous: Option<(u64, usize)> = None;
+        for (num, i) in order {
+            let i = i as usize;
+            if let Some((_, j)) = previous.filter(|(p, _)| *p == num) {
+                // The same code asked twice: same answer.
+                out.status[i] = out.status[j];
+                out.reason[i] = out.reason[j];
+                out.changed_on[i] = out.changed_on[j];
+                if let Some(new) = out.redirected.iter().find(|(k, _)| *k as usize == j).map(|(_, c)| c.clone()) {
+                    out.redirected.push((i as u32, new));
+                }
+                counts[out.status[i] as usize] += 1;
+                continue;
+            }
+            previous = Some((num, i));
+            let Some(mut bytes) = self.dbs.records.get(&txn, code_at(i))? else {
+                counts[0] += 1;
+                continue;
+            };
+            let mut view = query::status_view(bytes)?;
+            let mut final_code: Option<&[u8]> = None;
+            let mut hops = 0;
+            while view.status == record::REDIRECT {
+                let next = view.redirect_to.unwrap_or_default();
+                hops += 1;
+                match self.dbs.records.get(&txn, next.as_bytes())? {
+                    Some(b) if hops <= query::MAX_REDIRECTS => {
+                        final_code = Some(next.as_bytes());
+                        bytes = b;
+                        view = query::status_view(bytes)?;
+                    }
+                    _ => {
+                        final_code = Some(next.as_bytes());
+                        view = query::StatusView { status: "", redirect_to: None, reason: "", changed_on: "" };
+                        break;
+                    }
+                }
+            }
+            let status = query::classify(&view);
+            counts[status as usize] += 1;
+            out.status[i] = status;
+            if let Some(fc) = final_code {
+                out.redirected.push((i as u32, String::from_utf8_lossy(fc).into_owned()));
+            }
+            if status != query::UNKNOWN {
+                out.reason[i] = query::reason_code(view.reason);
+                out.changed_on[i] = query::date_number(view.changed_on);
+                touched.extend(code_array(final_code.unwrap_or(code_at(i))));
+            }
+        }
+        out.redirected.sort_unstable();
+        out.touched = audit::pack_codes(touched);
+        let outcome = format!(
+            "current {}, moved out {}, removed {}, unknown {}, redirected {}",
+            counts[1],
+            counts[2],
+            counts[3],
+            counts[0],
+            out.redirected.len()
+        );
+        let event = access.event("confirm", n as u64, outcome);
+        let audit_id = self.dbs.audit.append(&mut txn, event, out.touched.clone())?;
+        txn.commit()?;
+        Ok((out, audit_id))
+    }
+
+    /// Append an entry that is not a query answered here: a denial (with its reason),
+    /// a disclosure, a report. `codes` are the records it concerns (11 digits each).
+    pub fn audit_log(&self, event: audit::Event, codes: &[String]) -> Result<u64> {
+        let mut packed = Vec::with_capacity(codes.len());
+        for c in codes {
+            packed.push(
+                code_array(c.as_bytes())
+                    .ok_or_else(|| CoreError::Malformed(format!("audit: {c:?} is not an 11-character code")))?,
+            );
+        }
+        let mut txn = self.env.write_txn()?;
+        let id = self.dbs.audit.append(&mut txn, event, audit::pack_codes(packed))?;
+        txn.commit()?;
+        Ok(id)
+    }
+
+    /// Audit entries with `start <= time < end`, in time order.
+    pub fn audit_entries(&self, start: u64, end: u64, with_codes: bool) -> Result<Vec<audit::EntryInfo>> {
+        let txn = self.env.read_txn()?;
+        self.dbs.audit.range(&txn, start, end, with_codes)
+    }
+
+    pub fn audit_entry(&self, id: u64, with_codes: bool) -> Result<Option<audit::EntryInfo>> {
+        let txn = self.env.read_txn()?;
+        self.dbs.audit.entry(&txn, id, with_codes)
+    }
+
+    /// The entries whose answers touched the record `code` (its provision history).
+    pub fn audit_touching(&self, code: &str) -> Result<Vec<audit::EntryInfo>> {
+        let txn = self.env.read_txn()?;
+        self.dbs.audit.touching(&txn, code)
+    }
+
+    pub fn audit_verify(&self, checkpoints: &[(u64, [u8; 32])]) -> Result<audit::Verification> {
+        let txn = self.env.read_txn()?;
+        self.dbs.audit.verify(&txn, checkpoints)
+    }
+
+    /// Remove the entries older than `before` (µs), oldest first; logged itself.
+    pub fn audit_purge(&self, before: u64, access: &Access) -> Result<audit::Purge> {
+        let mut txn = self.env.write_txn()?;
+        let event = access.event("purge", 0, String::new());
+        let purge = self.dbs.audit.purge(&mut txn, before, event)?;
+        txn.commit()?;
+        Ok(purge)
+    }
+
+    /// (first kept id, last id, hash of the last entry): a checkpoint to keep elsewhere.
+    pub fn audit_head(&self) -> Result<(u64, u64, [u8; 32])> {
+        let txn = self.env.read_txn()?;
+        let (first, _) = self.dbs.audit.anchor(&txn)?;
+        let (next, hash) = self.dbs.audit.head(&txn)?;
+        Ok((first, next - 1, hash))
     }
 }

@@ -558,3 +558,29 @@ mod vectors {
         }
     }
 }
+
+#[test]
+fn record_view_reads_the_stored_bytes_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    apply1(&store, &net.bundle(A, people(2, A, "birth")));
+    let codes = vec!["00000010001".to_string(), "00000000000".to_string()];
+    let raw = store.get_many_raw(&codes).unwrap();
+    assert!(raw[1].is_none());
+    let view = crate::record::RecordView::decode(raw[0].as_ref().unwrap()).unwrap();
+    let owned = store.get("00000010001").unwrap().unwrap();
+    assert_eq!(
+        (view.juminhyo_code, view.name, view.seq),
+        (owned.juminhyo_code.as_str(), owned.name.as_str(), owned.seq)
+    );
+    assert!(crate::record::RecordView::decode(b"\x81\xa1x\x01").is_err());
+    use crate::record::{field, FieldValue};
+    let bytes = raw[0].as_ref().unwrap();
+    assert_eq!(field(bytes, "name").unwrap(), FieldValue::Str(&owned.name));
+    assert_eq!(field(bytes, "redirect_to").unwrap(), FieldValue::Nil);
+    assert_eq!(field(bytes, "seq").unwrap(), FieldValue::UInt(owned.seq));
+    assert_eq!(field(bytes, "recorded_at").unwrap(), FieldValue::UInt(owned.recorded_at));
+    assert!(field(bytes, "zokugara").is_err());
+    assert!(field(&bytes[..bytes.len() - 3], "seq").is_err(), "truncated");
+}

@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
+mod queries;
+
+use jukisync_core::record::{self, FieldValue, RecordView};
 use jukisync_core::registry::Registry;
 use jukisync_core::store::{self, Centre, Outcome, Role, StoreOptions};
-use jukisync_core::{crypto, record, text, CoreError};
+use jukisync_core::{crypto, text, CoreError};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -168,78 +171,147 @@ impl ApplyResult {
     }
 }
 
-/// One identity record (converted field by field on access).
-#[pyclass(frozen, get_all, module = "jukisync._core")]
+/// One identity record: the stored bytes, read in place on field access (only the
+/// wanted field is decoded), so `get_many` of many records builds one small object per
+/// record and a status check reads one field.
+#[pyclass(frozen, module = "jukisync._core")]
 struct Record {
-    juminhyo_code: String,
-    status: String,
-    redirect_to: Option<String>,
-    kojin_bango: String,
-    name: String,
-    name_kana: String,
-    former_surname: Option<String>,
-    alias: Option<String>,
-    birth_date: String,
-    sex: u8,
-    address: String,
-    municipality: String,
-    reason: String,
-    changed_on: String,
-    recorded_at: u64,
-    origin: String,
-    seq: u64,
+    raw: Vec<u8>,
 }
 
-impl From<record::Record> for Record {
-    fn from(r: record::Record) -> Self {
-        Record {
-            juminhyo_code: r.juminhyo_code,
-            status: r.status,
-            redirect_to: r.redirect_to,
-            kojin_bango: r.kojin_bango,
-            name: r.name,
-            name_kana: r.name_kana,
-            former_surname: r.former_surname,
-            alias: r.alias,
-            birth_date: r.birth_date,
-            sex: r.sex,
-            address: r.address,
-            municipality: r.municipality,
-            reason: r.reason,
-            changed_on: r.changed_on,
-            recorded_at: r.recorded_at,
-            origin: r.origin,
-            seq: r.seq,
+impl Record {
+    fn view(&self) -> Res<RecordView<'_>> {
+        Ok(RecordView::decode(&self.raw)?)
+    }
+
+    fn wrap(raw: Option<Vec<u8>>) -> Option<Record> {
+        raw.map(|raw| Record { raw })
+    }
+
+    fn field(&self, name: &str) -> Res<FieldValue<'_>> {
+        Ok(record::field(&self.raw, name)?)
+    }
+
+    fn text(&self, name: &str) -> Res<&str> {
+        match self.field(name)? {
+            FieldValue::Str(s) => Ok(s),
+            other => Err(Error(CoreError::Malformed(format!("stored record: {name} is {other:?}")))),
+        }
+    }
+
+    fn optional_text(&self, name: &str) -> Res<Option<&str>> {
+        match self.field(name)? {
+            FieldValue::Nil => Ok(None),
+            _ => self.text(name).map(Some),
+        }
+    }
+
+    fn number(&self, name: &str) -> Res<u64> {
+        match self.field(name)? {
+            FieldValue::UInt(n) => Ok(n),
+            other => Err(Error(CoreError::Malformed(format!("stored record: {name} is {other:?}")))),
         }
     }
 }
 
 #[pymethods]
 impl Record {
+    #[getter]
+    fn juminhyo_code(&self) -> Res<&str> {
+        self.text("juminhyo_code")
+    }
+    #[getter]
+    fn status(&self) -> Res<&str> {
+        self.text("status")
+    }
+    #[getter]
+    fn redirect_to(&self) -> Res<Option<&str>> {
+        self.optional_text("redirect_to")
+    }
+    #[getter]
+    fn kojin_bango(&self) -> Res<&str> {
+        self.text("kojin_bango")
+    }
+    #[getter]
+    fn name(&self) -> Res<&str> {
+        self.text("name")
+    }
+    #[getter]
+    fn name_kana(&self) -> Res<&str> {
+        self.text("name_kana")
+    }
+    #[getter]
+    fn former_surname(&self) -> Res<Option<&str>> {
+        self.optional_text("former_surname")
+    }
+    #[getter]
+    fn alias(&self) -> Res<Option<&str>> {
+        self.optional_text("alias")
+    }
+    #[getter]
+    fn birth_date(&self) -> Res<&str> {
+        self.text("birth_date")
+    }
+    #[getter]
+    fn sex(&self) -> Res<u8> {
+        u8::try_from(self.number("sex")?)
+            .map_err(|_| Error(CoreError::Malformed("stored record: sex out of range".into())))
+    }
+    #[getter]
+    fn address(&self) -> Res<&str> {
+        self.text("address")
+    }
+    #[getter]
+    fn municipality(&self) -> Res<&str> {
+        self.text("municipality")
+    }
+    #[getter]
+    fn reason(&self) -> Res<&str> {
+        self.text("reason")
+    }
+    #[getter]
+    fn changed_on(&self) -> Res<&str> {
+        self.text("changed_on")
+    }
+    #[getter]
+    fn recorded_at(&self) -> Res<u64> {
+        self.number("recorded_at")
+    }
+    #[getter]
+    fn origin(&self) -> Res<&str> {
+        self.text("origin")
+    }
+    #[getter]
+    fn seq(&self) -> Res<u64> {
+        self.number("seq")
+    }
+
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.view()?;
         let d = PyDict::new(py);
-        d.set_item("juminhyo_code", &self.juminhyo_code)?;
-        d.set_item("status", &self.status)?;
-        d.set_item("redirect_to", &self.redirect_to)?;
-        d.set_item("kojin_bango", &self.kojin_bango)?;
-        d.set_item("name", &self.name)?;
-        d.set_item("name_kana", &self.name_kana)?;
-        d.set_item("former_surname", &self.former_surname)?;
-        d.set_item("alias", &self.alias)?;
-        d.set_item("birth_date", &self.birth_date)?;
-        d.set_item("sex", self.sex)?;
-        d.set_item("address", &self.address)?;
-        d.set_item("municipality", &self.municipality)?;
-        d.set_item("reason", &self.reason)?;
-        d.set_item("changed_on", &self.changed_on)?;
-        d.set_item("recorded_at", self.recorded_at)?;
-        d.set_item("origin", &self.origin)?;
-        d.set_item("seq", self.seq)?;
+        d.set_item("juminhyo_code", r.juminhyo_code)?;
+        d.set_item("status", r.status)?;
+        d.set_item("redirect_to", r.redirect_to)?;
+        d.set_item("kojin_bango", r.kojin_bango)?;
+        d.set_item("name", r.name)?;
+        d.set_item("name_kana", r.name_kana)?;
+        d.set_item("former_surname", r.former_surname)?;
+        d.set_item("alias", r.alias)?;
+        d.set_item("birth_date", r.birth_date)?;
+        d.set_item("sex", r.sex)?;
+        d.set_item("address", r.address)?;
+        d.set_item("municipality", r.municipality)?;
+        d.set_item("reason", r.reason)?;
+        d.set_item("changed_on", r.changed_on)?;
+        d.set_item("recorded_at", r.recorded_at)?;
+        d.set_item("origin", r.origin)?;
+        d.set_item("seq", r.seq)?;
         Ok(d)
     }
 
-    fn __repr__(&self) -> String {
-        format!("Record({} {} {} {})", self.juminhyo_code, self.status, self.name, self.municipality)
+    fn __repr__(&self) -> Res<String> {
+        let r = self.view()?;
+        Ok(format!("Record({} {} {} {})", r.juminhyo_code, r.status, r.name, r.municipality))
     }
 }
 
@@ -370,17 +442,18 @@ impl Store {
         Ok(outcomes.into_iter().map(ApplyResult::from).collect())
     }
 
-    fn get(&self, py: Python<'_>, code: &str) -> Res<Option<Record>> {
-        Ok(py.detach(|| self.inner.get(code))?.map(Record::from))
+    fn get(&self, py: Python<'_>, code: String) -> Res<Option<Record>> {
+        let mut raw = py.detach(|| self.inner.get_many_raw(std::slice::from_ref(&code)))?;
+        Ok(Record::wrap(raw.pop().flatten()))
     }
 
     fn get_many(&self, py: Python<'_>, codes: Vec<String>) -> Res<Vec<Option<Record>>> {
-        let records = py.detach(|| self.inner.get_many(&codes))?;
-        Ok(records.into_iter().map(|r| r.map(Record::from)).collect())
+        let raws = py.detach(|| self.inner.get_many_raw(&codes))?;
+        Ok(raws.into_iter().map(Record::wrap).collect())
     }
 
     fn by_number(&self, py: Python<'_>, kojin_bango: &str) -> Res<Option<Record>> {
-        Ok(py.detach(|| self.inner.by_number(kojin_bango))?.map(Record::from))
+        Ok(Record::wrap(py.detach(|| self.inner.by_number_raw(kojin_bango))?))
     }
 
     fn chain_head<'py>(&self, py: Python<'py>, origin: &str) -> Res<Option<(u64, Bound<'py, PyBytes>)>> {
@@ -454,6 +527,147 @@ impl Store {
         Ok(py.detach(|| self.inner.pending(origin))?)
     }
 
+    // ---- purpose-bound queries and the audit trail (queries.rs) ----------------------
+
+    /// Look up a record by 住民票コード (following code changes), audited.
+    #[pyo3(signature = (code, *, requester, task, time=None, detail=String::new()))]
+    fn lookup(
+        &self,
+        py: Python<'_>,
+        code: String,
+        requester: String,
+        task: String,
+        time: Option<u64>,
+        detail: String,
+    ) -> Res<queries::LookupResult> {
+        queries::lookup(self, py, false, code, (requester, task, time, detail))
+    }
+
+    /// Look up a record by 個人番号, audited.
+    #[pyo3(signature = (kojin_bango, *, requester, task, time=None, detail=String::new()))]
+    fn lookup_number(
+        &self,
+        py: Python<'_>,
+        kojin_bango: String,
+        requester: String,
+        task: String,
+        time: Option<u64>,
+        detail: String,
+    ) -> Res<queries::LookupResult> {
+        queries::lookup(self, py, true, kojin_bango, (requester, task, time, detail))
+    }
+
+    /// The four-item search, audited.
+    #[pyo3(signature = (
+        name, birth_date, sex, address=None, *, requester, task, limit=20, time=None, detail=String::new()
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn search(
+        &self,
+        py: Python<'_>,
+        name: String,
+        birth_date: String,
+        sex: u8,
+        address: Option<String>,
+        requester: String,
+        task: String,
+        limit: usize,
+        time: Option<u64>,
+        detail: String,
+    ) -> Res<queries::SearchResult> {
+        let q = queries::search_query(name, birth_date, sex, address, limit);
+        queries::search(self, py, q, (requester, task, time, detail))
+    }
+
+    /// Batch confirmation (一括提供) of many codes in one call, audited as one entry.
+    #[pyo3(signature = (codes, *, requester, task, time=None, detail=String::new()))]
+    fn confirm(
+        &self,
+        py: Python<'_>,
+        codes: &Bound<'_, PyAny>,
+        requester: String,
+        task: String,
+        time: Option<u64>,
+        detail: String,
+    ) -> PyResult<queries::ConfirmResult> {
+        queries::confirm(self, py, codes, (requester, task, time, detail))
+    }
+
+    fn index_names(&self, py: Python<'_>) -> Res<u64> {
+        Ok(py.detach(|| self.inner.index_names())?)
+    }
+
+    #[pyo3(signature = (
+        kind, *, requester, task, allowed, reason=String::new(), items=1, codes=Vec::new(), time=None,
+        detail=String::new()
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn audit_log(
+        &self,
+        py: Python<'_>,
+        kind: String,
+        requester: String,
+        task: String,
+        allowed: bool,
+        reason: String,
+        items: u64,
+        codes: Vec<String>,
+        time: Option<u64>,
+        detail: String,
+    ) -> Res<u64> {
+        queries::audit_log(self, py, kind, allowed, reason, items, codes, (requester, task, time, detail))
+    }
+
+    #[pyo3(signature = (start=None, end=None, *, with_codes=false))]
+    fn audit_entries(
+        &self,
+        py: Python<'_>,
+        start: Option<u64>,
+        end: Option<u64>,
+        with_codes: bool,
+    ) -> Res<Vec<queries::AuditEntry>> {
+        let list = py.detach(|| self.inner.audit_entries(start.unwrap_or(0), end.unwrap_or(u64::MAX), with_codes))?;
+        Ok(queries::entries(list))
+    }
+
+    #[pyo3(signature = (id, *, with_codes=false))]
+    fn audit_entry(&self, py: Python<'_>, id: u64, with_codes: bool) -> Res<Option<queries::AuditEntry>> {
+        Ok(py.detach(|| self.inner.audit_entry(id, with_codes))?.map(queries::AuditEntry::from))
+    }
+
+    fn audit_touching(&self, py: Python<'_>, code: String) -> Res<Vec<queries::AuditEntry>> {
+        Ok(queries::entries(py.detach(|| self.inner.audit_touching(&code))?))
+    }
+
+    #[pyo3(signature = (checkpoints=None))]
+    fn audit_verify(
+        &self,
+        py: Python<'_>,
+        checkpoints: Option<Vec<(u64, Vec<u8>)>>,
+    ) -> PyResult<queries::AuditVerification> {
+        let checkpoints = queries::checkpoints(checkpoints)?;
+        Ok(queries::verification(py.detach(|| self.inner.audit_verify(&checkpoints)).map_err(Error::from)?))
+    }
+
+    #[pyo3(signature = (before, *, requester, task, time=None, detail=String::new()))]
+    fn audit_purge(
+        &self,
+        py: Python<'_>,
+        before: u64,
+        requester: String,
+        task: String,
+        time: Option<u64>,
+        detail: String,
+    ) -> Res<queries::PurgeResult> {
+        let acc = store::Access { time: time.unwrap_or_else(store::now_micros), requester, task, detail };
+        Ok(queries::purge(py.detach(|| self.inner.audit_purge(before, &acc))?))
+    }
+
+    fn audit_head<'py>(&self, py: Python<'py>) -> Res<(u64, u64, Bound<'py, PyBytes>)> {
+        let (first, last, hash) = py.detach(|| self.inner.audit_head())?;
+        Ok((first, last, PyBytes::new(py, &hash)))
+    }
+
     fn __repr__(&self) -> String {
         format!("Store({:?}, role={:?})", self.path, role_name(self.inner.role()))
     }
@@ -482,5 +696,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Record>()?;
     m.add_class::<QuarantineEntry>()?;
     m.add_class::<Store>()?;
+    queries::register(m)?;
     Ok(())
 }

@@ -1,0 +1,444 @@
+//! The audit trail (DESIGN.md §6): every query, allowed or denied, is one entry of a
+//! hash-chained log kept in the tier store, written in the same LMDB write transaction
+//! that produces the query's answer, so an answer never leaves without its entry.
+//!
+//! Layout (all in the store's environment; ids and times are u64 big-endian):
+//! - `audit`: entry id → the entry, a MessagePack map (`AuditEntry`);
+//! - `audit_index`, three kinds of keys (one database, values empty unless said):
+//!   `t` time ‖ id, for time ranges whatever the id order;
+//!   `c` record code (11 bytes) ‖ id, for the disclosure of one resident's provision
+//!   history, for entries touching up to `INDEX_LIMIT` records;
+//!   `b` id → record count, the larger entries (batch confirmations), which a
+//!   disclosure searches instead (their code lists are sorted: a binary search);
+//! - meta `audit:head` (next id ‖ hash of the last entry) and `audit:anchor` (first
+//!   kept id ‖ hash the first kept entry chains to, after a purge).
+//!
+//! Each entry carries the SHA-256 of the previous entry's bytes. An edit breaks the
+//! link to the next entry, a deletion breaks the run of ids and the link, a cut tail
+//! no longer ends at the head kept in meta. Whoever can rewrite the whole file can
+//! rewrite the chain and the head too: `verify` therefore also takes checkpoints
+//! (id, hash) recorded elsewhere, e.g. printed in each usage report.
+
+use std::ops::Bound;
+
+use heed::types::Bytes;
+use heed::{Database, RoTxn, RwTxn};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto;
+use crate::error::{CoreError, Result};
+use crate::wire::{self, Bin, ZERO_HASH};
+
+type Db = Database<Bytes, Bytes>;
+
+/// Length of a 住民票コード, the unit of `AuditEntry::codes`.
+pub const CODE_LEN: usize = 11;
+/// Entries touching more records than this are not indexed code by code (a batch of a
+/// million codes would cost a million index writes); a disclosure binary-searches them.
+pub const INDEX_LIMIT: usize = 1_000;
+
+const HEAD_KEY: &[u8] = b"audit:head";
+const ANCHOR_KEY: &[u8] = b"audit:anchor";
+
+/// The databases of the audit trail; the store opens them with its others.
+pub struct AuditDbs {
+    pub entries: Db,
+    pub index: Db,
+    pub meta: Db,
+}
+
+/// One entry as stored. `codes` are the records the answer touched (sorted, unique,
+/// 11 ASCII digits each, concatenated); `items` is how many subjects were asked about
+/// (1 for a lookup or a search, n for a batch of n codes): the count a usage report
+/// adds up (件数). `prev` is the SHA-256 of the previous entry's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub time: u64,
+    pub requester: String,
+    pub task: String,
+    pub kind: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub items: u64,
+    pub codes: Bin,
+    pub detail: String,
+    pub prev: Bin,
+}
+
+/// The same entry borrowed from the map: listing a year of entries must not copy the
+/// megabytes of code lists that batch confirmations carry.
+#[derive(Deserialize)]
+struct EntryView<'a> {
+    id: u64,
+    time: u64,
+    #[serde(borrow)]
+    requester: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    task: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    allowed: bool,
+    #[serde(borrow)]
+    reason: std::borrow::Cow<'a, str>,
+    items: u64,
+    #[serde(with = "serde_bytes", borrow)]
+    codes: &'a [u8],
+    #[serde(borrow)]
+    detail: std::borrow::Cow<'a, str>,
+}
+
+/// What a caller asks to log; the chain fields are filled in by `append`.
+#[derive(Debug, Clone, Default)]
+pub struct Event {
+    pub time: u64,
+    pub requester: String,
+    pub task: String,
+    pub kind: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub items: u64,
+    pub detail: String,
+}
+
+/// An entry as read back: the codes only when asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub id: u64,
+    pub time: u64,
+    pub requester: String,
+    pub task: String,
+    pub kind: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub items: u64,
+    pub touched: u64,
+    pub codes: Option<Vec<String>>,
+    pub detail: String,
+}
+
+impl EntryView<'_> {
+    fn info(&self, with_codes: bool) -> EntryInfo {
+        EntryInfo {
+            id: self.id,
+            time: self.time,
+            requester: self.requester.to_string(),
+            task: self.task.to_string(),
+            kind: self.kind.to_string(),
+            allowed: self.allowed,
+            reason: self.reason.to_string(),
+            items: self.items,
+            touched: (self.codes.len() / CODE_LEN) as u64,
+            codes: with_codes
+                .then(|| self.codes.chunks_exact(CODE_LEN).map(|c| String::from_utf8_lossy(c).into_owned()).collect()),
+            detail: self.detail.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub ok: bool,
+    pub entries: u64,
+    pub first_id: u64,
+    pub last_id: u64,
+    pub head: [u8; 32],
+    /// (entry id, what is wrong); at most `MAX_PROBLEMS`.
+    pub problems: Vec<(u64, String)>,
+}
+
+const MAX_PROBLEMS: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purge {
+    pub purged: u64,
+    pub first_kept: u64,
+    pub anchor: [u8; 32],
+    pub entry_id: u64,
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn index_key(kind: u8, first: &[u8], id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + first.len() + 8);
+    k.push(kind);
+    k.extend_from_slice(first);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn time_key(time: u64, id: u64) -> Vec<u8> {
+    index_key(b't', &time.to_be_bytes(), id)
+}
+
+fn code_key(code: &[u8], id: u64) -> Vec<u8> {
+    index_key(b'c', code, id)
+}
+
+fn bulk_key(id: u64) -> Vec<u8> {
+    index_key(b'b', &[], id)
+}
+
+/// Sort and deduplicate codes given as concatenated 11-byte chunks.
+pub fn pack_codes(codes: impl IntoIterator<Item = [u8; CODE_LEN]>) -> Vec<u8> {
+    let mut v: Vec<[u8; CODE_LEN]> = codes.into_iter().collect();
+    v.sort_unstable();
+    v.dedup();
+    v.concat()
+}
+
+fn view(bytes: &[u8]) -> Result<EntryView<'_>> {
+    rmp_serde::from_slice(bytes).map_err(|e| CoreError::Malformed(format!("audit entry: {e}")))
+}
+
+impl AuditDbs {
+    /// (next id, hash of the last entry); (1, zeros) for an empty log.
+    pub fn head(&self, txn: &RoTxn) -> Result<(u64, [u8; 32])> {
+        Ok(match self.meta.get(txn, HEAD_KEY)? {
+            Some(v) => (u64_at(v, 0), wire::hash32(&v[8..40], "audit head")?),
+            None => (1, ZERO_HASH),
+        })
+    }
+
+    /// (first kept id, the hash it chains to): (1, zeros) until the first purge.
+    pub fn anchor(&self, txn: &RoTxn) -> Result<(u64, [u8; 32])> {
+        Ok(match self.meta.get(txn, ANCHOR_KEY)? {
+            Some(v) => (u64_at(v, 0), wire::hash32(&v[8..40], "audit anchor")?),
+            None => (1, ZERO_HASH),
+        })
+    }
+
+    fn put_pair(&self, txn: &mut RwTxn, key: &[u8], id: u64, hash: &[u8; 32]) -> Result<()> {
+        let mut v = Vec::with_capacity(40);
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(hash);
+        self.meta.put(txn, key, &v)?;
+        Ok(())
+    }
+
+    /// Append one entry in the caller's write transaction; `codes` as from `pack_codes`.
+    pub fn append(&self, txn: &mut RwTxn, event: Event, codes: Vec<u8>) -> Result<u64> {
+        debug_assert_eq!(codes.len() % CODE_LEN, 0);
+        let (id, prev) = self.head(txn)?;
+        let touched = codes.len() / CODE_LEN;
+        let entry = AuditEntry {
+            id,
+            time: event.time,
+            requester: event.requester,
+            task: event.task,
+            kind: event.kind,
+            allowed: event.allowed,
+            reason: event.reason,
+            items: event.items,
+            codes: Bin(codes),
+            detail: event.detail,
+            prev: Bin(prev.to_vec()),
+        };
+        let bytes = wire::encode(&entry)?;
+        let hash = crypto::sha256(&bytes);
+        self.entries.put(txn, &id.to_be_bytes(), &bytes)?;
+        self.index.put(txn, &time_key(entry.time, id), &[])?;
+        if touched > INDEX_LIMIT {
+            self.index.put(txn, &bulk_key(id), &(touched as u64).to_be_bytes())?;
+        } else {
+            for code in entry.codes.chunks_exact(CODE_LEN) {
+                self.index.put(txn, &code_key(code, id), &[])?;
+            }
+        }
+        self.put_pair(txn, HEAD_KEY, id + 1, &hash)?;
+        Ok(id)
+    }
+
+    pub fn entry(&self, txn: &RoTxn, id: u64, with_codes: bool) -> Result<Option<EntryInfo>> {
+        self.entries.get(txn, &id.to_be_bytes())?.map(|v| Ok(view(v)?.info(with_codes))).transpose()
+    }
+
+    /// Entries with `start <= time < end`, in time order (then id).
+    pub fn range(&self, txn: &RoTxn, start: u64, end: u64, with_codes: bool) -> Result<Vec<EntryInfo>> {
+        let lo = time_key(start, 0);
+        let hi = time_key(end, 0);
+        let mut out = Vec::new();
+        for item in self.index.range(txn, &(Bound::Included(lo.as_slice()), Bound::Excluded(hi.as_slice())))? {
+            let (k, _) = item?;
+            let id = u64_at(k, 9);
+            match self.entries.get(txn, &id.to_be_bytes())? {
+                Some(v) => out.push(view(v)?.info(with_codes)),
+                // An index entry without its entry: `verify` reports the missing id.
+                None => continue,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries whose answer touched `code`, in id order: the indexed small entries and
+    /// the bulk entries whose sorted code lists hold it.
+    pub fn touching(&self, txn: &RoTxn, code: &str) -> Result<Vec<EntryInfo>> {
+        let mut ids: Vec<u64> = Vec::new();
+        if code.len() == CODE_LEN {
+            for item in self.index.prefix_iter(txn, &index_key(b'c', code.as_bytes(), 0)[..1 + CODE_LEN])? {
+                ids.push(u64_at(item?.0, 1 + CODE_LEN));
+            }
+        }
+        let mut out = Vec::new();
+        for id in &ids {
+            if let Some(v) = self.entries.get(txn, &id.to_be_bytes())? {
+                out.push(view(v)?.info(false));
+            }
+        }
+        if code.len() == CODE_LEN {
+            for item in self.index.prefix_iter(txn, b"b")? {
+                let id = u64_at(item?.0, 1);
+                let Some(v) = self.entries.get(txn, &id.to_be_bytes())? else { continue };
+                let e = view(v)?;
+                if contains_code(e.codes, code.as_bytes()) {
+                    out.push(e.info(false));
+                }
+            }
+        }
+        out.sort_by_key(|e| e.id);
+        Ok(out)
+    }
+
+    /// Walk the chain from the anchor to the head. `checkpoints` are (id, entry hash)
+    /// pairs recorded outside the store; each must still hold.
+    pub fn verify(&self, txn: &RoTxn, checkpoints: &[(u64, [u8; 32])]) -> Result<Verification> {
+        let (first, mut expected_prev) = self.anchor(txn)?;
+        let (next, head) = self.head(txn)?;
+        let mut problems: Vec<(u64, String)> = Vec::new();
+        let mut note = |id: u64, what: String| {
+            if problems.len() < MAX_PROBLEMS {
+                problems.push((id, what));
+            }
+        };
+        let mut expect_id = first;
+        let mut count = 0u64;
+        let mut hashes: std::collections::HashMap<u64, [u8; 32]> = Default::default();
+        let wanted: std::collections::HashSet<u64> = checkpoints.iter().map(|c| c.0).collect();
+        for item in self.entries.iter(txn)? {
+            let (k, v) = item?;
+            let id = u64_at(k, 0);
+            count += 1;
+            if id < first {
+                note(id, format!("entry {id} lies before the anchor (first kept entry {first}): not chained"));
+                continue;
+            }
+            if id != expect_id {
+                note(id, format!("entries {expect_id}..{} are missing (deleted)", id - 1));
+            }
+            let hash = crypto::sha256(v);
+            match wire::decode::<AuditEntry>(v, "audit entry") {
+                Err(e) => note(id, format!("entry {id} does not decode ({e}): edited")),
+                Ok(entry) => {
+                    if entry.id != id {
+                        note(id, format!("entry {id} says it is entry {}: edited or moved", entry.id));
+                    }
+                    if entry.prev.as_slice() != expected_prev {
+                        let before = if id == first { "the anchor".to_string() } else { format!("entry {}", id - 1) };
+                        note(id, format!("entry {id} does not chain to {before}: {before} was edited or removed"));
+                    }
+                }
+            }
+            if wanted.contains(&id) {
+                hashes.insert(id, hash);
+            }
+            expected_prev = hash;
+            expect_id = id + 1;
+        }
+        if expect_id < next {
+            note(
+                expect_id,
+                format!("the log ends at entry {} but its head is entry {}: tail removed", expect_id - 1, next - 1),
+            );
+        } else if expect_id > next {
+            note(next, format!("entries past the head (entry {}) were added outside the chain", next - 1));
+        } else if expected_prev != head {
+            note(next - 1, format!("entry {} does not hash to the head: edited", next - 1));
+        }
+        for (id, hash) in checkpoints {
+            match hashes.get(id) {
+                None => note(*id, format!("checkpoint entry {id} is not in the log")),
+                Some(h) if h != hash => note(*id, format!("entry {id} does not match its checkpoint: rewritten")),
+                Some(_) => {}
+            }
+        }
+        Ok(Verification { ok: problems.is_empty(), entries: count, first_id: first, last_id: next - 1, head, problems })
+    }
+
+    /// Remove the oldest entries, in chain order, up to the first one at or after
+    /// `before` (retention), then log the purge itself. The anchor keeps the hash the
+    /// first kept entry chains to, so the rest still verifies.
+    pub fn purge(&self, txn: &mut RwTxn, before: u64, event: Event) -> Result<Purge> {
+        let (first, mut anchor) = self.anchor(txn)?;
+        let mut doomed: Vec<(u64, u64, Vec<u8>, bool)> = Vec::new(); // id, time, codes, bulk
+        for item in self.entries.iter(txn)? {
+            let (k, v) = item?;
+            let id = u64_at(k, 0);
+            let e = view(v)?;
+            if e.time >= before {
+                break;
+            }
+            let bulk = e.codes.len() / CODE_LEN > INDEX_LIMIT;
+            doomed.push((id, e.time, if bulk { Vec::new() } else { e.codes.to_vec() }, bulk));
+            anchor = crypto::sha256(v);
+        }
+        let purged = doomed.len() as u64;
+        let first_kept = doomed.last().map_or(first, |d| d.0 + 1);
+        let span = match (doomed.first(), doomed.last()) {
+            (Some(a), Some(b)) => format!("entries {}..{}", a.0, b.0),
+            _ => "no entries".to_string(),
+        };
+        for (id, time, codes, bulk) in doomed {
+            self.entries.delete(txn, &id.to_be_bytes())?;
+            self.index.delete(txn, &time_key(time, id))?;
+            if bulk {
+                self.index.delete(txn, &bulk_key(id))?;
+            }
+            for code in codes.chunks_exact(CODE_LEN) {
+                self.index.delete(txn, &code_key(code, id))?;
+            }
+        }
+        if purged > 0 {
+            self.put_pair(txn, ANCHOR_KEY, first_kept, &anchor)?;
+        }
+        let detail = format!(
+            "purged {purged} ({span}) older than {before}; first kept {first_kept}, anchor {}",
+            hex::encode(anchor)
+        );
+        let event = Event { items: purged, detail, allowed: true, ..event };
+        let entry_id = self.append(txn, event, Vec::new())?;
+        Ok(Purge { purged, first_kept, anchor, entry_id })
+    }
+}
+
+/// Binary search of an 11-byte code in a sorted concatenation of codes.
+fn contains_code(codes: &[u8], code: &[u8]) -> bool {
+    let n = codes.len() / CODE_LEN;
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match codes[mid * CODE_LEN..(mid + 1) * CODE_LEN].cmp(code) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_and_finds_codes() {
+        let codes = pack_codes([*b"00000000003", *b"00000000001", *b"00000000003", *b"00000000002"]);
+        assert_eq!(codes, b"000000000010000000000200000000003".to_vec());
+        assert!(contains_code(&codes, b"00000000002"));
+        assert!(contains_code(&codes, b"00000000003"));
+        assert!(!contains_code(&codes, b"00000000004"));
+        assert!(!contains_code(&[], b"00000000004"));
+    }
+}

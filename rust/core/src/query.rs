@@ -1,0 +1,464 @@
+//! Purpose-bound queries (DESIGN.md §6): the pieces that do not touch LMDB — search
+//! keys, address ranking and the batch confirmation's per-code status. The store runs
+//! them inside the write transaction that also appends the audit entry.
+
+use std::ops::Bound;
+
+use heed::types::Bytes;
+use heed::{Database, RwTxn};
+use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::Result;
+use crate::record::{self, Record};
+use crate::text;
+use crate::wire::{self, Envelope};
+
+type Db = Database<Bytes, Bytes>;
+
+/// Key of the search indexes: normalised text \0 birth date \0 sex digit. The reading
+/// index (`by_name`) keys `name_kana`, the name index (`by_name_text`) keys `name` and
+/// `alias`; both with `text::normalize_reading`, so one query string is looked up in
+/// both whether it is kanji, katakana, hiragana or half-width.
+pub fn index_key(text: &str, birth_date: &str, sex: u8) -> Vec<u8> {
+    let mut k = text::normalize_reading(text).into_bytes();
+    k.push(0);
+    k.extend_from_slice(birth_date.as_bytes());
+    k.push(0);
+    k.push(b'0'.wrapping_add(sex));
+    k
+}
+
+/// The name-index keys of a record: its name and, when recorded, its 通称 (an alias is
+/// the name many foreign residents live under). Deduplicated, so a DUPSORT delete of
+/// each removes exactly what was put.
+pub fn name_keys(r: &Record) -> Vec<Vec<u8>> {
+    let mut keys = vec![index_key(&r.name, &r.birth_date, r.sex)];
+    if let Some(alias) = r.alias.as_deref().filter(|a| !a.trim().is_empty()) {
+        let k = index_key(alias, &r.birth_date, r.sex);
+        if k != keys[0] {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
+// ---- the name index ----------------------------------------------------------------
+
+/// The name index, kept beside the apply path rather than in it: `apply` writes
+/// records and the reading index in one pass that this module does not touch, and the
+/// name index follows from the change log. Each origin's change-log position already
+/// indexed is kept in meta; `catch_up` (run in the write transaction of every search,
+/// and by `Store::index_names` for a daemon to call after applying) re-indexes the
+/// records the newer bundles touched. The store's `applied_bundles` counter tells in
+/// one read whether anything was applied since, so an up-to-date index costs nothing.
+pub struct NameIndex {
+    /// normalised name or alias \0 birth date \0 sex → code (DUPSORT).
+    pub index: Db,
+    /// code → the keys it is indexed under (so a changed record's old keys can go).
+    pub keys: Db,
+    pub records: Db,
+    pub heads: Db,
+    pub changelog: Db,
+    pub meta: Db,
+}
+
+const APPLIED_COUNTER: &[u8] = b"c:applied_bundles";
+const INDEXED_COUNTER: &[u8] = b"nx:applied_bundles";
+const ORIGIN_MARK: &str = "nx:origin:";
+
+#[derive(Deserialize)]
+struct BodyCodes {
+    updates: Vec<UpdateCodes>,
+}
+
+#[derive(Deserialize)]
+struct UpdateCodes {
+    juminhyo_code: String,
+    previous_juminhyo_code: Option<String>,
+}
+
+fn u64_value(v: Option<&[u8]>) -> u64 {
+    v.filter(|v| v.len() >= 8).map_or(0, |v| u64::from_be_bytes(v[..8].try_into().expect("8 bytes")))
+}
+
+fn pack_keys(keys: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for k in keys {
+        out.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        out.extend_from_slice(k);
+    }
+    out
+}
+
+fn unpack_keys(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let n = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+        let Some(k) = bytes.get(2..2 + n) else { break };
+        out.push(k.to_vec());
+        bytes = &bytes[2 + n..];
+    }
+    out
+}
+
+impl NameIndex {
+    /// Bring the index up to the records; returns how many records were re-indexed.
+    pub fn catch_up(&self, txn: &mut RwTxn) -> Result<u64> {
+        let applied = u64_value(self.meta.get(txn, APPLIED_COUNTER)?);
+        match self.meta.get(txn, INDEXED_COUNTER)? {
+            None => return self.rebuild(txn, applied),
+            Some(v) if u64_value(Some(v)) == applied => return Ok(0),
+            Some(_) => {}
+        }
+        let mut heads: Vec<(Vec<u8>, u64)> = Vec::new();
+        for item in self.heads.iter(txn)? {
+            let (origin, head) = item?;
+            heads.push((origin.to_vec(), u64_value(Some(head))));
+        }
+        let mut codes: Vec<String> = Vec::new();
+        for (origin, head_seq) in &heads {
+            let mark_key = [ORIGIN_MARK.as_bytes(), origin].concat();
+            let mark = u64_value(self.meta.get(txn, &mark_key)?);
+            if mark >= *head_seq {
+                continue;
+            }
+            let lo = [origin.as_slice(), &(mark + 1).to_be_bytes()].concat();
+            let hi = [origin.as_slice(), &u64::MAX.to_be_bytes()].concat();
+            let mut expect = mark + 1;
+            let mut broken = false;
+            for item in self.changelog.range(txn, &(Bound::Included(lo.as_slice()), Bound::Included(hi.as_slice())))? {
+                let (k, v) = item?;
+                let last = u64_value(k.get(k.len().saturating_sub(8)..));
+                if u64_value(Some(v)) != expect || v.len() < 40 {
+                    broken = true;
+                    break;
+                }
+                let envelope: Envelope = wire::decode(&v[40..], "change-log envelope")?;
+                let body: BodyCodes = rmp_serde::from_slice(&envelope.body)
+                    .map_err(|e| crate::CoreError::Malformed(format!("change-log body: {e}")))?;
+                for u in body.updates {
+                    codes.extend(u.previous_juminhyo_code);
+                    codes.push(u.juminhyo_code);
+                }
+                expect = last + 1;
+            }
+            if broken || expect != head_seq + 1 {
+                // The log does not hold every bundle since the mark (pruned?): index
+                // from the records instead.
+                return self.rebuild(txn, applied);
+            }
+            self.meta.put(txn, &mark_key, &head_seq.to_be_bytes())?;
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        for code in &codes {
+            self.reindex(txn, code)?;
+        }
+        self.meta.put(txn, INDEXED_COUNTER, &applied.to_be_bytes())?;
+        Ok(codes.len() as u64)
+    }
+
+    fn reindex(&self, txn: &mut RwTxn, code: &str) -> Result<()> {
+        let old = self.keys.get(txn, code.as_bytes())?.map(unpack_keys).unwrap_or_default();
+        let new = match self.records.get(txn, code.as_bytes())? {
+            Some(v) => {
+                let r: Record = wire::decode(v, "record")?;
+                if r.is_indexed() {
+                    name_keys(&r)
+                } else {
+                    Vec::new()
+                }
+            }
+            None => Vec::new(),
+        };
+        if old == new {
+            return Ok(());
+        }
+        for k in &old {
+            self.index.delete_one_duplicate(txn, k, code.as_bytes())?;
+        }
+        for k in &new {
+            self.index.put(txn, k, code.as_bytes())?;
+        }
+        if new.is_empty() {
+            self.keys.delete(txn, code.as_bytes())?;
+        } else {
+            self.keys.put(txn, code.as_bytes(), &pack_keys(&new))?;
+        }
+        Ok(())
+    }
+
+    /// Index every record afresh (a store written before the name index existed).
+    fn rebuild(&self, txn: &mut RwTxn, applied: u64) -> Result<u64> {
+        self.index.clear(txn)?;
+        self.keys.clear(txn)?;
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut keyed: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for item in self.records.iter(txn)? {
+            let (code, v) = item?;
+            let r: Record = wire::decode(v, "record")?;
+            if !r.is_indexed() {
+                continue;
+            }
+            let keys = name_keys(&r);
+            keyed.push((code.to_vec(), pack_keys(&keys)));
+            entries.extend(keys.into_iter().map(|k| (k, code.to_vec())));
+        }
+        // Written in key order, LMDB appends to the B-trees' last pages.
+        for (code, keys) in &keyed {
+            self.keys.put(txn, code, keys)?;
+        }
+        entries.sort_unstable();
+        for (k, code) in &entries {
+            self.index.put(txn, k, code)?;
+        }
+        let mut heads: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for item in self.heads.iter(txn)? {
+            let (origin, head) = item?;
+            heads.push(([ORIGIN_MARK.as_bytes(), origin].concat(), head[..8].to_vec()));
+        }
+        for (k, seq) in &heads {
+            self.meta.put(txn, k, seq)?;
+        }
+        self.meta.put(txn, INDEXED_COUNTER, &applied.to_be_bytes())?;
+        Ok(keyed.len() as u64)
+    }
+}
+
+/// Address text for comparison: NFKC (full-width digits and letters to ASCII), spaces
+/// removed, the many dash look-alikes written in addresses folded to '-'.
+pub fn normalize_address(s: &str) -> Vec<char> {
+    s.nfkc()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| match c {
+            '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{30FC}' | '\u{FF70}' | '\u{FE63}' => '-',
+            _ => c,
+        })
+        .collect()
+}
+
+/// Similarity of two normalised addresses in [0, 1]: the Dice coefficient of their
+/// character bigrams (robust to a missing prefecture or a different 番地 notation),
+/// with the shared prefix as a tie-breaker in the caller.
+pub fn address_score(query: &[char], candidate: &[char]) -> f64 {
+    if query.is_empty() || candidate.is_empty() {
+        return 0.0;
+    }
+    if query == candidate {
+        return 1.0;
+    }
+    let bigrams = |s: &[char]| -> Vec<(char, char)> {
+        let mut v: Vec<(char, char)> =
+            if s.len() == 1 { vec![(s[0], '\0')] } else { s.windows(2).map(|w| (w[0], w[1])).collect() };
+        v.sort_unstable();
+        v
+    };
+    let (a, b) = (bigrams(query), bigrams(candidate));
+    let (mut i, mut j, mut common) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    2.0 * common as f64 / (a.len() + b.len()) as f64
+}
+
+pub fn common_prefix(a: &[char], b: &[char]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Which index found a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    Reading,
+    Name,
+    Both,
+}
+
+impl Matched {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Matched::Reading => "reading",
+            Matched::Name => "name",
+            Matched::Both => "both",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub record: Record,
+    pub score: f64,
+    pub matched: Matched,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// Name (kanji, as on the register) or reading (katakana, hiragana, half-width).
+    pub name: String,
+    pub birth_date: String,
+    pub sex: u8,
+    pub address: Option<String>,
+    pub limit: usize,
+}
+
+/// Rank candidates: best address match first, then the longer shared address prefix,
+/// active before removed (除票), the latest change, and the code for a stable order.
+pub fn rank(query: &SearchQuery, found: Vec<(Record, Matched)>) -> Vec<Candidate> {
+    let q = query.address.as_deref().map(normalize_address).unwrap_or_default();
+    let mut scored: Vec<(Candidate, usize)> = found
+        .into_iter()
+        .map(|(record, matched)| {
+            let a = normalize_address(&record.address);
+            let score = address_score(&q, &a);
+            let prefix = common_prefix(&q, &a);
+            (Candidate { record, score, matched }, prefix)
+        })
+        .collect();
+    scored.sort_by(|(x, px), (y, py)| {
+        y.score
+            .total_cmp(&x.score)
+            .then(py.cmp(px))
+            .then((x.record.status != record::ACTIVE).cmp(&(y.record.status != record::ACTIVE)))
+            .then(y.record.changed_on.cmp(&x.record.changed_on))
+            .then(x.record.juminhyo_code.cmp(&y.record.juminhyo_code))
+    });
+    scored.into_iter().map(|(c, _)| c).collect()
+}
+
+// ---- batch confirmation (一括提供) ---------------------------------------------------
+
+/// Per-code status of a batch confirmation.
+pub const UNKNOWN: u8 = 0;
+pub const CURRENT: u8 = 1;
+pub const MOVED_OUT: u8 = 2;
+pub const REMOVED: u8 = 3;
+
+/// Reasons as the one-byte codes of `Confirmation::reason` (index + 1; 0 = none).
+pub const REASONS: [&str; 14] = [
+    "move_in",
+    "move_in_from_abroad",
+    "birth",
+    "entry_by_authority",
+    "move_out",
+    "move_out_abroad",
+    "death",
+    "removal_by_authority",
+    "address_change",
+    "correction_by_authority",
+    "error_correction",
+    "kojin_bango_change",
+    "juminhyo_code_change",
+    "former_surname_alias",
+];
+
+pub fn reason_code(reason: &str) -> u8 {
+    REASONS.iter().position(|r| *r == reason).map_or(0, |i| i as u8 + 1)
+}
+
+/// Redirects followed at most this many times (a chain of code changes); a longer
+/// chain or a cycle answers unknown rather than loop.
+pub const MAX_REDIRECTS: usize = 8;
+
+/// The four fields a confirmation needs, borrowed from the stored map; the other
+/// fields are skipped without being copied.
+#[derive(Deserialize)]
+pub struct StatusView<'a> {
+    #[serde(borrow)]
+    pub status: &'a str,
+    #[serde(borrow)]
+    pub redirect_to: Option<&'a str>,
+    #[serde(borrow)]
+    pub reason: &'a str,
+    #[serde(borrow)]
+    pub changed_on: &'a str,
+}
+
+pub fn status_view(bytes: &[u8]) -> crate::Result<StatusView<'_>> {
+    rmp_serde::from_slice(bytes).map_err(|e| crate::CoreError::Malformed(format!("record: {e}")))
+}
+
+pub fn classify(v: &StatusView<'_>) -> u8 {
+    match v.status {
+        record::ACTIVE => CURRENT,
+        record::REMOVED if matches!(v.reason, "move_out" | "move_out_abroad") => MOVED_OUT,
+        record::REMOVED => REMOVED,
+        _ => UNKNOWN,
+    }
+}
+
+/// "YYYY-MM-DD" as the number YYYYMMDD (0 when it is not such a date).
+pub fn date_number(s: &str) -> u32 {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return 0;
+    }
+    let mut n = 0u32;
+    for (i, c) in b.iter().enumerate() {
+        if i == 4 || i == 7 {
+            continue;
+        }
+        if !c.is_ascii_digit() {
+            return 0;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    n
+}
+
+/// The answer to a batch confirmation, as parallel arrays in request order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confirmation {
+    pub status: Vec<u8>,
+    pub reason: Vec<u8>,
+    pub changed_on: Vec<u32>,
+    /// (request index, code the record lives under now) for codes that were changed.
+    pub redirected: Vec<(u32, String)>,
+    /// Records whose information the answer gave (sorted, unique, 11 bytes each).
+    pub touched: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_fold_width_kana_and_spaces() {
+        assert_eq!(index_key("やまぐち　たろう", "1980-04-01", 1), index_key("ﾔﾏｸﾞﾁ ﾀﾛｳ", "1980-04-01", 1));
+        assert_eq!(index_key("山口 太郎", "1980-04-01", 1), index_key("山口太郎", "1980-04-01", 1));
+        assert_ne!(index_key("山口太郎", "1980-04-01", 1), index_key("山口太郎", "1980-04-01", 2));
+        // U+FA10 (a CJK compatibility ideograph) folds to 塚 under NFKC.
+        assert_eq!(index_key("\u{FA10}本", "1980-04-01", 1), index_key("塚本", "1980-04-01", 1));
+    }
+
+    #[test]
+    fn address_similarity_orders_sensibly() {
+        let q = normalize_address("山口市亀山町１－２");
+        let exact = normalize_address("山口県山口市亀山町1-2");
+        let near = normalize_address("山口県山口市亀山町3-4");
+        let far = normalize_address("東京都千代田区霞が関1-2");
+        let (e, n, f) = (address_score(&q, &exact), address_score(&q, &near), address_score(&q, &far));
+        assert!(e > n && n > f, "{e} {n} {f}");
+        assert_eq!(address_score(&exact, &exact), 1.0);
+        assert_eq!(address_score(&[], &exact), 0.0);
+    }
+
+    #[test]
+    fn dates_and_reasons() {
+        assert_eq!(date_number("2024-04-01"), 20240401);
+        assert_eq!(date_number("2024/04/01"), 0);
+        assert_eq!(reason_code("move_in"), 1);
+        assert_eq!(reason_code("former_surname_alias"), 14);
+        assert_eq!(reason_code("nonsense"), 0);
+        for r in REASONS {
+            assert!(record::ReasonFamily::of(r).is_some(), "{r}");
+        }
+    }
+}
