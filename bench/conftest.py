@@ -108,7 +108,9 @@ def _apply_all(store: Store, batch: list[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def baseline_env(workdir: Path, filled_store: Store, population: synth.Population) -> lmdb.Environment:
+def baseline_env(
+    workdir: Path, filled_store: Store, population: synth.Population
+) -> lmdb.Environment:
     """The same record bytes in an LMDB environment of the `lmdb` package."""
     env = lmdb.open(str(workdir / "baseline"), map_size=1 << 34, max_dbs=4, writemap=False)
     db = env.open_db(b"records")

@@ -17,9 +17,9 @@ import lmdb
 import msgspec
 import nacl.signing
 import pytest
+
 from benchkit import Chains, stored_record_bytes  # noqa: F401  (fixtures use it)
 from conftest import report
-
 from jukisync import Store, _core, synth
 from jukisync.messages import BundleBody, ChangeFamily, Envelope, StoredRecord, Update
 
@@ -73,7 +73,9 @@ def change_rounds(population: synth.Population, chains: Chains) -> list[list[byt
 
 
 def _updates(envelope: bytes) -> tuple[str, list[Update]]:
-    body = msgspec.msgpack.decode(msgspec.msgpack.decode(envelope, type=Envelope).body, type=BundleBody)
+    body = msgspec.msgpack.decode(
+        msgspec.msgpack.decode(envelope, type=Envelope).body, type=BundleBody
+    )
     return body.origin, body.updates
 
 
@@ -172,8 +174,7 @@ def test_lmdb_get_loop(benchmark: Any, baseline_env: lmdb.Environment, codes: li
         with baseline_env.begin(db=db) as txn:
             get, decode = txn.get, decoder.decode
             return [
-                decode(v).status if (v := get(c.encode())) is not None else "unknown"
-                for c in codes
+                decode(v).status if (v := get(c.encode())) is not None else "unknown" for c in codes
             ]
 
     statuses = benchmark(loop)

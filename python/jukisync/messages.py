@@ -18,6 +18,7 @@ from typing import Annotated
 import msgspec
 
 __all__ = [
+    "ZERO_HASH",
     "Attestation",
     "BundleBody",
     "ChangeFamily",
@@ -29,7 +30,6 @@ __all__ = [
     "SignedRegistry",
     "StoredRecord",
     "Update",
-    "ZERO_HASH",
     "decode_body",
     "decode_envelope",
     "decode_update",

@@ -1,0 +1,165 @@
+"""Pure bundling and chaining logic of a publisher: no I/O, no keys, no clocks.
+
+The publisher (`jukisync.publisher`) owns the durable state and the signing key; this
+module only decides *what* a bundle is: which updates, which sequence numbers, which
+`prev_hash`. Keeping it pure lets the outbox replay it after a crash and lets tests
+check the chain rules without an LMDB environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from jukisync.messages import ZERO_HASH, BundleBody, Update, encode
+
+__all__ = [
+    "BundlePolicy",
+    "ChainHead",
+    "Linger",
+    "Sealed",
+    "body_hash",
+    "number",
+    "rechain",
+    "seal",
+]
+
+
+def body_hash(body: bytes) -> bytes:
+    """SHA-256 of an encoded bundle body: what the next bundle's `prev_hash` names."""
+    return hashlib.sha256(body).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The end of an origin's chain: last sealed sequence number and body hash."""
+
+    last_seq: int = 0
+    hash: bytes = ZERO_HASH
+
+    @property
+    def next_seq(self) -> int:
+        return self.last_seq + 1
+
+
+@dataclass(frozen=True, slots=True)
+class BundlePolicy:
+    """When a bundle is cut: at `max_updates`, or `linger_s` after its first update."""
+
+    max_updates: int = 500
+    linger_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.max_updates < 1:
+            raise ValueError("max_updates must be at least 1")
+        if self.linger_s < 0:
+            raise ValueError("linger_s must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A bundle body ready to be signed: the struct, its exact bytes and their hash."""
+
+    body: BundleBody
+    encoded: bytes
+    hash: bytes
+
+    @property
+    def first_seq(self) -> int:
+        return self.body.first_seq
+
+    @property
+    def last_seq(self) -> int:
+        return self.body.last_seq
+
+    @property
+    def head(self) -> ChainHead:
+        return ChainHead(self.body.last_seq, self.hash)
+
+
+def number(updates: Iterable[Update], first_seq: int) -> list[Update]:
+    """The updates with contiguous sequence numbers from `first_seq`."""
+    return [msgspec.structs.replace(u, seq=first_seq + i) for i, u in enumerate(updates)]
+
+
+def seal(
+    origin: str,
+    head: ChainHead,
+    updates: Sequence[Update],
+    created_at: int,
+    supersedes: bytes | None = None,
+) -> Sealed:
+    """The bundle that follows `head`: its updates must continue the sequence exactly.
+
+    A violation is a bug in the caller, never bad input (input is numbered here or by
+    `number`), so it raises instead of being quarantined downstream as a fork.
+    """
+    if not updates:
+        raise ValueError("a bundle holds at least one update")
+    for offset, update in enumerate(updates):
+        if update.seq != head.next_seq + offset:
+            raise ValueError(
+                f"update seq {update.seq} breaks the chain: expected {head.next_seq + offset}"
+            )
+    body = BundleBody(
+        origin=origin,
+        first_seq=updates[0].seq,
+        last_seq=updates[-1].seq,
+        prev_hash=head.hash,
+        created_at=created_at,
+        updates=list(updates),
+        supersedes=supersedes,
+    )
+    encoded = encode(body)
+    return Sealed(body, encoded, body_hash(encoded))
+
+
+def rechain(head: ChainHead, bodies: Sequence[BundleBody], created_at: int) -> list[Sealed]:
+    """Re-seal `bodies` (in chain order) after `head`, renumbering their updates.
+
+    Used after an operator drop: the bundles after the dropped one were never applied
+    anywhere (the origin was halted), so they are rebuilt on the re-issued bundle with
+    the same updates, keeping their `supersedes` markers.
+    """
+    sealed: list[Sealed] = []
+    for body in bodies:
+        updates = number(body.updates, head.next_seq)
+        bundle = seal(body.origin, head, updates, created_at, body.supersedes)
+        sealed.append(bundle)
+        head = bundle.head
+    return sealed
+
+
+class Linger:
+    """Tracks the open bundle's age so the caller knows when to cut it."""
+
+    __slots__ = ("_opened_at", "policy")
+
+    def __init__(self, policy: BundlePolicy) -> None:
+        self.policy = policy
+        self._opened_at: float | None = None
+
+    def opened(self, now: float) -> None:
+        """An update joined the open bundle at monotonic time `now`."""
+        if self._opened_at is None:
+            self._opened_at = now
+
+    def closed(self) -> None:
+        self._opened_at = None
+
+    def due(self, count: int, now: float) -> bool:
+        """Whether an open bundle of `count` updates should be cut at time `now`."""
+        if count >= self.policy.max_updates:
+            return True
+        if count == 0 or self._opened_at is None:
+            return False
+        return now - self._opened_at >= self.policy.linger_s
+
+    def wait_s(self, now: float) -> float | None:
+        """Seconds until the open bundle is due by age, or None when nothing is open."""
+        if self._opened_at is None:
+            return None
+        return max(0.0, self._opened_at + self.policy.linger_s - now)

@@ -1,0 +1,234 @@
+"""`jukisync demo`: the whole network in one process, and whether it converged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
+from rich.progress import Progress as Bars
+from rich.table import Table
+
+from jukisync.cli.exitcodes import ExitCode
+from jukisync.demo import DemoOptions, DemoResult, Progress, run_demo
+
+__all__ = ["command"]
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    click.echo(f"jukisync demo: {message}", err=True)
+    sys.exit(code)
+
+
+def _data_dir(given: Path | None) -> tuple[Path, bool]:
+    """The directory to run in, and whether it is a temporary one to remove after."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix="jukisync-demo-")), True
+    if given.exists() and (not given.is_dir() or any(given.iterdir())):
+        # Old stores and outboxes would mix with a fresh network's keys and data.
+        _fail(ExitCode.USAGE, f"--data-dir {given} must be empty or not exist yet")
+    given.mkdir(parents=True, exist_ok=True)
+    return given, False
+
+
+def _bars(console: Console) -> tuple[Bars, Callable[[Progress], None]]:
+    bars = Bars(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(p: Progress) -> None:
+        rows = {
+            "municipalities (published)": p.published,
+            **{f"{name}": applied for name, applied in p.applied.items()},
+        }
+        for label, done in rows.items():
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=p.total)
+            bars.update(tasks[label], completed=done, total=p.total)
+
+    return bars, update
+
+
+def _yes(ok: bool) -> str:
+    return "[green]equal[/]" if ok else "[red]DIFFERENT[/]"
+
+
+def _render(result: DemoResult, console: Console, kept: bool) -> None:
+    table = Table(
+        title="municipalities → 2 aggregation centres (相互補完) → national",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("tier", no_wrap=True)
+    for header in ("updates", "bundles", "records", "dup", "gap", "rej"):
+        table.add_column(header, justify="right")
+    table.add_column("heads")
+    table.add_column("apply/s", justify="right")
+    for t in result.tiers:
+        table.add_row(
+            t.name,
+            f"{t.updates_applied:,}",
+            f"{t.bundles_applied:,}",
+            f"{t.records:,}",
+            f"{t.duplicates:,}",
+            f"{t.gaps:,}",
+            f"{t.security_events + t.halts:,}",
+            _yes(t.heads_equal),
+            f"{result.throughput.get(t.name, 0.0):,.0f}",
+        )
+    console.print(
+        f"{result.origins} municipalities published {result.published:,} updates", highlight=False
+    )
+    console.print(table)
+    digests = Table(title="digests of active records per prefecture", box=box.SIMPLE_HEAD)
+    digests.add_column("prefecture")
+    for t in result.tiers:
+        digests.add_column(t.name)
+    digests.add_column("all tiers")
+    for pref in result.prefectures:
+        digests.add_row(
+            pref,
+            *(t.digests[pref][:12] for t in result.tiers),
+            _yes(result.digests_equal[pref]),
+        )
+    console.print(digests)
+    console.print(f"centres agree with each other: {_yes(result.centres_agree)}")
+    verdict = "[bold green]CONVERGED[/]" if result.converged else "[bold red]NOT CONVERGED[/]"
+    rate = result.updates / max(result.elapsed_s, 1e-9)
+    console.print(
+        f"{verdict}: {result.updates:,} updates in {result.elapsed_s:.1f} s "
+        f"({rate:,.0f} updates/s end to end)",
+        highlight=False,
+    )
+    if kept and result.sample_code:
+        console.print(
+            f"try: jukisync lookup --store {result.data_dir}/national {result.sample_code}"
+        )
+    elif not kept:
+        console.print("(stores removed; pass --data-dir DIR to keep them for `jukisync lookup`)")
+
+
+@click.command(
+    "demo",
+    epilog="""\b
+Examples:
+  jukisync demo                                  # 200k updates, well under a minute
+  jukisync demo --residents 100000 --changes 200000
+  jukisync demo --json | jq .converged
+  jukisync demo --data-dir /tmp/net && jukisync lookup --store /tmp/net/national CODE
+""",
+)
+@click.option(
+    "--residents",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Residents loaded first (one creation update each).",
+)
+@click.option(
+    "--changes",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    help="Updates of the change stream after the load.",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Synthetic data seed.")
+@click.option(
+    "--bundle-size",
+    type=click.IntRange(min=1, max=10_000),
+    default=200,
+    show_default=True,
+    help="Most updates in one bundle.",
+)
+@click.option(
+    "--linger-ms",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="How long a partial bundle may wait for more updates.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for convergence before judging.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where stores, outboxes and keys go (kept). Default: a temporary directory, "
+    "removed at the end.",
+)
+@click.option("--broker", metavar="URL", help="Run over RabbitMQ at URL instead of in process.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def command(
+    residents: int,
+    changes: int,
+    seed: int,
+    bundle_size: int,
+    linger_ms: float,
+    timeout_s: float,
+    data_dir: Path | None,
+    broker: str | None,
+    as_json: bool,
+) -> None:
+    """Run the whole network in one process: 山口県's 19 municipalities and some of
+    東京都, 広島県 and 福岡県 publish a synthetic population and change stream; two
+    aggregation centres (相互補完) apply and forward; the national node applies.
+
+    Exits 0 only if every tier converged (same chain heads, same digests).
+    """
+    if broker is not None:
+        _fail(
+            ExitCode.UNAVAILABLE,
+            "--broker: the RabbitMQ transport is not available yet; "
+            "run without --broker for the in-process network",
+        )
+    directory, temporary = _data_dir(data_dir)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    options = DemoOptions(
+        data_dir=directory,
+        residents=residents,
+        changes=changes,
+        seed=seed,
+        bundle_size=bundle_size,
+        linger_ms=linger_ms,
+        timeout_s=timeout_s,
+    )
+    err = Console(stderr=True)
+    show_bars = not as_json and err.is_terminal
+    try:
+        if show_bars:
+            bars, on_progress = _bars(err)
+            with bars:
+                result = asyncio.run(run_demo(options, on_progress))
+        else:
+            result = asyncio.run(run_demo(options))
+    finally:
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        out = Console()
+        if not out.is_terminal:
+            out = Console(width=120)  # piped: rich would assume 80 columns and clip
+        _render(result, out, kept=not temporary)
+    sys.exit(ExitCode.OK if result.converged else ExitCode.FAILURE)

@@ -1,0 +1,127 @@
+"""`jukisync lookup`: one record of a tier store by its 住民票コード."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.cells import cell_len
+
+from jukisync import _core, storedir
+from jukisync.cli.exitcodes import ExitCode
+from jukisync.codes import is_valid_juminhyo_code
+from jukisync.messages import ChangeReason
+
+__all__ = ["command"]
+
+_MAX_REDIRECTS = 8  # a code changed more often than this in a lifetime is a loop
+
+_LABELS = {
+    "juminhyo_code": "住民票コード",
+    "status": "状態",
+    "redirect_to": "新コード",
+    "kojin_bango": "個人番号",
+    "name": "氏名",
+    "name_kana": "振り仮名",
+    "former_surname": "旧氏",
+    "alias": "通称",
+    "birth_date": "生年月日",
+    "sex": "性別",
+    "address": "住所",
+    "municipality": "市区町村",
+    "reason": "異動事由",
+    "changed_on": "異動年月日",
+    "recorded_at": "記録時刻(µs)",
+    "origin": "送信元",
+    "seq": "連番",
+}
+_STATUS = {"active": "現存", "removed": "除票", "redirect": "コード変更済"}
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    click.echo(f"jukisync lookup: {message}", err=True)
+    sys.exit(code)
+
+
+def open_store(path: Path) -> _core.Store:
+    """Open an existing tier store for reading, with the trust files beside it."""
+    if not (path / "data.mdb").is_file():
+        # Opening a Store creates one: refuse before a typo makes an empty store.
+        _fail(ExitCode.NOT_FOUND, f"no store at {path} (no data.mdb)")
+    try:
+        registry = storedir.load_registry(path)
+    except storedir.StoreDirError as exc:
+        _fail(ExitCode.CONFIG, str(exc))
+    # Reading needs no centre key, and the store does not record its role, so any
+    # store (aggregator or national) is opened with the read-only-safe national role.
+    try:
+        return _core.Store(str(path), role="national", registry=registry)
+    except _core.JukisyncError as exc:
+        _fail(ExitCode.CONFIG, f"cannot open {path}: {exc}")
+
+
+def _describe(field: str, value: str | int | None) -> str:
+    if value is None:
+        return "-"
+    if field == "status":
+        return f"{value} ({_STATUS.get(str(value), '?')})"
+    if field == "sex":
+        return {1: "1 (男)", 2: "2 (女)"}.get(int(value), str(value))
+    if field == "reason":
+        try:
+            return f"{value} ({ChangeReason(str(value)).label})"
+        except ValueError:
+            return str(value)
+    return str(value)
+
+
+@click.command(
+    "lookup",
+    epilog="""\b
+Examples:
+  jukisync lookup --store data/national 12345678901
+  jukisync lookup --store data/centre-a --json 12345678901
+""",
+)
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A tier store directory (with registry.bin and root.pub beside data.mdb).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.argument("code")
+def command(store_path: Path, as_json: bool, code: str) -> None:
+    """Show the record of 住民票コード CODE, following code changes to the current one."""
+    if not is_valid_juminhyo_code(code):
+        _fail(ExitCode.USAGE, f"{code!r} is not a 住民票コード (11 ASCII digits)")
+    store = open_store(store_path)
+    chain: list[dict[str, str | int | None]] = []
+    current: str | None = code
+    while current is not None and len(chain) <= _MAX_REDIRECTS:
+        record = store.get(current)
+        if record is None:
+            break
+        chain.append(record.to_dict())
+        current = record.redirect_to if record.status == "redirect" else None
+    if not chain:
+        _fail(ExitCode.NOT_FOUND, f"no record with 住民票コード {code} in {store_path}")
+    if current is not None:
+        _fail(ExitCode.NOT_FOUND, f"{code}: redirect to {current}, which is not in the store")
+    if as_json:
+        found: dict[str, object] = dict(chain[-1])
+        found["redirected_from"] = [r["juminhyo_code"] for r in chain[:-1]]
+        click.echo(json.dumps(found, ensure_ascii=False))
+        return
+    for hop in chain[:-1]:
+        click.echo(f"{hop['juminhyo_code']} → {hop['redirect_to']} (住民票コード変更)")
+    # Labels are full-width Japanese: pad by display cells, not by characters.
+    width = max(cell_len(label) for label in _LABELS.values())
+    for field, value in chain[-1].items():
+        label = _LABELS.get(field, field)
+        padding = " " * (width - cell_len(label))
+        click.echo(f"{label}{padding}  {_describe(field, value)}")

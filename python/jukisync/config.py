@@ -1,0 +1,201 @@
+"""Node configuration (DESIGN.md §8): TOML files decoded into msgspec Structs that
+reject unknown keys and name the field and value at fault.
+
+One file per node; `role` says which of the three kinds it is:
+
+- ``aggregator``: an aggregation centre (serves prefectures, attests and forwards);
+- ``national``: the national centre;
+- ``municipality``: a municipal system's publisher (`jukisync publish`).
+
+Relative paths are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from jukisync import codes
+
+__all__ = [
+    "AggregatorConfig",
+    "BrokerConfig",
+    "ConfigError",
+    "HttpConfig",
+    "MunicipalityConfig",
+    "NationalConfig",
+    "NodeConfigFile",
+    "TrustConfig",
+    "load",
+]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; says which file, field and value."""
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = str(path)
+        self.message = message
+
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Prefecture = Annotated[str, msgspec.Meta(pattern=r"^(0[1-9]|[1-3][0-9]|4[0-7])$")]
+NodeId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class BrokerConfig(_Section, frozen=True, kw_only=True):
+    """RabbitMQ: credentials in the URL (per role); `amqps://` for TLS."""
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    prefetch: Positive = 256
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    max_message_bytes: Positive = 8 << 20
+
+
+class TrustConfig(_Section, frozen=True, kw_only=True):
+    """The root public key pins the signed key registry (DESIGN.md §7)."""
+
+    root_public_key: str
+    registry: str
+
+
+class HttpConfig(_Section, frozen=True, kw_only=True):
+    """`/healthz` and Prometheus `/metrics`; port 0 disables the endpoint."""
+
+    listen: str = "127.0.0.1"
+    port: Port = 9464
+
+
+class _StoreLimits(_Section, frozen=True, kw_only=True):
+    max_bundle_bytes: Positive = 8 << 20
+    pending_limit: Positive = 10_000
+    map_size: Positive = 1 << 36
+    max_batch: Positive = 256
+
+
+class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=True, frozen=True):
+    id: NodeId
+    prefectures: list[Prefecture]
+    store: str
+    signing_key: str
+    trust: TrustConfig
+    broker: BrokerConfig = BrokerConfig()
+    http: HttpConfig = HttpConfig()
+    limits: _StoreLimits = _StoreLimits()
+
+    def __post_init__(self) -> None:
+        if not self.prefectures:
+            raise ValueError("prefectures: an aggregator serves at least one prefecture")
+        if len(set(self.prefectures)) != len(self.prefectures):
+            raise ValueError(f"prefectures: listed twice in {self.prefectures}")
+
+
+class NationalConfig(_Section, tag="national", tag_field="role", kw_only=True, frozen=True):
+    id: NodeId = "national"
+    store: str
+    trust: TrustConfig
+    broker: BrokerConfig = BrokerConfig()
+    http: HttpConfig = HttpConfig()
+    limits: _StoreLimits = _StoreLimits()
+
+
+class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only=True, frozen=True):
+    origin: str
+    signing_key: str
+    outbox: str
+    broker: BrokerConfig = BrokerConfig()
+    max_updates: Positive = 500
+    linger_s: Seconds = 0.05
+    retain_confirmed: Positive = 100_000
+
+    def __post_init__(self) -> None:
+        if not codes.is_valid_local_government_code(self.origin):
+            raise ValueError(f"origin: {self.origin!r} is not a valid local government code")
+
+
+NodeConfigFile = AggregatorConfig | NationalConfig | MunicipalityConfig
+
+
+def _resolve(config: NodeConfigFile, base: Path) -> NodeConfigFile:
+    """Paths relative to the config file's directory, so a config works from any cwd."""
+
+    def path(p: str | None) -> str | None:
+        return None if p is None else str((base / p).resolve())
+
+    broker = msgspec.structs.replace(
+        config.broker,
+        tls_ca_file=path(config.broker.tls_ca_file),
+        tls_cert_file=path(config.broker.tls_cert_file),
+        tls_key_file=path(config.broker.tls_key_file),
+    )
+    if isinstance(config, MunicipalityConfig):
+        return msgspec.structs.replace(
+            config,
+            broker=broker,
+            signing_key=str(path(config.signing_key)),
+            outbox=str(path(config.outbox)),
+        )
+    trust = TrustConfig(
+        root_public_key=str(path(config.trust.root_public_key)),
+        registry=str(path(config.trust.registry)),
+    )
+    if isinstance(config, AggregatorConfig):
+        return msgspec.structs.replace(
+            config,
+            broker=broker,
+            trust=trust,
+            store=str(path(config.store)),
+            signing_key=str(path(config.signing_key)),
+        )
+    return msgspec.structs.replace(
+        config, broker=broker, trust=trust, store=str(path(config.store))
+    )
+
+
+def load(path: str | Path) -> NodeConfigFile:
+    """Read and check a node config; raises ConfigError naming file, field and value."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"not valid TOML: {exc}") from exc
+    if "role" not in raw:
+        raise ConfigError(path, "missing field `role` (aggregator, national or municipality)")
+    try:
+        config: NodeConfigFile = msgspec.convert(raw, NodeConfigFile)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(path, _explain(exc, raw)) from exc
+    return _resolve(config, path.parent)
+
+
+def _explain(exc: msgspec.ValidationError, raw: dict[str, object]) -> str:
+    """msgspec names the path (`$.broker.prefetch`); add the offending value."""
+    message = str(exc)
+    marker = " - at `$."
+    if marker not in message:
+        return message
+    where = message.rsplit(marker, 1)[1].rstrip("`")
+    value: object = raw
+    for part in where.replace("[", ".").replace("]", "").split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return f"{where}: {message.rsplit(marker, 1)[0]}"
+    return f"{where} = {value!r}: {message.rsplit(marker, 1)[0]}"

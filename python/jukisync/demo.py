@@ -1,0 +1,172 @@
+"""`jukisync demo` without the terminal: run the whole network once and judge it.
+
+Every municipality of `synth.MUNICIPALITIES` (山口県's 19 plus some of 東京都, 広島県
+and 福岡県) publishes its part of a synthetic population, then of a change stream;
+two aggregation centres serve every prefecture (相互補完) and forward to the
+national node. The network has converged when every tier holds every origin's chain
+up to the publisher's head, and the per-prefecture digests of the centres and the
+national store are all equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jukisync import synth
+from jukisync.bundling import BundlePolicy
+from jukisync.messages import Update
+from jukisync.network import NATIONAL, Network, NetworkSpec, TierReport
+
+__all__ = ["DemoOptions", "DemoResult", "Progress", "run_demo"]
+
+_CHUNK = 2_000  # updates handed to the publishers between two yields to the loop
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    data_dir: Path
+    residents: int = 20_000
+    changes: int = 20_000
+    seed: int = 1
+    bundle_size: int = 200
+    linger_ms: float = 20.0
+    timeout_s: float = 120.0  # give up waiting for convergence after this long
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Updates so far: submitted to publishers, published, applied per tier."""
+
+    total: int
+    submitted: int
+    published: int
+    applied: dict[str, int]
+
+
+@dataclass(slots=True)
+class DemoResult:
+    converged: bool
+    updates: int
+    elapsed_s: float
+    origins: int
+    prefectures: list[str]
+    published: int
+    tiers: list[TierReport]
+    digests_equal: dict[str, bool]  # prefecture -> all tiers equal
+    centres_agree: bool  # the two centres' digests are equal for every prefecture
+    data_dir: str
+    sample_code: str | None = None
+    # Updates per second of store.apply at each tier (its own work, not waiting).
+    throughput: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tiers"] = {t.name: asdict(t) for t in self.tiers}
+        return data
+
+
+def _chunks(items: Iterable[tuple[str, Update]], size: int) -> Iterator[list[tuple[str, Update]]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _applied(network: Network) -> dict[str, int]:
+    # Sum of chain-head seqs = updates applied, because seqs are contiguous from 1.
+    return {t.name: sum(seq for seq, _ in t.store.chain_heads().values()) for t in network.tiers()}
+
+
+def _progress(network: Network, total: int, submitted: int) -> Progress:
+    published = sum(n.published_updates for n in network.pub_nodes.values())
+    return Progress(total, submitted, published, _applied(network))
+
+
+async def _report_progress(
+    network: Network, total: int, submitted: list[int], callback: Callable[[Progress], None]
+) -> None:
+    while True:
+        callback(_progress(network, total, submitted[0]))
+        await asyncio.sleep(0.1)
+
+
+async def run_demo(
+    options: DemoOptions, on_progress: Callable[[Progress], None] | None = None
+) -> DemoResult:
+    population = synth.generate_population(options.residents, options.seed)
+    spec = NetworkSpec(
+        origins=[m.code for m in population.municipalities],
+        policy=BundlePolicy(options.bundle_size, options.linger_ms / 1000),
+    )
+    network = Network(options.data_dir, spec)
+    total = options.residents + options.changes
+    submitted = [0]
+    started = time.monotonic()
+    await network.start()
+    reporter = (
+        asyncio.create_task(_report_progress(network, total, submitted, on_progress))
+        if on_progress
+        else None
+    )
+    sample: str | None = None
+    try:
+        stream = itertools.chain(
+            synth.initial_load(population),
+            synth.generate_changes(population, options.changes, options.seed),
+        )
+        for chunk in _chunks(stream, _CHUNK):
+            submitted[0] += network.submit(chunk)
+            sample = sample or chunk[0][1].juminhyo_code
+            await asyncio.sleep(0)  # let the nodes move while the stream is fed
+        await asyncio.wait_for(network.drain_publishers(), options.timeout_s)
+        remaining = max(1.0, options.timeout_s - (time.monotonic() - started))
+        heads_ok = await network.wait_converged(remaining)
+        elapsed = time.monotonic() - started
+        if on_progress:
+            on_progress(_progress(network, total, submitted[0]))
+        result = _judge(network, heads_ok, submitted[0], elapsed, sample)
+    finally:
+        if reporter:
+            reporter.cancel()
+        await network.stop()
+    return result
+
+
+def _judge(
+    network: Network, heads_ok: bool, updates: int, elapsed: float, sample: str | None
+) -> DemoResult:
+    tiers = [network.report(t) for t in network.tiers()]
+    prefectures = network.spec.prefectures
+    digests_equal = {p: len({t.digests[p] for t in tiers}) == 1 for p in prefectures}
+    centres = [t for t in tiers if t.role == "aggregator"]
+    centres_agree = all(c.digests == centres[0].digests for c in centres)
+    national = next(t for t in tiers if t.name == NATIONAL)
+    converged = (
+        heads_ok
+        and all(t.heads_equal for t in tiers)
+        and all(digests_equal.values())
+        and centres_agree
+        and all(t.records == national.records for t in tiers)
+    )
+    return DemoResult(
+        converged=converged,
+        updates=updates,
+        elapsed_s=round(elapsed, 3),
+        origins=len(network.spec.origins),
+        prefectures=prefectures,
+        published=sum(n.published_updates for n in network.pub_nodes.values()),
+        tiers=tiers,
+        digests_equal=digests_equal,
+        centres_agree=centres_agree,
+        data_dir=os.fspath(network.data_dir),
+        sample_code=sample,
+        throughput={
+            t.name: round(t.updates_applied / t.apply_s, 1) for t in tiers if t.apply_s > 0
+        },
+    )

@@ -1,0 +1,288 @@
+"""A whole network in one process: publishers, aggregation centres, the national node.
+
+Used by `jukisync demo` and the end-to-end tests. It lays out a data directory, makes
+keys and a registry signed by a fresh root key, opens the stores (with their trust
+files beside them, see `storedir`), wires every node to its own connection of one
+in-process broker, and reports whether the tiers converged.
+
+    data_dir/keys/                 key files (keys.save), root included
+    data_dir/<centre>/             aggregator stores (+ registry.bin, root.pub)
+    data_dir/national/             the national store (+ registry.bin, root.pub)
+    data_dir/outbox/<origin>/      each publisher's outbox
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jukisync import _core, keys, storedir
+from jukisync.bundling import BundlePolicy
+from jukisync.messages import Update
+from jukisync.node import NodeConfig, TierNode
+from jukisync.publisher import Publisher
+from jukisync.publishing import PublisherNode
+from jukisync.transport.inprocess import InProcessNetwork
+
+__all__ = ["Network", "NetworkSpec", "TierReport"]
+
+NATIONAL = "national"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    origins: Sequence[str]
+    centres: Sequence[str] = ("centre-a", "centre-b")
+    policy: BundlePolicy = field(default_factory=lambda: BundlePolicy(200, 0.05))
+    outbox_sync: bool = False  # a throw-away demo need not fsync every commit
+    max_batch: int = 256
+    resend_interval_s: float = 0.5
+    map_size: int = 1 << 32
+
+    @property
+    def prefectures(self) -> list[str]:
+        return sorted({o[:2] for o in self.origins})
+
+
+@dataclass(slots=True)
+class TierReport:
+    """One tier's state at the end: what its store holds and whether it matches."""
+
+    name: str
+    role: str
+    running: bool
+    failure: str | None  # why the node stopped consuming, if its store failed
+    bundles_applied: int
+    updates_applied: int
+    records: int
+    duplicates: int
+    gaps: int
+    security_events: int
+    halts: int
+    halted_origins: list[str]
+    apply_s: float  # time this node spent in store.apply (this run)
+    heads_equal: bool  # every origin's chain head equals its publisher's
+    digests: dict[str, str]  # prefecture -> digest of its active records
+
+
+class Network:
+    def __init__(self, data_dir: str | os.PathLike[str], spec: NetworkSpec) -> None:
+        self.data_dir = Path(data_dir)
+        self.spec = spec
+        self.broker = InProcessNetwork()
+        self.publishers: dict[str, Publisher] = {}
+        self.pub_nodes: dict[str, PublisherNode] = {}
+        self.centres: dict[str, TierNode] = {}
+        self.national: TierNode | None = None
+        self.key_pairs: dict[str, keys.KeyPair] = {}
+        self.registry_bytes = b""
+        self.root_public = b""
+        self._stopped: set[str] = set()
+
+    # --- setting up ----------------------------------------------------------------------
+    def make_keys(self) -> None:
+        """A key per origin and centre, and a registry signed by a fresh root key."""
+        key_dir = self.data_dir / "keys"
+        root = keys.generate("root")
+        keys.save(root, key_dir)
+        for owner in [*self.spec.origins, *self.spec.centres]:
+            pair = keys.generate(owner)
+            keys.save(pair, key_dir)
+            self.key_pairs[owner] = pair
+        entries = [p.public.entry() for p in self.key_pairs.values()]
+        self.registry_bytes = keys.build_registry(entries, root.secret, 1, keys.now_us())
+        self.root_public = root.public_key
+
+    def registry(self) -> _core.KeyRegistry:
+        return _core.KeyRegistry(self.registry_bytes, self.root_public)
+
+    def open_publisher(self, origin: str) -> Publisher:
+        pair = self.key_pairs[origin]
+        publisher = Publisher(
+            origin,
+            pair.secret,
+            pair.key_id,
+            self.data_dir / "outbox" / origin,
+            policy=self.spec.policy,
+            sync=self.spec.outbox_sync,
+        )
+        self.publishers[origin] = publisher
+        return publisher
+
+    def _open_store(self, name: str, role: str) -> _core.Store:
+        path = self.data_dir / name
+        storedir.write_trust(path, self.registry_bytes, self.root_public)
+        if role == "aggregator":
+            pair = self.key_pairs[name]
+            return _core.Store(
+                str(path),
+                role="aggregator",
+                registry=self.registry(),
+                centre_id=name,
+                centre_key=pair.secret,
+                centre_key_id=pair.key_id,
+                map_size=self.spec.map_size,
+            )
+        return _core.Store(
+            str(path), role="national", registry=self.registry(), map_size=self.spec.map_size
+        )
+
+    async def start(self) -> None:
+        """Keys, stores and every node; queues are declared before anything is sent."""
+        if not self.key_pairs:
+            self.make_keys()
+        prefectures = self.spec.prefectures
+        national_store = self._open_store(NATIONAL, "national")
+        self.national = TierNode(
+            NodeConfig(
+                name=NATIONAL,
+                role="national",
+                queue=f"{NATIONAL}.forwards",
+                max_batch=self.spec.max_batch,
+            ),
+            national_store,
+            self.broker.transport(NATIONAL),
+        )
+        await self.national.start()
+        for centre in self.spec.centres:
+            node = TierNode(
+                NodeConfig(
+                    name=centre,
+                    role="aggregator",
+                    queue=f"{centre}.bundles",
+                    prefectures=prefectures,
+                    max_batch=self.spec.max_batch,
+                    resend_interval_s=self.spec.resend_interval_s,
+                ),
+                self._open_store(centre, "aggregator"),
+                self.broker.transport(centre),
+            )
+            await node.start()
+            self.centres[centre] = node
+        for origin in self.spec.origins:
+            await self.start_publisher(origin)
+
+    async def start_publisher(self, origin: str) -> PublisherNode:
+        publisher = self.publishers.get(origin) or self.open_publisher(origin)
+        node = PublisherNode(publisher, self.broker.transport(f"publisher-{origin}"))
+        await node.start()
+        self.pub_nodes[origin] = node
+        return node
+
+    # --- running ---------------------------------------------------------------------
+    def submit(self, updates: Iterable[tuple[str, Update]]) -> int:
+        """Hand `(origin, update)` pairs to their publishers; returns how many."""
+        groups: dict[str, list[Update]] = {}
+        for origin, update in updates:
+            groups.setdefault(origin, []).append(update)
+        for origin, group in groups.items():
+            self.publishers[origin].add_many(group)
+            self.pub_nodes[origin].notify()
+        return sum(len(g) for g in groups.values())
+
+    async def drain_publishers(self) -> None:
+        await asyncio.gather(*(n.drain() for n in self.pub_nodes.values()))
+
+    def expected_heads(self) -> dict[str, tuple[int, bytes]]:
+        return {
+            o: (p.head.last_seq, p.head.hash)
+            for o, p in self.publishers.items()
+            if p.head.last_seq > 0
+        }
+
+    def tiers(self) -> list[TierNode]:
+        nodes = list(self.centres.values())
+        if self.national is not None:
+            nodes.append(self.national)
+        return nodes
+
+    def running_tiers(self) -> list[TierNode]:
+        return [t for t in self.tiers() if t.name not in self._stopped]
+
+    def heads_equal(self, node: TierNode) -> bool:
+        return node.store.chain_heads() == self.expected_heads()
+
+    async def until(
+        self, predicate: Callable[[], bool], timeout: float, poll_s: float = 0.05
+    ) -> bool:
+        """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(poll_s)
+
+    async def wait_converged(self, timeout: float) -> bool:
+        """Until every running tier holds every publisher's chain up to its head.
+
+        Gives up at once (False) when a node's store failed: it stopped consuming.
+        """
+        converged = await self.until(
+            lambda: (
+                any(t.failure for t in self.running_tiers())
+                or all(self.heads_equal(t) for t in self.running_tiers())
+            ),
+            timeout,
+        )
+        return converged and not any(t.failure for t in self.running_tiers())
+
+    def tier(self, name: str) -> TierNode:
+        if name == NATIONAL and self.national is not None:
+            return self.national
+        return self.centres[name]
+
+    async def stop_tier(self, name: str, *, graceful: bool = True) -> None:
+        """Stop one centre (or national); it no longer counts for convergence."""
+        await self.tier(name).stop(graceful=graceful)
+        self._stopped.add(name)
+
+    async def restart_tier(self, name: str) -> TierNode:
+        """A stopped node back on its own store and queue, on a fresh connection (as a
+        daemon restarted after a crash: its queue kept what it had not acked)."""
+        old = self.tier(name)
+        node = TierNode(old.config, old.store, self.broker.transport(f"{name}-restarted"))
+        await node.start()
+        if name == NATIONAL:
+            self.national = node
+        else:
+            self.centres[name] = node
+        self._stopped.discard(name)
+        return node
+
+    async def stop(self) -> None:
+        for node in self.pub_nodes.values():
+            await node.stop()
+        for centre in self.centres.values():
+            await centre.stop()
+        if self.national is not None:
+            await self.national.stop()
+        for publisher in self.publishers.values():
+            publisher.close()
+
+    # --- reporting -------------------------------------------------------------------
+    def report(self, node: TierNode) -> TierReport:
+        stats = node.store.stats()
+        heads = node.store.chain_heads()
+        return TierReport(
+            name=node.name,
+            role=node.config.role,
+            running=node.name not in self._stopped,
+            failure=repr(node.failure) if node.failure else None,
+            bundles_applied=stats.get("applied_bundles", 0),
+            updates_applied=sum(seq for seq, _ in heads.values()),
+            records=stats.get("records", 0),
+            duplicates=stats.get("duplicates", 0),
+            gaps=stats.get("gaps", 0),
+            security_events=stats.get("rejected_security", 0),
+            halts=stats.get("rejected_halt", 0),
+            halted_origins=sorted(node.store.halted()),
+            apply_s=round(node.stats.apply_s, 3),
+            heads_equal=heads == self.expected_heads(),
+            digests={p: node.store.digest(p) for p in self.spec.prefectures},
+        )

@@ -1,0 +1,342 @@
+"""Aggregator and national nodes, written once against the transport interface.
+
+A node consumes deliveries, applies them to its `Store` in batches from a worker
+thread (the Rust core releases the GIL, so the event loop keeps receiving and
+forwarding meanwhile), and acks each delivery only after the batch committed
+(DESIGN.md §3). Whatever arrived while a batch was being applied forms the next one.
+
+- `gap`: the store keeps the bundle in pending; an aggregator asks the origin to
+  resend from its head (one request per origin per interval, re-sent while the gap
+  stays open). The national node never asks: what it misses is already queued from
+  the centres, which forward in chain order from their durable forward outbox, and an
+  origin's resend would only reach the centres as duplicates.
+- `rejected`: logged as a security event (not from the origin: the stream carries on)
+  or as a halt of that origin (an operator must release or drop it).
+- aggregator: every committed batch wakes the forwarder, which drains the store's
+  forward outbox to national with publisher confirms and only then marks it done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from jukisync._core import ApplyResult, Store
+from jukisync.transport.base import (
+    Delivery,
+    ResendRequest,
+    Subscription,
+    Transport,
+    TransportUnavailable,
+)
+
+__all__ = ["NodeConfig", "NodeStats", "TierNode"]
+
+log = logging.getLogger("jukisync.node")
+security_log = logging.getLogger("jukisync.security")
+
+Role = Literal["aggregator", "national"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str  # the centre id for an aggregator; used as resend requester
+    role: Role
+    queue: str
+    prefectures: Sequence[str] = ()  # aggregator: which prefectures it serves
+    max_batch: int = 256
+    prefetch: int = 1024
+    forward_batch: int = 512
+    resend_interval_s: float = 1.0  # minimum spacing of resend requests per origin
+    retry_s: float = 0.2  # back-off when the transport is unavailable
+
+
+@dataclass(slots=True)
+class NodeStats:
+    deliveries: int = 0
+    batches: int = 0
+    applied: int = 0  # bundles committed (including those released from pending)
+    updates_applied: int = 0  # updates in bundles reported applied (not released ones)
+    duplicates: int = 0
+    gaps: int = 0
+    security_events: int = 0
+    halts: int = 0
+    resend_requests: int = 0
+    forwarded: int = 0
+    apply_s: float = 0.0  # wall time spent inside store.apply
+    halted_origins: set[str] = field(default_factory=set)
+
+
+class _Origin(msgspec.Struct):
+    origin: str
+
+
+class _Body(msgspec.Struct):
+    body: bytes
+
+
+_body_of = msgspec.msgpack.Decoder(_Body)
+_origin_of = msgspec.msgpack.Decoder(_Origin)
+
+
+def envelope_origin(envelope: bytes) -> str:
+    """The origin named by an envelope's body, decoding nothing else (routing only)."""
+    return _origin_of.decode(_body_of.decode(envelope).body).origin
+
+
+class TierNode:
+    """An aggregation centre or the national centre on one store and one transport."""
+
+    def __init__(self, config: NodeConfig, store: Store, transport: Transport) -> None:
+        if config.role == "aggregator" and not config.prefectures:
+            raise ValueError("an aggregator serves at least one prefecture")
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.stats = NodeStats()
+        self.failure: BaseException | None = None
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._subscription: Subscription | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._applying = False
+        self._stopping = False
+        self._forward_wake = asyncio.Event()
+        self._forward_lock = asyncio.Lock()
+        self._requested: dict[str, tuple[int, float]] = {}  # origin -> (from_seq, when)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not self._stopping and self.failure is None
+
+    # --- lifetime ----------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.role == "aggregator":
+            await self.transport.declare_bundle_queue(cfg.queue, cfg.prefectures)
+            self._subscription = self.transport.consume_bundles(
+                cfg.queue, cfg.prefectures, prefetch=cfg.prefetch
+            )
+        else:
+            await self.transport.declare_forward_queue(cfg.queue)
+            self._subscription = self.transport.consume_forwards(cfg.queue, prefetch=cfg.prefetch)
+        self._spawn("receive", self._receive(self._subscription))
+        self._spawn("apply", self._apply_loop())
+        if cfg.role == "aggregator":
+            self._spawn("forward", self._forward_loop())
+            self._spawn("gaps", self._gap_loop())
+            self._forward_wake.set()  # forwards left over from before a restart
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks[name] = asyncio.create_task(self._guard(name, coro), name=f"{self.name}:{name}")
+
+    async def _guard(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run one of the node's tasks; a failure is kept in `failure`, not swallowed."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s: %s task failed; the node no longer does its work", self.name, name)
+            if self.failure is None:
+                self.failure = exc
+
+    async def stop(self, *, graceful: bool = True) -> None:
+        """Stop consuming. Graceful: finish the batch in progress and the forwards.
+
+        Not graceful (a crash in tests): cancel everything at once. Whatever was not
+        acked goes back to the queue, as when a daemon is killed.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        receive = self._tasks.pop("receive", None)
+        if receive:
+            receive.cancel()
+        apply = self._tasks.pop("apply", None)
+        if apply:
+            if not graceful or not self._applying:
+                apply.cancel()
+            await _settle(apply)
+        forward = self._tasks.pop("forward", None)
+        if forward:
+            if graceful:
+                async with self._forward_lock:
+                    forward.cancel()
+                    await _settle(forward)
+                await self._drain_forwards(retry=False)
+            else:
+                forward.cancel()
+                await _settle(forward)
+        for task in self._tasks.values():
+            task.cancel()
+            await _settle(task)
+        self._tasks.clear()
+        if receive:
+            await _settle(receive)
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    # --- receiving and applying --------------------------------------------------------
+    async def _receive(self, subscription: Subscription) -> None:
+        async for delivery in subscription:
+            self.stats.deliveries += 1
+            self._inbox.put_nowait(delivery)  # bounded by the subscription's prefetch
+
+    async def _apply_loop(self) -> None:
+        while not self._stopping:
+            batch = [await self._inbox.get()]
+            self._applying = True
+            try:
+                while len(batch) < self.config.max_batch and not self._inbox.empty():
+                    batch.append(self._inbox.get_nowait())
+                await self._apply(batch)
+            finally:
+                self._applying = False
+
+    async def _apply(self, batch: list[Delivery]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await asyncio.to_thread(self.store.apply, [d.body for d in batch])
+        except Exception:
+            # The store itself failed (disk full, map full...): nothing was committed.
+            # Give the batch back and stop applying (the task ends) rather than spin.
+            for delivery in batch:
+                await delivery.nack(requeue=True)
+            raise
+        self.stats.batches += 1
+        self.stats.apply_s += time.perf_counter() - started
+        for result in results:
+            self._account(result)
+        for delivery in batch:
+            await delivery.ack()
+        if self.config.role == "aggregator":
+            self._forward_wake.set()
+        for result in results:
+            if result.status == "gap":
+                await self._on_gap(result)
+
+    def _account(self, result: ApplyResult) -> None:
+        stats = self.stats
+        status = result.status
+        if status == "applied":
+            stats.applied += 1 + result.released
+            stats.updates_applied += result.updates
+        elif status == "duplicate":
+            stats.duplicates += 1
+        elif status == "gap":
+            stats.gaps += 1
+        elif result.kind == "security":
+            stats.security_events += 1
+            security_log.warning(
+                "%s: security event: bundle claiming origin %s seq %s-%s rejected (%s); "
+                "quarantine #%s; the origin's genuine stream carries on",
+                self.name,
+                result.origin,
+                result.first_seq,
+                result.last_seq,
+                result.reason,
+                result.quarantine_id,
+            )
+        else:
+            stats.halts += 1
+            if result.origin is not None:
+                stats.halted_origins.add(result.origin)
+            log.error(
+                "%s: origin %s HALTED at seq %s-%s: %s; quarantine #%s awaits an operator "
+                "(jukisync quarantine release|drop)",
+                self.name,
+                result.origin,
+                result.first_seq,
+                result.last_seq,
+                result.reason,
+                result.quarantine_id,
+            )
+        if status == "applied" and result.origin is not None:
+            # An applied bundle means the origin flows again (released, or superseded).
+            stats.halted_origins.discard(result.origin)
+
+    # --- gaps and resend requests ------------------------------------------------------
+    async def _on_gap(self, result: ApplyResult) -> None:
+        if self.config.role != "aggregator" or result.origin is None:
+            return
+        if result.resend_from is None:  # the origin is halted: resending cannot help
+            return
+        await self._request_resend(result.origin, result.resend_from)
+
+    async def _request_resend(self, origin: str, from_seq: int) -> None:
+        now = time.monotonic()
+        previous = self._requested.get(origin)
+        if (
+            previous is not None
+            and previous[0] == from_seq
+            and now - previous[1] < self.config.resend_interval_s
+        ):
+            return  # the same request is already on its way
+        self._requested[origin] = (from_seq, now)
+        try:
+            await self.transport.request_resend(ResendRequest(origin, from_seq, self.name))
+        except TransportUnavailable:
+            log.warning("%s: could not ask %s to resend from %s", self.name, origin, from_seq)
+            return
+        self.stats.resend_requests += 1
+        log.info("%s: gap in %s: asked it to resend from seq %s", self.name, origin, from_seq)
+
+    async def _gap_loop(self) -> None:
+        """Ask again for gaps that stay open (a lost request, a publisher restarting)."""
+        interval = self.config.resend_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for origin in list(self._requested):
+                pending = await asyncio.to_thread(self.store.pending, origin)
+                if not pending:
+                    del self._requested[origin]
+                    continue
+                head = await asyncio.to_thread(self.store.chain_head, origin)
+                await self._request_resend(origin, (head[0] if head else 0) + 1)
+
+    # --- forwarding (aggregator) -------------------------------------------------------
+    async def _forward_loop(self) -> None:
+        while True:
+            await self._forward_wake.wait()
+            self._forward_wake.clear()
+            async with self._forward_lock:
+                await self._drain_forwards()
+
+    async def _drain_forwards(self, *, retry: bool = True) -> None:
+        """Forward everything waiting; without `retry`, give up when national is
+        unreachable (stopping: the forwards stay in the store for the next start)."""
+        while True:
+            items = await asyncio.to_thread(self.store.forward_batch, self.config.forward_batch)
+            if not items:
+                return
+            try:
+                # Started in chain order, routed in that order (transport contract), so
+                # national sees each origin's bundles from this centre in order.
+                await asyncio.gather(
+                    *(self.transport.publish_forward(envelope_origin(env), env) for _, env in items)
+                )
+            except TransportUnavailable:
+                log.warning("%s: national unreachable; forwards kept", self.name)
+                if not retry:
+                    return
+                await asyncio.sleep(self.config.retry_s)
+                continue
+            await asyncio.to_thread(self.store.forward_done, [i for i, _ in items])
+            self.stats.forwarded += len(items)
+
+
+async def _settle(task: asyncio.Task[None]) -> None:
+    """Wait for a task to end, whatever way it ends (its failure is logged by the node)."""
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -1,0 +1,267 @@
+"""The publisher a municipal system embeds: validate, number, bundle, sign, keep.
+
+`Publisher` is synchronous and transport-free: it turns accepted updates into signed,
+chained bundles held in its durable `Outbox` until someone (the async
+`jukisync.publishing.PublisherNode`, or a test) hands them to a transport and calls
+`confirm`. What a bundle is comes from `jukisync.bundling`; this module adds the
+validation, the signing key, the clock and the persistence.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+
+from jukisync import _core, codes
+from jukisync.bundling import BundlePolicy, ChainHead, Linger, Sealed, number, rechain, seal
+from jukisync.messages import Envelope, Update, decode_body, decode_envelope, encode
+from jukisync.outbox import Change, Outbox, OutboxEntry, OutboxError
+
+__all__ = ["OutboxEntry", "OutboxError", "Publisher", "PublisherError"]
+
+Validator = Callable[[Update], None]
+
+
+class PublisherError(Exception):
+    """An operation the publisher cannot carry out (range not retained, bad reissue...)."""
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Publisher:
+    """One origin's publisher: the only writer of that origin's chain.
+
+    `add` returns once the update is durable in the outbox with its sequence number;
+    bundles are cut at `policy.max_updates` or, by `cut_due`, `policy.linger_s`
+    after their first update.
+    """
+
+    def __init__(
+        self,
+        origin: str,
+        signing_key: bytes,
+        key_id: str,
+        outbox_path: str | os.PathLike[str],
+        *,
+        policy: BundlePolicy | None = None,
+        sync: bool = True,
+        retain_confirmed: int = 10_000,
+        map_size: int = 1 << 30,
+        validate: Validator = codes.validate_update,
+        clock_us: Callable[[], int] = _now_us,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not codes.is_valid_local_government_code(origin):
+            raise codes.CodeError("origin", origin, "not a valid local government code")
+        self.origin = origin
+        self.key_id = key_id
+        self.policy = policy or BundlePolicy()
+        self._secret = signing_key
+        self._validate = validate
+        self._clock_us = clock_us
+        self._monotonic = monotonic
+        self._outbox = Outbox(
+            outbox_path,
+            origin,
+            map_size=map_size,
+            sync=sync,
+            retain_confirmed=retain_confirmed,
+        )
+        self._head = self._outbox.head()
+        self._next_seq = self._outbox.next_seq()
+        self._open = self._outbox.open_updates()
+        self._linger = Linger(self.policy)
+        if self._open:
+            # Updates accepted before a restart: their linger restarts now, which only
+            # delays them by one linger period.
+            self._linger.opened(self._monotonic())
+
+    # --- state ---------------------------------------------------------------------
+    @property
+    def head(self) -> ChainHead:
+        """The last sealed bundle's (last_seq, hash)."""
+        return self._head
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def open_count(self) -> int:
+        """Accepted updates not yet in a bundle."""
+        return len(self._open)
+
+    def unconfirmed(self, limit: int = 1000) -> list[OutboxEntry]:
+        return self._outbox.unconfirmed(limit)
+
+    def unconfirmed_count(self) -> int:
+        return self._outbox.unconfirmed_count()
+
+    # --- accepting updates -----------------------------------------------------------
+    def add(self, update: Update) -> int:
+        """Validate, number and durably accept one update; returns its sequence number."""
+        return self.add_many([update])[0]
+
+    def add_many(self, updates: Sequence[Update]) -> list[int]:
+        """Accept several updates in one transaction, all or none.
+
+        Every update is validated first, so an invalid one raises `codes.CodeError`
+        (naming the field) before any is numbered, signed or written.
+        """
+        for update in updates:
+            self._validate(update)
+        if not updates:
+            return []
+        numbered = number(updates, self._next_seq)
+        persisted = len(self._open)  # how many of the open updates are already on disk
+        pending = self._open + numbered
+        next_seq = self._next_seq + len(numbered)
+        change = Change(next_seq=next_seq)
+        head = self._head
+        max_updates = self.policy.max_updates
+        consumed = 0
+        while len(pending) - consumed >= max_updates:
+            chunk = pending[consumed : consumed + max_updates]
+            entry, head = self._signed(seal(self.origin, head, chunk, self._clock_us()))
+            change.put_bundles.append(entry)
+            consumed += max_updates
+        # Updates sealed in this very change never touch the `open` database.
+        change.remove_open = [u.seq for u in pending[: min(consumed, persisted)]]
+        change.add_open = pending[max(consumed, persisted) :]
+        if change.put_bundles:
+            change.head = head
+        self._outbox.commit(change)
+        self._head = head
+        self._next_seq = next_seq
+        self._open = pending[consumed:]
+        if self._open:
+            self._linger.opened(self._monotonic())
+        else:
+            self._linger.closed()
+        return [u.seq for u in numbered]
+
+    # --- cutting bundles -------------------------------------------------------------
+    def due(self) -> bool:
+        return self._linger.due(len(self._open), self._monotonic())
+
+    def wait_s(self) -> float | None:
+        """Seconds until the open bundle is due, or None if nothing is open."""
+        return self._linger.wait_s(self._monotonic())
+
+    def cut_due(self) -> OutboxEntry | None:
+        """Seal the open bundle if its linger time is up."""
+        return self.flush() if self.due() else None
+
+    def flush(self) -> OutboxEntry | None:
+        """Seal whatever is open now, regardless of linger (shutdown, tests)."""
+        if not self._open:
+            return None
+        entry, head = self._signed(seal(self.origin, self._head, self._open, self._clock_us()))
+        self._outbox.commit(
+            Change(remove_open=[u.seq for u in self._open], put_bundles=[entry], head=head)
+        )
+        self._head = head
+        self._open = []
+        self._linger.closed()
+        return entry
+
+    def _signed(self, sealed: Sealed) -> tuple[OutboxEntry, ChainHead]:
+        envelope = Envelope(
+            body=sealed.encoded, key_id=self.key_id, sig=_core.sign(self._secret, sealed.encoded)
+        )
+        entry = OutboxEntry(sealed.first_seq, sealed.last_seq, sealed.hash, encode(envelope))
+        return entry, sealed.head
+
+    # --- after the transport ---------------------------------------------------------
+    def confirm(self, entries: Iterable[OutboxEntry]) -> None:
+        """The transport confirmed these bundles: keep them only for `resend`."""
+        self._outbox.confirm([e.last_seq for e in entries])
+
+    def resend(self, from_seq: int, limit: int | None = None) -> list[OutboxEntry]:
+        """The retained bundles from the one holding `from_seq` on, in chain order.
+
+        Raises `PublisherError` when the start of the range is no longer retained:
+        resending only the newer part would leave the requester's gap open forever,
+        so the operator must know (a full resync from a peer is needed).
+        """
+        if from_seq > self._head.last_seq:
+            return []
+        oldest = self._outbox.oldest_retained()
+        if oldest is None or from_seq < oldest:
+            raise PublisherError(
+                f"origin {self.origin}: seq {from_seq} is no longer retained "
+                f"(oldest retained: {oldest})"
+            )
+        return self._outbox.bundles_from(from_seq, limit)
+
+    def reissue(self, dropped_hash: bytes, updates: Sequence[Update]) -> list[OutboxEntry]:
+        """Replace a bundle an operator dropped at the centres (DESIGN.md §3).
+
+        The new bundle takes the dropped one's place in the chain (same `prev_hash`,
+        sequence numbers from its `first_seq`) and names it in `supersedes`. The
+        bundles after it, which the halted centres never applied, are renumbered and
+        re-chained onto it; open updates are renumbered too. Returns the new bundles,
+        all unconfirmed, in chain order.
+        """
+        for update in updates:
+            self._validate(update)
+        if not updates:
+            raise PublisherError("a re-issued bundle needs at least one update")
+        dropped = self._outbox.find(dropped_hash)
+        if dropped is None:
+            raise PublisherError(
+                f"origin {self.origin}: bundle {dropped_hash.hex()} is not in the outbox"
+            )
+        dropped_body = decode_body(decode_envelope(dropped.envelope).body)
+        before = ChainHead(dropped.first_seq - 1, dropped_body.prev_hash)
+        later = self._outbox.bundles_from(dropped.last_seq + 1)
+        now = self._clock_us()
+        replacement = seal(
+            self.origin, before, number(updates, dropped.first_seq), now, dropped_hash
+        )
+        rebuilt = [
+            replacement,
+            *rechain(
+                replacement.head,
+                [decode_body(decode_envelope(e.envelope).body) for e in later],
+                now,
+            ),
+        ]
+        entries: list[OutboxEntry] = []
+        head = before
+        for sealed in rebuilt:
+            entry, head = self._signed(sealed)
+            entries.append(entry)
+        reopened = number(self._open, head.next_seq)
+        change = Change(
+            remove_bundles=[dropped.last_seq, *(e.last_seq for e in later)],
+            put_bundles=entries,
+            remove_open=[u.seq for u in self._open],
+            add_open=reopened,
+            head=head,
+            next_seq=head.next_seq + len(reopened),
+        )
+        self._outbox.commit(change)
+        self._head = head
+        self._open = reopened
+        self._next_seq = head.next_seq + len(reopened)
+        return entries
+
+    # --- lifetime --------------------------------------------------------------------
+    def close(self) -> None:
+        self._outbox.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,197 @@
+"""The transport interface every node is written against (DESIGN.md §1, §5).
+
+Three flows, each with at-least-once delivery and the routing of DESIGN.md §5:
+- bundles, publisher → aggregation centres: exchange `jukisync.updates`, routing key
+  `upd.<pref>.<origin>`; each centre consumes its own queue bound to its prefectures,
+  so two centres serving the same prefectures each get every bundle;
+- forwards, centres → national: exchange `jukisync.forward`, key `fwd.<pref>.<origin>`;
+- control, centres → one publisher: exchange `jukisync.control`, key `ctl.<origin>`
+  (resend requests).
+
+Contract for implementations:
+- `publish_*` returns only once the broker has taken responsibility for the message
+  (publisher confirm) and raises `TransportUnavailable` when it cannot, including
+  when no queue is bound for it (mandatory: the caller keeps it and retries); publishes
+  issued in order by one caller are routed in that order (as on one AMQP channel).
+- A `Delivery` not acked when its subscription closes (or its node crashes) is
+  delivered again, to the same queue; consumers must therefore be idempotent, which
+  the stores are.
+- A subscription hands out at most `prefetch` unacknowledged deliveries.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+import msgspec
+
+__all__ = [
+    "CONTROL_EXCHANGE",
+    "FORWARD_EXCHANGE",
+    "UPDATES_EXCHANGE",
+    "Delivery",
+    "ResendRequest",
+    "Subscription",
+    "Transport",
+    "TransportClosed",
+    "TransportUnavailable",
+    "bundle_binding",
+    "bundle_key",
+    "control_key",
+    "decode_resend",
+    "encode_resend",
+    "forward_binding",
+    "forward_key",
+]
+
+UPDATES_EXCHANGE = "jukisync.updates"
+FORWARD_EXCHANGE = "jukisync.forward"
+CONTROL_EXCHANGE = "jukisync.control"
+
+
+class TransportUnavailable(Exception):
+    """The broker cannot take the message now; the caller keeps it and retries."""
+
+
+class TransportClosed(Exception):
+    """The transport or subscription was closed by its owner."""
+
+
+# --- routing keys (DESIGN.md §5) ---------------------------------------------------------
+
+
+def bundle_key(origin: str) -> str:
+    return f"upd.{origin[:2]}.{origin}"
+
+
+def forward_key(origin: str) -> str:
+    return f"fwd.{origin[:2]}.{origin}"
+
+
+def control_key(origin: str) -> str:
+    return f"ctl.{origin}"
+
+
+def bundle_binding(prefecture: str) -> str:
+    """The binding pattern of a centre's queue for one 2-digit prefecture."""
+    return f"upd.{prefecture}.*"
+
+
+def forward_binding() -> str:
+    return "fwd.#"
+
+
+# --- control messages ----------------------------------------------------------------
+
+
+class ResendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Ask `origin` to publish again its bundles from the one holding `from_seq`.
+
+    `requester` (a centre id) is informational: the broker-validated user id is what
+    identifies a requester on RabbitMQ.
+    """
+
+    origin: str
+    from_seq: int
+    requester: str
+
+
+_resend_decoder = msgspec.msgpack.Decoder(ResendRequest)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_resend(request: ResendRequest) -> bytes:
+    return _encoder.encode(request)
+
+
+def decode_resend(data: bytes) -> ResendRequest:
+    return _resend_decoder.decode(data)
+
+
+# --- deliveries and subscriptions ------------------------------------------------------
+
+
+class Delivery(abc.ABC):
+    """One received message. Ack only after its effect is committed."""
+
+    body: bytes
+    routing_key: str
+    redelivered: bool
+
+    @abc.abstractmethod
+    async def ack(self) -> None: ...
+
+    @abc.abstractmethod
+    async def nack(self, requeue: bool = True) -> None:
+        """Give the message back (requeue) or discard it (to the dead-letter exchange)."""
+
+
+class Subscription(abc.ABC):
+    """An open consumer on one queue: iterate for deliveries, close to stop.
+
+    Closing returns every unacknowledged delivery to the queue.
+    """
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[Delivery]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Transport(abc.ABC):
+    """A node's connection to the message fabric."""
+
+    # --- topology (idempotent, called by nodes at start) ----------------------------
+    @abc.abstractmethod
+    async def declare_bundle_queue(self, queue: str, prefectures: Sequence[str]) -> None:
+        """A centre's durable queue, bound to `upd.<pref>.*` for each prefecture."""
+
+    @abc.abstractmethod
+    async def declare_forward_queue(self, queue: str) -> None:
+        """The national queue, bound to every forward."""
+
+    @abc.abstractmethod
+    async def declare_control_queue(self, origin: str) -> None:
+        """The publisher's queue of control messages (`ctl.<origin>`)."""
+
+    # --- bundles: publisher → centres ------------------------------------------------
+    @abc.abstractmethod
+    async def publish_bundle(self, origin: str, envelope: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def consume_bundles(
+        self, queue: str, prefectures: Sequence[str], *, prefetch: int = 256
+    ) -> Subscription: ...
+
+    # --- forwards: centres → national ------------------------------------------------
+    @abc.abstractmethod
+    async def publish_forward(self, origin: str, envelope: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def consume_forwards(self, queue: str, *, prefetch: int = 256) -> Subscription: ...
+
+    # --- control: centres → publisher --------------------------------------------------
+    @abc.abstractmethod
+    async def request_resend(self, request: ResendRequest) -> None: ...
+
+    @abc.abstractmethod
+    def consume_control(self, origin: str, *, prefetch: int = 16) -> Subscription:
+        """Deliveries whose body is an encoded `ResendRequest` (see `decode_resend`)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close every subscription of this transport (unacked deliveries go back)."""

@@ -1,0 +1,88 @@
+"""Reading a JSON-lines file of updates (the `jukisync gen` output, `publish` input).
+
+A bad line must not stop the good ones behind it, and the operator must be able to
+find it: each problem is reported with its 1-based line number and the field at fault,
+and the line is skipped. Sequence numbers in the file are ignored (the publisher
+assigns them), so a file can be re-published by another origin's publisher in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+
+from jukisync import codes
+from jukisync.messages import Update, decode_update
+
+__all__ = ["BadLine", "FeedReport", "feed", "read_updates"]
+
+Validator = Callable[[Update], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    line_no: int
+    error: str
+
+    def __str__(self) -> str:
+        return f"line {self.line_no}: {self.error}"
+
+
+@dataclass(slots=True)
+class FeedReport:
+    accepted: int = 0
+    bad: list[BadLine] = field(default_factory=list)
+
+
+def read_updates(
+    lines: Iterable[bytes | str], validate: Validator = codes.validate_update
+) -> Iterator[tuple[int, Update] | BadLine]:
+    """Each non-blank line as (line number, update), or a `BadLine` saying what is wrong.
+
+    The file's `seq` is replaced by 1 before validating: it is not the file's to set.
+    """
+    for line_no, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            update = msgspec.structs.replace(decode_update(text), seq=1)
+            validate(update)
+        except msgspec.ValidationError as exc:  # msgspec names the path, e.g. `$.sex`
+            yield BadLine(line_no, str(exc))
+        except msgspec.DecodeError as exc:
+            yield BadLine(line_no, f"not valid JSON: {exc}")
+        except codes.CodeError as exc:
+            yield BadLine(line_no, str(exc))
+        else:
+            yield line_no, update
+
+
+def feed(
+    lines: Iterable[bytes | str],
+    add_many: Callable[[list[Update]], object],
+    *,
+    chunk: int = 1000,
+    on_bad: Callable[[BadLine], None] | None = None,
+    validate: Validator = codes.validate_update,
+) -> FeedReport:
+    """Hand the valid updates of `lines` to `add_many` in chunks; collect the bad lines."""
+    report = FeedReport()
+    batch: list[Update] = []
+    for item in read_updates(lines, validate):
+        if isinstance(item, BadLine):
+            report.bad.append(item)
+            if on_bad is not None:
+                on_bad(item)
+            continue
+        batch.append(item[1])
+        if len(batch) >= chunk:
+            add_many(batch)
+            report.accepted += len(batch)
+            batch = []
+    if batch:
+        add_many(batch)
+        report.accepted += len(batch)
+    return report

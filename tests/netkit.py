@@ -1,0 +1,89 @@
+"""Test kit for publisher and network tests: valid updates, keys and a signed registry.
+
+Deliberately independent of `jukisync.synth` so these tests pin the publisher and the
+nodes, not the generator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from jukisync import _core
+from jukisync.codes import kojin_bango_check_digit
+from jukisync.messages import (
+    ChangeReason,
+    KeyEntry,
+    RegistryBody,
+    Sex,
+    SignedRegistry,
+    Update,
+    encode,
+)
+
+YAMAGUCHI_CITY = "352039"  # 山口市
+HAGI = "352047"  # 萩市
+CHIYODA = "131016"  # 千代田区
+
+
+def kojin_bango(n: int) -> str:
+    first11 = f"{n:011d}"
+    return first11 + str(kojin_bango_check_digit(first11))
+
+
+def update(
+    origin: str,
+    n: int,
+    *,
+    reason: ChangeReason = ChangeReason.BIRTH,
+    name: str = "山口 太郎",
+    changed_on: dt.date = dt.date(2024, 4, 1),
+) -> Update:
+    """A valid update for resident number `n` of municipality `origin` (seq set later)."""
+    return Update(
+        seq=1,
+        juminhyo_code=f"{int(origin) * 100000 + n:011d}",
+        previous_juminhyo_code=None,
+        kojin_bango=kojin_bango(int(origin) * 100000 + n),
+        name=name,
+        name_kana="ヤマグチ タロウ",
+        former_surname=None,
+        alias=None,
+        birth_date=dt.date(1990, 1, 1) + dt.timedelta(days=n % 10000),
+        sex=Sex.MALE if n % 2 else Sex.FEMALE,
+        address=f"山口県山口市亀山町{n}番地",
+        municipality=origin,
+        reason=reason,
+        changed_on=changed_on,
+        recorded_at=time.time_ns() // 1000,
+    )
+
+
+class KeyRing:
+    """Signing keys of origins and centres, and a registry signed by a fresh root key."""
+
+    def __init__(self) -> None:
+        self.root = _core.generate_signing_key()
+        self.keys: dict[str, tuple[str, bytes]] = {}  # owner -> (key id, secret)
+
+    def add(self, owner: str) -> tuple[str, bytes]:
+        key = (f"{owner}-k1", _core.generate_signing_key())
+        self.keys[owner] = key
+        return key
+
+    def key_id(self, owner: str) -> str:
+        return self.keys[owner][0]
+
+    def secret(self, owner: str) -> bytes:
+        return self.keys[owner][1]
+
+    def signed_registry(self) -> bytes:
+        entries = [
+            KeyEntry(owner=o, key_id=k, public_key=_core.public_key(s), not_before=0)
+            for o, (k, s) in self.keys.items()
+        ]
+        body = encode(RegistryBody(version=1, issued_at=0, entries=entries))
+        return encode(SignedRegistry(body=body, sig=_core.sign(self.root, body)))
+
+    def registry(self) -> _core.KeyRegistry:
+        return _core.KeyRegistry(self.signed_registry(), _core.public_key(self.root))

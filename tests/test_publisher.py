@@ -1,0 +1,254 @@
+"""Publisher: bundling, chaining, signing, the durable outbox and re-issue after a drop."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import msgspec
+import pytest
+
+from jukisync import _core
+from jukisync.bundling import BundlePolicy, ChainHead, Linger, number, rechain, seal
+from jukisync.codes import CodeError
+from jukisync.messages import ZERO_HASH, BundleBody, decode_body, decode_envelope, encode
+from jukisync.outbox import OutboxEntry, OutboxError
+from jukisync.publisher import Publisher, PublisherError
+from jukisync.update_file import BadLine, feed, read_updates
+from netkit import HAGI, YAMAGUCHI_CITY, update
+
+ORIGIN = YAMAGUCHI_CITY
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def key() -> bytes:
+    return _core.generate_signing_key()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make(tmp_path: Path, key: bytes, clock: FakeClock) -> Iterator[object]:
+    opened: list[Publisher] = []
+
+    def _make(max_updates: int = 3, linger_s: float = 1.0, retain: int = 100) -> Publisher:
+        p = Publisher(
+            ORIGIN,
+            key,
+            "k1",
+            tmp_path / "outbox",
+            policy=BundlePolicy(max_updates=max_updates, linger_s=linger_s),
+            sync=False,
+            retain_confirmed=retain,
+            monotonic=clock,
+        )
+        opened.append(p)
+        return p
+
+    yield _make
+    for p in opened:
+        with contextlib.suppress(lmdb.Error):  # a test may have closed it already
+            p.close()
+
+
+def bodies(entries: list[OutboxEntry]) -> list[BundleBody]:
+    return [decode_body(decode_envelope(e.envelope).body) for e in entries]
+
+
+def check_chain(entries: list[OutboxEntry], key: bytes) -> None:
+    """Signed, hashed, chained from ZERO_HASH, contiguous seqs from 1."""
+    prev, next_seq = ZERO_HASH, 1
+    for entry in entries:
+        env = decode_envelope(entry.envelope)
+        assert _core.verify(_core.public_key(key), env.body, env.sig)
+        assert env.key_id == "k1"
+        body = decode_body(env.body)
+        assert entry.hash == hashlib.sha256(env.body).digest()
+        assert body.prev_hash == prev
+        assert body.first_seq == next_seq == entry.first_seq
+        assert [u.seq for u in body.updates] == list(range(body.first_seq, body.last_seq + 1))
+        prev, next_seq = entry.hash, body.last_seq + 1
+
+
+# --- pure bundling -----------------------------------------------------------------------
+
+
+def test_seal_refuses_a_broken_sequence() -> None:
+    updates = number([update(ORIGIN, 1), update(ORIGIN, 2)], 5)
+    with pytest.raises(ValueError, match="expected 1"):
+        seal(ORIGIN, ChainHead(), updates, 0)
+    sealed = seal(ORIGIN, ChainHead(4, b"h" * 32), updates, 7)
+    assert (sealed.first_seq, sealed.last_seq, sealed.body.prev_hash) == (5, 6, b"h" * 32)
+    assert sealed.hash == hashlib.sha256(encode(sealed.body)).digest()
+
+
+def test_rechain_renumbers_and_links() -> None:
+    a = seal(ORIGIN, ChainHead(), number([update(ORIGIN, i) for i in range(3)], 1), 0)
+    b = seal(ORIGIN, a.head, number([update(ORIGIN, i) for i in range(3, 5)], 4), 0)
+    new = rechain(ChainHead(1, b"x" * 32), [a.body, b.body], 9)
+    assert [(s.first_seq, s.last_seq) for s in new] == [(2, 4), (5, 6)]
+    assert new[0].body.prev_hash == b"x" * 32
+    assert new[1].body.prev_hash == new[0].hash
+
+
+def test_linger() -> None:
+    linger = Linger(BundlePolicy(max_updates=10, linger_s=2.0))
+    assert not linger.due(0, 0.0) and linger.wait_s(0.0) is None
+    linger.opened(10.0)
+    linger.opened(11.0)  # the age counts from the first update
+    assert not linger.due(1, 11.9)
+    assert linger.due(1, 12.0)
+    assert linger.due(10, 10.0)  # full
+    assert linger.wait_s(11.0) == pytest.approx(1.0)
+
+
+# --- publisher -----------------------------------------------------------------------------
+
+
+def test_bundles_cut_at_max_and_chained(make: object, key: bytes) -> None:
+    p = make()  # type: ignore[operator]
+    seqs = p.add_many([update(ORIGIN, i) for i in range(7)])
+    assert seqs == list(range(1, 8))
+    entries = p.unconfirmed()
+    assert [(e.first_seq, e.last_seq) for e in entries] == [(1, 3), (4, 6)]
+    assert p.open_count == 1 and p.next_seq == 8
+    assert p.flush() is not None
+    entries = p.unconfirmed()
+    assert [(e.first_seq, e.last_seq) for e in entries] == [(1, 3), (4, 6), (7, 7)]
+    check_chain(entries, key)
+    assert p.head == ChainHead(7, entries[-1].hash)
+    assert all(b.origin == ORIGIN for b in bodies(entries))
+
+
+def test_linger_cuts_a_partial_bundle(make: object, clock: FakeClock) -> None:
+    p = make(max_updates=100, linger_s=0.5)  # type: ignore[operator]
+    p.add(update(ORIGIN, 1))
+    assert p.cut_due() is None
+    clock.now += 0.5
+    entry = p.cut_due()
+    assert entry is not None and (entry.first_seq, entry.last_seq) == (1, 1)
+    assert p.wait_s() is None
+
+
+def test_invalid_update_is_refused_before_anything_is_signed(make: object) -> None:
+    p = make()  # type: ignore[operator]
+    good = update(ORIGIN, 1)
+    bad = msgspec.structs.replace(update(ORIGIN, 2), kojin_bango="983205673210")
+    with pytest.raises(CodeError) as info:
+        p.add_many([good, good, bad])  # would fill a bundle if it were accepted
+    assert info.value.field == "kojin_bango"
+    assert p.unconfirmed() == [] and p.open_count == 0 and p.next_seq == 1
+
+
+def test_outbox_resumes_after_crash(make: object, key: bytes, clock: FakeClock) -> None:
+    p = make()  # type: ignore[operator]
+    p.add_many([update(ORIGIN, i) for i in range(5)])  # bundle 1-3 sealed, 4-5 open
+    p.confirm(p.unconfirmed()[:1])
+    # A crash: the process dies without flush or close; the environment is reopened.
+    p._outbox._env.close()
+    q = make()  # type: ignore[operator]
+    assert q.next_seq == 6 and q.open_count == 2
+    assert [(e.first_seq, e.last_seq) for e in q.unconfirmed()] == []  # 1-3 was confirmed
+    assert q.head.last_seq == 3
+    q.add(update(ORIGIN, 5))  # seq 6 completes bundle 4-6: the open ones were kept
+    entries = q.resend(1)
+    assert [(e.first_seq, e.last_seq) for e in entries] == [(1, 3), (4, 6)]
+    check_chain(entries, key)
+    assert [u.juminhyo_code for u in bodies(entries)[1].updates] == [
+        update(ORIGIN, i).juminhyo_code for i in (3, 4, 5)
+    ]
+
+
+def test_outbox_belongs_to_one_origin(tmp_path: Path, key: bytes) -> None:
+    Publisher(ORIGIN, key, "k1", tmp_path / "o", sync=False).close()
+    with pytest.raises(OutboxError, match=ORIGIN):
+        Publisher(HAGI, key, "k1", tmp_path / "o", sync=False)
+
+
+def test_confirmed_bundles_are_retained_within_bound(make: object) -> None:
+    p = make(max_updates=1, retain=2)  # type: ignore[operator]
+    p.add_many([update(ORIGIN, i) for i in range(5)])
+    p.confirm(p.unconfirmed()[:4])  # 1..4 confirmed, 5 not
+    assert [e.first_seq for e in p.resend(3)] == [3, 4, 5]
+    with pytest.raises(PublisherError, match="no longer retained"):
+        p.resend(2)
+    assert p.resend(6) == []
+    assert [e.first_seq for e in p.unconfirmed()] == [5]
+
+
+def test_unconfirmed_bundles_are_never_pruned(make: object) -> None:
+    p = make(max_updates=1, retain=0)  # type: ignore[operator]
+    p.add_many([update(ORIGIN, i) for i in range(3)])
+    p.confirm([p.unconfirmed()[1]])  # seq 2 confirmed out of order
+    assert [e.first_seq for e in p.resend(1)] == [1, 3]  # 2 pruned, 1 and 3 kept
+
+
+def test_reissue_supersedes_and_rechains(make: object, key: bytes) -> None:
+    p = make(max_updates=2)  # type: ignore[operator]
+    p.add_many([update(ORIGIN, i) for i in range(7)])  # 1-2, 3-4, 5-6 sealed; 7 open
+    first, dropped, third = p.unconfirmed()
+    p.confirm([first, dropped, third])
+    fixed = [update(ORIGIN, 100), update(ORIGIN, 101), update(ORIGIN, 102)]
+    new = p.reissue(dropped.hash, fixed)
+    assert [(e.first_seq, e.last_seq) for e in new] == [(3, 5), (6, 7)]
+    new_bodies = bodies(new)
+    assert new_bodies[0].supersedes == dropped.hash
+    assert new_bodies[0].prev_hash == first.hash
+    assert [u.juminhyo_code for u in new_bodies[0].updates] == [u.juminhyo_code for u in fixed]
+    assert new_bodies[1].supersedes is None
+    assert [u.juminhyo_code for u in new_bodies[1].updates] == [
+        update(ORIGIN, i).juminhyo_code for i in (4, 5)
+    ]
+    assert p.unconfirmed() == new  # all must go out again
+    assert p.open_count == 1 and p.next_seq == 9
+    p.flush()
+    check_chain(p.resend(1), key)
+    with pytest.raises(PublisherError, match="not in the outbox"):
+        p.reissue(b"\x01" * 32, fixed)
+
+
+# --- the update file reader ------------------------------------------------------------
+
+
+def test_file_reader_reports_bad_lines_and_keeps_the_rest(make: object) -> None:
+    good = [update(ORIGIN, i) for i in range(4)]
+    bad_digit = msgspec.structs.replace(good[1], kojin_bango="983205673210")
+    lines = [
+        msgspec.json.encode(good[0]),
+        b"",
+        msgspec.json.encode(bad_digit),
+        b'{"seq": 1, "name": ',
+        msgspec.json.encode(good[2])
+        .replace(b'"sex":1', b'"sex":"x"')
+        .replace(b'"sex":2', b'"sex":"x"'),
+        msgspec.json.encode(good[3]),
+    ]
+    items = list(read_updates(lines))
+    bad = [i for i in items if isinstance(i, BadLine)]
+    assert [b.line_no for b in bad] == [3, 4, 5]
+    assert "kojin_bango" in bad[0].error
+    assert "JSON" in bad[1].error
+    assert "$.sex" in bad[2].error
+    assert str(bad[0]).startswith("line 3: ")
+
+    p = make(max_updates=10)  # type: ignore[operator]
+    seen: list[BadLine] = []
+    text = io.StringIO("\n".join(line.decode() for line in lines))
+    report = feed(text, p.add_many, chunk=1, on_bad=seen.append)
+    assert report.accepted == 2 and report.bad == seen == bad
+    assert p.next_seq == 3  # the file's seq values were not trusted
