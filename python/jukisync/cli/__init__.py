@@ -16,6 +16,8 @@ _SUBCOMMANDS = [
     "gen",
     "demo",
     "lookup",
+    "quarantine",
+    "status",
 ]
 
 

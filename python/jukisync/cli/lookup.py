@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from rich.cells import cell_len
 
-from jukisync import _core, storedir
+from jukisync.cli.common import fail, open_store, store_option
 from jukisync.cli.exitcodes import ExitCode
 from jukisync.codes import is_valid_juminhyo_code
 from jukisync.messages import ChangeReason
@@ -41,28 +39,6 @@ _LABELS = {
 _STATUS = {"active": "現存", "removed": "除票", "redirect": "コード変更済"}
 
 
-def _fail(code: ExitCode, message: str) -> NoReturn:
-    click.echo(f"jukisync lookup: {message}", err=True)
-    sys.exit(code)
-
-
-def open_store(path: Path) -> _core.Store:
-    """Open an existing tier store for reading, with the trust files beside it."""
-    if not (path / "data.mdb").is_file():
-        # Opening a Store creates one: refuse before a typo makes an empty store.
-        _fail(ExitCode.NOT_FOUND, f"no store at {path} (no data.mdb)")
-    try:
-        registry = storedir.load_registry(path)
-    except storedir.StoreDirError as exc:
-        _fail(ExitCode.CONFIG, str(exc))
-    # Reading needs no centre key, and the store does not record its role, so any
-    # store (aggregator or national) is opened with the read-only-safe national role.
-    try:
-        return _core.Store(str(path), role="national", registry=registry)
-    except _core.JukisyncError as exc:
-        _fail(ExitCode.CONFIG, f"cannot open {path}: {exc}")
-
-
 def _describe(field: str, value: str | int | None) -> str:
     if value is None:
         return "-"
@@ -86,20 +62,14 @@ Examples:
   jukisync lookup --store data/centre-a --json 12345678901
 """,
 )
-@click.option(
-    "--store",
-    "store_path",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A tier store directory (with registry.bin and root.pub beside data.mdb).",
-)
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @click.argument("code")
 def command(store_path: Path, as_json: bool, code: str) -> None:
     """Show the record of 住民票コード CODE, following code changes to the current one."""
     if not is_valid_juminhyo_code(code):
-        _fail(ExitCode.USAGE, f"{code!r} is not a 住民票コード (11 ASCII digits)")
-    store = open_store(store_path)
+        fail("lookup", ExitCode.USAGE, f"{code!r} is not a 住民票コード (11 ASCII digits)")
+    store = open_store("lookup", store_path)
     chain: list[dict[str, str | int | None]] = []
     current: str | None = code
     while current is not None and len(chain) <= _MAX_REDIRECTS:
@@ -109,9 +79,13 @@ def command(store_path: Path, as_json: bool, code: str) -> None:
         chain.append(record.to_dict())
         current = record.redirect_to if record.status == "redirect" else None
     if not chain:
-        _fail(ExitCode.NOT_FOUND, f"no record with 住民票コード {code} in {store_path}")
+        fail("lookup", ExitCode.NOT_FOUND, f"no record with 住民票コード {code} in {store_path}")
     if current is not None:
-        _fail(ExitCode.NOT_FOUND, f"{code}: redirect to {current}, which is not in the store")
+        fail(
+            "lookup",
+            ExitCode.NOT_FOUND,
+            f"{code}: redirect to {current}, which is not in the store",
+        )
     if as_json:
         found: dict[str, object] = dict(chain[-1])
         found["redirected_from"] = [r["juminhyo_code"] for r in chain[:-1]]

@@ -1,0 +1,51 @@
+"""What several subcommands share: failing with a meaningful exit code, and opening an
+existing tier store from its directory (with the trust files beside it)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from jukisync import _core, storedir
+from jukisync.cli.exitcodes import ExitCode
+
+__all__ = ["fail", "open_store", "store_option"]
+
+
+def fail(command: str, code: ExitCode, message: str) -> NoReturn:
+    """Diagnostics go to stderr; the exit code says what kind of failure it was."""
+    click.echo(f"jukisync {command}: {message}", err=True)
+    sys.exit(code)
+
+
+def open_store(command: str, path: Path) -> _core.Store:
+    """Open an existing tier store, verifying its registry against the root key beside it."""
+    if not (path / "data.mdb").is_file():
+        # Opening a Store creates one: refuse before a typo makes an empty store.
+        fail(command, ExitCode.NOT_FOUND, f"no store at {path} (no data.mdb)")
+    try:
+        registry = storedir.load_registry(path)
+    except storedir.StoreDirError as exc:
+        fail(command, ExitCode.CONFIG, str(exc))
+    # Operator tools read, release and drop; they receive nothing. So any store
+    # (aggregator or national) is opened with the national role, which needs no centre
+    # key, and without requiring attestations: a halted bundle passed every check of
+    # its origin and centres when it arrived.
+    try:
+        return _core.Store(
+            str(path), role="national", registry=registry, require_attestation=False
+        )
+    except _core.JukisyncError as exc:
+        fail(command, ExitCode.CONFIG, f"cannot open {path}: {exc}")
+
+
+store_option = click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A tier store directory (with registry.bin and root.pub beside data.mdb).",
+)
