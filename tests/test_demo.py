@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 from pathlib import Path
 
 import msgspec
@@ -77,10 +78,16 @@ def test_demo_exit_status_says_whether_it_converged(
     assert json.loads(result.stdout)["converged"] is False
 
 
-def test_demo_refuses_a_broker_until_the_transport_exists() -> None:
-    result = CliRunner().invoke(main, ["demo", "--broker", "amqp://localhost/"])
+def test_demo_says_when_the_broker_is_unreachable() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"amqp://guest:guest@127.0.0.1:{port}/"
+    result = CliRunner().invoke(main, ["demo", "--broker", url, "--residents", "10"])
     assert result.exit_code == ExitCode.UNAVAILABLE
-    assert "RabbitMQ transport not available yet" in result.stderr.replace(" is ", " ")
+    assert f"127.0.0.1:{port}" in result.stderr and "unavailable" in result.stderr
+    bad = CliRunner().invoke(main, ["demo", "--broker", "http://localhost/"])
+    assert bad.exit_code == ExitCode.USAGE
 
 
 def test_demo_refuses_a_used_data_dir(tmp_path: Path) -> None:

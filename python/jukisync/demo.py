@@ -6,13 +6,18 @@ two aggregation centres serve every prefecture (相互補完) and forward to the
 national node. The network has converged when every tier holds every origin's chain
 up to the publisher's head, and the per-prefecture digests of the centres and the
 national store are all equal.
+
+With `broker_url`, the nodes talk through RabbitMQ instead, in a namespace of their
+own (a random prefix on every exchange and queue), removed at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,6 +28,7 @@ from jukisync import synth
 from jukisync.bundling import BundlePolicy
 from jukisync.messages import Update
 from jukisync.network import NATIONAL, Network, NetworkSpec, TierReport
+from jukisync.transport.amqp import AmqpNetwork, AmqpOptions
 
 __all__ = ["DemoOptions", "DemoResult", "Progress", "run_demo"]
 
@@ -38,6 +44,7 @@ class DemoOptions:
     bundle_size: int = 200
     linger_ms: float = 20.0
     timeout_s: float = 120.0  # give up waiting for convergence after this long
+    broker_url: str | None = None  # RabbitMQ instead of the in-process broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +111,25 @@ async def run_demo(
         origins=[m.code for m in population.municipalities],
         policy=BundlePolicy(options.bundle_size, options.linger_ms / 1000),
     )
-    network = Network(options.data_dir, spec)
+    amqp = (
+        AmqpNetwork(
+            options.broker_url,
+            options=AmqpOptions(namespace=f"jukisync-demo-{secrets.token_hex(4)}."),
+            connection_prefix="jukisync demo ",
+        )
+        if options.broker_url
+        else None
+    )
+    network = Network(options.data_dir, spec, transports=amqp)
     total = options.residents + options.changes
     submitted = [0]
     started = time.monotonic()
-    await network.start()
+    try:
+        await network.start()
+    except BaseException:
+        await network.stop()
+        await _remove(amqp)
+        raise
     reporter = (
         asyncio.create_task(_report_progress(network, total, submitted, on_progress))
         if on_progress
@@ -135,7 +156,22 @@ async def run_demo(
         if reporter:
             reporter.cancel()
         await network.stop()
+        await _remove(amqp)
     return result
+
+
+async def _remove(amqp: AmqpNetwork | None) -> None:
+    """Close the demo's RabbitMQ connections and delete its namespace."""
+    if amqp is None:
+        return
+    try:
+        await amqp.remove()
+    except Exception as exc:  # the broker went away: say what is left behind
+        logging.getLogger("jukisync.demo").warning(
+            "could not remove the demo's queues (namespace %r) from the broker: %s",
+            amqp.options.namespace,
+            exc,
+        )
 
 
 def _judge(

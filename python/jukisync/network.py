@@ -3,7 +3,8 @@
 Used by `jukisync demo` and the end-to-end tests. It lays out a data directory, makes
 keys and a registry signed by a fresh root key, opens the stores (with their trust
 files beside them, see `storedir`), wires every node to its own connection of one
-in-process broker, and reports whether the tiers converged.
+in-process broker (or of RabbitMQ: pass `transports`, e.g. an `AmqpNetwork`), and
+reports whether the tiers converged.
 
     data_dir/keys/                 key files (keys.save), root included
     data_dir/<centre>/             aggregator stores (+ registry.bin, root.pub)
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from jukisync import _core, keys, storedir
 from jukisync.bundling import BundlePolicy
@@ -26,11 +28,18 @@ from jukisync.messages import Update
 from jukisync.node import NodeConfig, TierNode
 from jukisync.publisher import Publisher
 from jukisync.publishing import PublisherNode
+from jukisync.transport.base import Transport
 from jukisync.transport.inprocess import InProcessNetwork
 
 __all__ = ["Network", "NetworkSpec", "TierReport"]
 
 NATIONAL = "national"
+
+
+class TransportFactory(Protocol):
+    """Makes each node's connection by name (`InProcessNetwork`, `AmqpNetwork`)."""
+
+    def transport(self, name: str) -> Transport: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +79,17 @@ class TierReport:
 
 
 class Network:
-    def __init__(self, data_dir: str | os.PathLike[str], spec: NetworkSpec) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        spec: NetworkSpec,
+        *,
+        transports: TransportFactory | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.spec = spec
-        self.broker = InProcessNetwork()
+        self.broker = InProcessNetwork()  # unused when `transports` is given
+        self.transports: TransportFactory = transports or self.broker
         self.publishers: dict[str, Publisher] = {}
         self.pub_nodes: dict[str, PublisherNode] = {}
         self.centres: dict[str, TierNode] = {}
@@ -145,7 +161,7 @@ class Network:
                 max_batch=self.spec.max_batch,
             ),
             national_store,
-            self.broker.transport(NATIONAL),
+            self.transports.transport(NATIONAL),
         )
         await self.national.start()
         for centre in self.spec.centres:
@@ -159,7 +175,7 @@ class Network:
                     resend_interval_s=self.spec.resend_interval_s,
                 ),
                 self._open_store(centre, "aggregator"),
-                self.broker.transport(centre),
+                self.transports.transport(centre),
             )
             await node.start()
             self.centres[centre] = node
@@ -168,7 +184,7 @@ class Network:
 
     async def start_publisher(self, origin: str) -> PublisherNode:
         publisher = self.publishers.get(origin) or self.open_publisher(origin)
-        node = PublisherNode(publisher, self.broker.transport(f"publisher-{origin}"))
+        node = PublisherNode(publisher, self.transports.transport(f"publisher-{origin}"))
         await node.start()
         self.pub_nodes[origin] = node
         return node
@@ -246,7 +262,7 @@ class Network:
         """A stopped node back on its own store and queue, on a fresh connection (as a
         daemon restarted after a crash: its queue kept what it had not acked)."""
         old = self.tier(name)
-        node = TierNode(old.config, old.store, self.broker.transport(f"{name}-restarted"))
+        node = TierNode(old.config, old.store, self.transports.transport(f"{name}-restarted"))
         await node.start()
         if name == NATIONAL:
             self.national = node

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from jukisync.cli.exitcodes import ExitCode
 from jukisync.demo import DemoOptions, DemoResult, Progress, run_demo
+from jukisync.transport.base import TransportUnavailable
 
 __all__ = ["command"]
 
@@ -194,12 +195,8 @@ def command(
 
     Exits 0 only if every tier converged (same chain heads, same digests).
     """
-    if broker is not None:
-        _fail(
-            ExitCode.UNAVAILABLE,
-            "--broker: the RabbitMQ transport is not available yet; "
-            "run without --broker for the in-process network",
-        )
+    if broker is not None and not broker.startswith(("amqp://", "amqps://")):
+        _fail(ExitCode.USAGE, f"--broker must be an amqp:// or amqps:// URL, got {broker!r}")
     directory, temporary = _data_dir(data_dir)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -211,6 +208,7 @@ def command(
         bundle_size=bundle_size,
         linger_ms=linger_ms,
         timeout_s=timeout_s,
+        broker_url=broker,
     )
     err = Console(stderr=True)
     show_bars = not as_json and err.is_terminal
@@ -221,6 +219,8 @@ def command(
                 result = asyncio.run(run_demo(options, on_progress))
         else:
             result = asyncio.run(run_demo(options))
+    except TransportUnavailable as exc:
+        _fail(ExitCode.UNAVAILABLE, f"--broker: {exc}")
     finally:
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
