@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
 from jukisync import codes
+from jukisync.transport.amqp import AmqpOptions
 
 __all__ = [
     "AggregatorConfig",
@@ -53,16 +54,14 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     pass
 
 
-class BrokerConfig(_Section, frozen=True, kw_only=True):
-    """RabbitMQ: credentials in the URL (per role); `amqps://` for TLS."""
+class BrokerConfig(AmqpOptions, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """RabbitMQ: credentials in the URL (one user per role, so the broker-validated
+    `user_id` names the node); `amqps://` with `ca_file`/`cert_file`/`key_file` for
+    TLS. The transport's own options (`AmqpOptions`: queue_type, max_message_bytes,
+    timeouts, reconnect backoff) are accepted here, so there is one definition."""
 
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    queue_type: Literal["quorum", "classic"] = "quorum"
     prefetch: Positive = 256
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    max_message_bytes: Positive = 8 << 20
 
 
 class TrustConfig(_Section, frozen=True, kw_only=True):
@@ -137,9 +136,9 @@ def _resolve(config: NodeConfigFile, base: Path) -> NodeConfigFile:
 
     broker = msgspec.structs.replace(
         config.broker,
-        tls_ca_file=path(config.broker.tls_ca_file),
-        tls_cert_file=path(config.broker.tls_cert_file),
-        tls_key_file=path(config.broker.tls_key_file),
+        ca_file=path(config.broker.ca_file),
+        cert_file=path(config.broker.cert_file),
+        key_file=path(config.broker.key_file),
     )
     if isinstance(config, MunicipalityConfig):
         return msgspec.structs.replace(
