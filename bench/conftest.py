@@ -29,6 +29,10 @@ _PAIRS = [
     ("Ed25519 batch verify vs PyNaCl one by one", "verify_batch", "pynacl_verify", 3.0),
     ("apply 1,000-update bundles vs lmdb putmulti", "store_apply", "lmdb_putmulti", None),
     ("get_many 100k codes vs lmdb get + msgspec loop", "get_many", "lmdb_get_loop", 5.0),
+    ("single lookup: Store.get vs lmdb txn + get + msgspec", "get_single", "lmdb_get_single", 1.0),
+    ("audited lookup (a commit each) vs lmdb get", "lookup_audited", "lmdb_get_single", None),
+    ("four-item search (audited) vs lmdb + Python", "search", "lmdb_search", None),
+    ("batch confirmation vs lmdb get + msgspec loop", "confirm", "lmdb_confirm_loop", None),
 ]
 
 

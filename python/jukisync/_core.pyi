@@ -2,26 +2,34 @@
 from typing import Literal, TypeAlias, final
 
 __all__ = [
-    "__version__",
+    "CONFIRM_REASONS",
+    "ApplyResult",
+    "AuditEntry",
+    "AuditVerification",
+    "Candidate",
+    "ConfirmResult",
     "JukisyncError",
+    "KeyRegistry",
+    "LookupResult",
     "MalformedError",
-    "SignatureError",
-    "RegistryError",
-    "StoreError",
+    "PurgeResult",
+    "QuarantineEntry",
     "QuarantineError",
+    "Record",
+    "RegistryError",
+    "SearchResult",
+    "SignatureError",
+    "Store",
+    "StoreError",
+    "__version__",
+    "attestation_message",
     "generate_signing_key",
+    "normalize_reading",
     "public_key",
+    "sha256",
     "sign",
     "verify",
     "verify_batch",
-    "sha256",
-    "attestation_message",
-    "normalize_reading",
-    "KeyRegistry",
-    "ApplyResult",
-    "Record",
-    "QuarantineEntry",
-    "Store",
 ]
 
 __version__: str
@@ -231,3 +239,218 @@ class Store:
 
     def pending(self, origin: str) -> list[tuple[int, int]]:
         """(first_seq, last_seq) of the bundles of an origin waiting in pending."""
+
+    # --- purpose-bound queries and the audit trail (DESIGN.md §6) -------------------
+    # Each query is answered and logged in one write transaction (GIL released). The
+    # caller has already checked the policy; `requester` and `task` are logged as given.
+    # `time` (µs since the epoch) defaults to now.
+    def lookup(
+        self, code: str, *, requester: str, task: str, time: int | None = None, detail: str = ""
+    ) -> LookupResult:
+        """The record under 住民票コード `code`, following code changes."""
+
+    def lookup_number(
+        self,
+        kojin_bango: str,
+        *,
+        requester: str,
+        task: str,
+        time: int | None = None,
+        detail: str = "",
+    ) -> LookupResult: ...
+    def search(
+        self,
+        name: str,
+        birth_date: str,
+        sex: int,
+        address: str | None = None,
+        *,
+        requester: str,
+        task: str,
+        limit: int = 20,
+        time: int | None = None,
+        detail: str = "",
+    ) -> SearchResult:
+        """Four-item search: `name` is the name (kanji, alias) or the reading (katakana,
+        hiragana, half-width), normalised by `normalize_reading`; candidates (active and
+        removed) are ranked by address similarity."""
+
+    def confirm(
+        self,
+        codes: list[str] | bytes,
+        *,
+        requester: str,
+        task: str,
+        time: int | None = None,
+        detail: str = "",
+    ) -> ConfirmResult:
+        """Batch confirmation (一括提供): codes as str, or as concatenated 11-byte codes."""
+
+    def index_names(self) -> int:
+        """Bring the search's name index up to the records; returns records re-indexed."""
+
+    def audit_log(
+        self,
+        kind: str,
+        *,
+        requester: str,
+        task: str,
+        allowed: bool,
+        reason: str = "",
+        items: int = 1,
+        codes: list[str] = ...,
+        time: int | None = None,
+        detail: str = "",
+    ) -> int:
+        """Append an entry for something not answered here (a denial, a disclosure)."""
+
+    def audit_entries(
+        self, start: int | None = None, end: int | None = None, *, with_codes: bool = False
+    ) -> list[AuditEntry]:
+        """Entries with start <= time < end (µs), in time order."""
+
+    def audit_entry(self, id: int, *, with_codes: bool = False) -> AuditEntry | None: ...
+    def audit_touching(self, code: str) -> list[AuditEntry]:
+        """Entries whose answers touched the record `code` (its provision history)."""
+
+    def audit_verify(self, checkpoints: list[tuple[int, bytes]] | None = None) -> AuditVerification:
+        """Walk the hash chain; `checkpoints` are (id, entry hash) pairs kept elsewhere."""
+
+    def audit_purge(
+        self, before: int, *, requester: str, task: str, time: int | None = None, detail: str = ""
+    ) -> PurgeResult:
+        """Remove the oldest entries up to the first at or after `before` (µs); logged."""
+
+    def audit_head(self) -> tuple[int, int, bytes]:
+        """(first kept id, last id, SHA-256 of the last entry): a checkpoint."""
+
+# --- query results --------------------------------------------------------------------
+CONFIRM_REASONS: tuple[str, ...]
+"""The reasons `ConfirmResult.reason` codes: code n is CONFIRM_REASONS[n - 1]."""
+
+@final
+class LookupResult:
+    @property
+    def record(self) -> Record | None: ...
+    @property
+    def redirected_from(self) -> str | None:
+        """The code asked for, when the record has moved to a new code since."""
+
+    @property
+    def audit_id(self) -> int: ...
+
+@final
+class Candidate:
+    @property
+    def record(self) -> Record: ...
+    @property
+    def score(self) -> float:
+        """Address similarity in [0, 1] (0 when no address was given)."""
+
+    @property
+    def matched(self) -> Literal["reading", "name", "both"]: ...
+
+@final
+class SearchResult:
+    @property
+    def candidates(self) -> list[Candidate]: ...
+    @property
+    def total(self) -> int:
+        """Candidates found before the limit."""
+
+    @property
+    def audit_id(self) -> int: ...
+
+@final
+class ConfirmResult:
+    @property
+    def status(self) -> bytes:
+        """One byte per code: 0 unknown, 1 current, 2 moved out, 3 removed."""
+
+    @property
+    def reason(self) -> bytes:
+        """One byte per code: 0 none, n = CONFIRM_REASONS[n - 1]."""
+
+    @property
+    def changed_on(self) -> bytes:
+        """Four bytes per code: little-endian u32 YYYYMMDD (0 unknown)."""
+
+    @property
+    def redirected(self) -> dict[int, str]:
+        """Request index -> the code the record lives under now."""
+
+    @property
+    def touched(self) -> int:
+        """Records whose information the answer gave."""
+
+    @property
+    def audit_id(self) -> int: ...
+    def __len__(self) -> int: ...
+    def counts(self) -> dict[str, int]: ...
+
+@final
+class AuditEntry:
+    @property
+    def id(self) -> int: ...
+    @property
+    def time(self) -> int:
+        """µs since the epoch (UTC)."""
+
+    @property
+    def requester(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def kind(self) -> str:
+        """code, kojin_bango, search, confirm, purge, or what `audit_log` was given."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(self) -> str:
+        """Why it was denied ('' when allowed)."""
+
+    @property
+    def items(self) -> int:
+        """Subjects asked about: 1 per lookup or search, n per batch of n codes."""
+
+    @property
+    def touched(self) -> int:
+        """Records the answer gave information on."""
+
+    @property
+    def codes(self) -> list[str] | None:
+        """The touched codes (None unless read `with_codes`)."""
+
+    @property
+    def detail(self) -> str: ...
+
+@final
+class AuditVerification:
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def first_id(self) -> int: ...
+    @property
+    def last_id(self) -> int: ...
+    @property
+    def head(self) -> bytes: ...
+    @property
+    def problems(self) -> list[tuple[int, str]]:
+        """(entry id, what is wrong), at most 100."""
+
+@final
+class PurgeResult:
+    @property
+    def purged(self) -> int: ...
+    @property
+    def first_kept(self) -> int: ...
+    @property
+    def anchor(self) -> bytes:
+        """The hash the first kept entry chains to."""
+
+    @property
+    def audit_id(self) -> int:
+        """The entry logging this purge."""

@@ -18,6 +18,11 @@ _SUBCOMMANDS = [
     "lookup",
     "quarantine",
     "status",
+    "run",
+    "publish",
+    "search",
+    "confirm",
+    "audit",
 ]
 
 

@@ -35,9 +35,7 @@ def open_store(command: str, path: Path) -> _core.Store:
     # key, and without requiring attestations: a halted bundle passed every check of
     # its origin and centres when it arrived.
     try:
-        return _core.Store(
-            str(path), role="national", registry=registry, require_attestation=False
-        )
+        return _core.Store(str(path), role="national", registry=registry, require_attestation=False)
     except _core.JukisyncError as exc:
         fail(command, ExitCode.CONFIG, f"cannot open {path}: {exc}")
 

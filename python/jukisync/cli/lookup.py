@@ -10,8 +10,10 @@ from rich.cells import cell_len
 
 from jukisync.cli.common import fail, open_store, store_option
 from jukisync.cli.exitcodes import ExitCode
+from jukisync.cli.querykit import load_policy
 from jukisync.codes import is_valid_juminhyo_code
 from jukisync.messages import ChangeReason
+from jukisync.query import Denied, QueryService
 
 __all__ = ["command"]
 
@@ -60,15 +62,40 @@ def _describe(field: str, value: str | int | None) -> str:
 Examples:
   jukisync lookup --store data/national 12345678901
   jukisync lookup --store data/centre-a --json 12345678901
+  jukisync lookup --store data/national --policy config/policy.example.toml \\
+      --requester yamaguchi-ryoken --task B5-11 12345678901
+
+With --task (and --requester, --policy) the lookup is a purpose-bound query: refused
+unless the task is granted (exit 6), answered with the task's fields only, and logged
+in the store's audit trail like every query.
 """,
 )
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--task", default=None, help="Query for this task (事務): audited, field-filtered.")
+@click.option("--requester", envvar="JUKISYNC_REQUESTER", help="Who asks (with --task).")
+@click.option(
+    "--policy",
+    "policy_path",
+    envvar="JUKISYNC_POLICY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Policy file (with --task).",
+)
 @click.argument("code")
-def command(store_path: Path, as_json: bool, code: str) -> None:
+def command(
+    store_path: Path,
+    as_json: bool,
+    task: str | None,
+    requester: str | None,
+    policy_path: Path | None,
+    code: str,
+) -> None:
     """Show the record of 住民票コード CODE, following code changes to the current one."""
     if not is_valid_juminhyo_code(code):
         fail("lookup", ExitCode.USAGE, f"{code!r} is not a 住民票コード (11 ASCII digits)")
+    if task is not None:
+        _audited(store_path, policy_path, requester, task, code, as_json)
+        return
     store = open_store("lookup", store_path)
     chain: list[dict[str, str | int | None]] = []
     current: str | None = code
@@ -99,3 +126,35 @@ def command(store_path: Path, as_json: bool, code: str) -> None:
         label = _LABELS.get(field, field)
         padding = " " * (width - cell_len(label))
         click.echo(f"{label}{padding}  {_describe(field, value)}")
+
+
+def _audited(
+    store_path: Path,
+    policy_path: Path | None,
+    requester: str | None,
+    task: str,
+    code: str,
+    as_json: bool,
+) -> None:
+    """The lookup as a purpose-bound query (jukisync.query): policy, fields, audit."""
+    if requester is None or policy_path is None:
+        raise click.UsageError("--task needs --requester and --policy")
+    policy = load_policy("lookup", policy_path)
+    answer = QueryService(open_store("lookup", store_path), policy).by_code(requester, task, code)
+    if isinstance(answer, Denied):
+        fail("lookup", ExitCode.DENIED, f"refused ({answer.reason}); logged as {answer.audit_id}")
+    if not answer.records:
+        fail("lookup", ExitCode.NOT_FOUND, f"no record with 住民票コード {code} in {store_path}")
+    record = answer.records[0]
+    if as_json:
+        found: dict[str, object] = {**record, "redirected_from": answer.redirected_from}
+        found["audit_id"] = answer.audit_id
+        click.echo(json.dumps(found, ensure_ascii=False))
+        return
+    if answer.redirected_from is not None:
+        click.echo(f"{answer.redirected_from} → {record.get('juminhyo_code')} (住民票コード変更)")
+    width = max(cell_len(label) for label in _LABELS.values())
+    for field, value in record.items():
+        label = _LABELS.get(field, field)
+        click.echo(f"{label}{' ' * (width - cell_len(label))}  {_describe(field, value)}")
+    click.echo(f"audit entry {answer.audit_id}", err=True)

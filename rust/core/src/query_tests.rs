@@ -38,7 +38,7 @@ impl Origin {
         let opts = StoreOptions {
             role: Role::National,
             centre: None,
-            map_size: 1 << 26,
+            map_size: 1 << 30,
             max_bundle_bytes: 1 << 20,
             pending_limit: 100,
             require_attestation: false,
@@ -215,7 +215,7 @@ fn batch_confirmation_statuses() {
     assert_eq!(c.touched, b"00000000001000000000020000000000300000000005".to_vec());
     let entry = store.audit_entry(id, true).unwrap().unwrap();
     assert_eq!((entry.kind.as_str(), entry.items, entry.touched), ("confirm", 7, 4));
-    assert!(entry.detail.contains("redirected 1"), "{}", entry.detail);
+    assert!(entry.detail.contains("unknown 2, redirected 1"), "{}", entry.detail);
     assert!(store.confirm(b"0123", &access("pension")).is_err());
     // the disclosure of one resident finds it
     let history = store.audit_touching("00000000005").unwrap();

@@ -530,7 +530,7 @@ impl Store {
     // ---- purpose-bound queries and the audit trail (queries.rs) ----------------------
 
     /// Look up a record by 住民票コード (following code changes), audited.
-    #[pyo3(signature = (code, *, requester, task, time=None, detail=String::new()))]
+    #[pyo3(signature = (code, *, requester, task, time=None, detail=""))]
     fn lookup(
         &self,
         py: Python<'_>,
@@ -538,13 +538,13 @@ impl Store {
         requester: String,
         task: String,
         time: Option<u64>,
-        detail: String,
+        detail: &str,
     ) -> Res<queries::LookupResult> {
-        queries::lookup(self, py, false, code, (requester, task, time, detail))
+        queries::lookup(self, py, false, code, (requester, task, time, detail.to_string()))
     }
 
     /// Look up a record by 個人番号, audited.
-    #[pyo3(signature = (kojin_bango, *, requester, task, time=None, detail=String::new()))]
+    #[pyo3(signature = (kojin_bango, *, requester, task, time=None, detail=""))]
     fn lookup_number(
         &self,
         py: Python<'_>,
@@ -552,14 +552,14 @@ impl Store {
         requester: String,
         task: String,
         time: Option<u64>,
-        detail: String,
+        detail: &str,
     ) -> Res<queries::LookupResult> {
-        queries::lookup(self, py, true, kojin_bango, (requester, task, time, detail))
+        queries::lookup(self, py, true, kojin_bango, (requester, task, time, detail.to_string()))
     }
 
     /// The four-item search, audited.
     #[pyo3(signature = (
-        name, birth_date, sex, address=None, *, requester, task, limit=20, time=None, detail=String::new()
+        name, birth_date, sex, address=None, *, requester, task, limit=20, time=None, detail=""
     ))]
     #[allow(clippy::too_many_arguments)]
     fn search(
@@ -573,14 +573,14 @@ impl Store {
         task: String,
         limit: usize,
         time: Option<u64>,
-        detail: String,
+        detail: &str,
     ) -> Res<queries::SearchResult> {
         let q = queries::search_query(name, birth_date, sex, address, limit);
-        queries::search(self, py, q, (requester, task, time, detail))
+        queries::search(self, py, q, (requester, task, time, detail.to_string()))
     }
 
     /// Batch confirmation (一括提供) of many codes in one call, audited as one entry.
-    #[pyo3(signature = (codes, *, requester, task, time=None, detail=String::new()))]
+    #[pyo3(signature = (codes, *, requester, task, time=None, detail=""))]
     fn confirm(
         &self,
         py: Python<'_>,
@@ -588,9 +588,9 @@ impl Store {
         requester: String,
         task: String,
         time: Option<u64>,
-        detail: String,
+        detail: &str,
     ) -> PyResult<queries::ConfirmResult> {
-        queries::confirm(self, py, codes, (requester, task, time, detail))
+        queries::confirm(self, py, codes, (requester, task, time, detail.to_string()))
     }
 
     fn index_names(&self, py: Python<'_>) -> Res<u64> {
@@ -598,8 +598,8 @@ impl Store {
     }
 
     #[pyo3(signature = (
-        kind, *, requester, task, allowed, reason=String::new(), items=1, codes=Vec::new(), time=None,
-        detail=String::new()
+        kind, *, requester, task, allowed, reason="", items=1, codes=Vec::new(), time=None,
+        detail=""
     ))]
     #[allow(clippy::too_many_arguments)]
     fn audit_log(
@@ -609,13 +609,22 @@ impl Store {
         requester: String,
         task: String,
         allowed: bool,
-        reason: String,
+        reason: &str,
         items: u64,
         codes: Vec<String>,
         time: Option<u64>,
-        detail: String,
+        detail: &str,
     ) -> Res<u64> {
-        queries::audit_log(self, py, kind, allowed, reason, items, codes, (requester, task, time, detail))
+        queries::audit_log(
+            self,
+            py,
+            kind,
+            allowed,
+            reason.to_string(),
+            items,
+            codes,
+            (requester, task, time, detail.to_string()),
+        )
     }
 
     #[pyo3(signature = (start=None, end=None, *, with_codes=false))]
@@ -649,7 +658,7 @@ impl Store {
         Ok(queries::verification(py.detach(|| self.inner.audit_verify(&checkpoints)).map_err(Error::from)?))
     }
 
-    #[pyo3(signature = (before, *, requester, task, time=None, detail=String::new()))]
+    #[pyo3(signature = (before, *, requester, task, time=None, detail=""))]
     fn audit_purge(
         &self,
         py: Python<'_>,
@@ -657,9 +666,10 @@ impl Store {
         requester: String,
         task: String,
         time: Option<u64>,
-        detail: String,
+        detail: &str,
     ) -> Res<queries::PurgeResult> {
-        let acc = store::Access { time: time.unwrap_or_else(store::now_micros), requester, task, detail };
+        let acc =
+            store::Access { time: time.unwrap_or_else(store::now_micros), requester, task, detail: detail.to_string() };
         Ok(queries::purge(py.detach(|| self.inner.audit_purge(before, &acc))?))
     }
 

@@ -211,7 +211,12 @@ fn py_error(e: PyErr) -> Error {
     Error(CoreError::Store(e.to_string()))
 }
 
-pub fn search(s: &Store, py: Python<'_>, q: SearchQuery, a: (String, String, Option<u64>, String)) -> Res<SearchResult> {
+pub fn search(
+    s: &Store,
+    py: Python<'_>,
+    q: SearchQuery,
+    a: (String, String, Option<u64>, String),
+) -> Res<SearchResult> {
     let acc = access(a.0, a.1, a.2, a.3);
     let found = py.detach(|| s.inner.search(&q, &acc))?;
     let mut candidates = Vec::with_capacity(found.candidates.len());
@@ -291,9 +296,9 @@ pub fn checkpoints(list: Option<Vec<(u64, Vec<u8>)>>) -> PyResult<Vec<(u64, [u8;
     list.unwrap_or_default()
         .into_iter()
         .map(|(id, h)| {
-            let hash: [u8; 32] = h
-                .try_into()
-                .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("checkpoint {id}: hash must be 32 bytes")))?;
+            let hash: [u8; 32] = h.try_into().map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!("checkpoint {id}: hash must be 32 bytes"))
+            })?;
             Ok((id, hash))
         })
         .collect()

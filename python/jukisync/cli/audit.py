@@ -1,0 +1,291 @@
+"""`jukisync audit`: the usage report, a resident's disclosure, anomalies, verifying the
+hash chain and purging beyond retention."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from jukisync import audit as audit_mod
+from jukisync.cli.common import fail, open_store, store_option
+from jukisync.cli.exitcodes import ExitCode
+from jukisync.cli.querykit import load_policy, policy_option, requester_option
+from jukisync.codes import is_valid_juminhyo_code
+
+__all__ = ["command"]
+
+
+@click.group(
+    "audit",
+    epilog="""\b
+Examples:
+  jukisync audit usage --store data/national --policy config/policy.example.toml \\
+      --fiscal-year 2026
+  jukisync audit usage ... --from-year 2022 --to-year 2026 --csv > usage.csv
+  jukisync audit disclose ... --requester auditor-1 12345678901
+  jukisync audit anomalies ... --since 2026-04-01
+  jukisync audit verify --store data/national --checkpoint 1234:9f86d0...
+  jukisync audit purge ... --requester auditor-1 --yes
+""",
+)
+def command() -> None:
+    """Read the audit trail: every query, allowed or refused, is an entry of a
+    hash-chained log in the store, written with its answer."""
+
+
+def _this_fiscal_year() -> int:
+    return audit_mod.fiscal_year(dt.datetime.now(audit_mod.JST))
+
+
+@command.command(
+    "usage",
+    epilog="""\b
+Examples:
+  jukisync audit usage --store data/national --policy config/policy.example.toml \\
+      --fiscal-year 2026
+  jukisync audit usage ... --from-year 2010 --to-year 2014 --json
+
+Uses (件数) per task and category per fiscal year (年度, April–March, Japan time,
+labelled 令和8年度 etc.): one per lookup or search, n per batch of n codes.
+""",
+)
+@store_option
+@policy_option
+@click.option("--fiscal-year", type=int, help="One fiscal year, e.g. 2026 (令和8年度).")
+@click.option("--from-year", type=int, help="First fiscal year of a range.")
+@click.option("--to-year", type=int, help="Last fiscal year of a range [default: this one].")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV (one row per task, subtotals, total).")
+@click.option("--json", "as_json", is_flag=True, help="JSON.")
+def usage(
+    store_path: Path,
+    policy_path: Path,
+    fiscal_year: int | None,
+    from_year: int | None,
+    to_year: int | None,
+    as_csv: bool,
+    as_json: bool,
+) -> None:
+    """The usage report, shaped like the prefecture's yearly table."""
+    if fiscal_year is not None and (from_year is not None or to_year is not None):
+        raise click.UsageError("--fiscal-year or --from-year/--to-year, not both")
+    first = fiscal_year if fiscal_year is not None else from_year
+    last = fiscal_year if fiscal_year is not None else to_year
+    last = last if last is not None else _this_fiscal_year()
+    first = first if first is not None else last
+    if first > last:
+        raise click.UsageError(f"--from-year {first} is after --to-year {last}")
+    policy = load_policy("audit usage", policy_path)
+    store = open_store("audit usage", store_path)
+    report = audit_mod.usage(store, policy.catalogue, first, last)
+    if as_json:
+        click.echo(audit_mod.usage_json(report).decode())
+    elif as_csv:
+        click.echo(audit_mod.usage_csv(report), nl=False)
+    else:
+        Console().print(audit_mod.usage_table(report))
+
+
+@command.command(
+    "disclose",
+    epilog="""\b
+Example:
+  jukisync audit disclose --store data/national --policy config/policy.example.toml \\
+      --requester auditor-1 12345678901
+
+The disclosure itself is logged (kind "disclose"), touching the resident's record.
+""",
+)
+@store_option
+@policy_option
+@requester_option
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one provision each.")
+@click.argument("code")
+def disclose(store_path: Path, policy_path: Path, requester: str, as_json: bool, code: str) -> None:
+    """A resident's provision history: when, to whom, for which task (CODE is the
+    current 住民票コード; provisions under a former code are not followed)."""
+    if not is_valid_juminhyo_code(code):
+        fail("audit disclose", ExitCode.USAGE, f"{code!r} is not a 住民票コード (11 digits)")
+    policy = load_policy("audit disclose", policy_path)
+    store = open_store("audit disclose", store_path)
+    history = audit_mod.disclose(store, policy, code, auditor=requester)
+    if as_json:
+        for p in history:
+            click.echo(msgspec.json.encode(p).decode())
+        return
+    table = Table(title=f"{code}: {len(history)} provision(s)")
+    for column in ("日時", "提供先", "事務", "種別", "監査ID"):
+        table.add_column(column)
+    for p in history:
+        who = f"{p.requester_name} ({p.requester})" if p.requester_name else p.requester
+        what = f"{p.task} {p.task_name}" if p.task_name else p.task
+        table.add_row(p.time, who, what, p.kind, str(p.audit_id))
+    Console().print(table)
+
+
+@command.command(
+    "anomalies",
+    epilog="""\b
+Examples:
+  jukisync audit anomalies --store data/national --policy config/policy.example.toml
+  jukisync audit anomalies ... --since 2026-04-01 --until 2026-05-01 --json
+
+Thresholds come from the policy's [anomalies] section. Exit code 1 when anything
+was flagged, 0 when nothing was.
+""",
+)
+@store_option
+@policy_option
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="From (Japan time).")
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), help="Before (Japan time).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one anomaly each.")
+def anomalies(
+    store_path: Path,
+    policy_path: Path,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    as_json: bool,
+) -> None:
+    """Late-night use, mass single queries by one requester, repeated refusals."""
+    policy = load_policy("audit anomalies", policy_path)
+    store = open_store("audit anomalies", store_path)
+    start = audit_mod.to_micros(since) if since is not None else None
+    end = audit_mod.to_micros(until) if until is not None else None
+    found = audit_mod.anomalies(store.audit_entries(start, end), policy.thresholds)
+    if as_json:
+        for a in found:
+            click.echo(msgspec.json.encode(a).decode())
+    else:
+        table = Table(title=f"{len(found)} anomal{'y' if len(found) == 1 else 'ies'}")
+        for column in ("kind", "requester", "from", "to", "count", "detail"):
+            table.add_column(column)
+        for a in found:
+            table.add_row(a.kind, a.requester, a.start, a.end, str(a.count), a.detail)
+        Console().print(table)
+    if found:
+        sys.exit(int(ExitCode.FAILURE))
+
+
+def _checkpoint(value: str) -> tuple[int, bytes]:
+    entry, _, digest = value.partition(":")
+    try:
+        parsed = int(entry), bytes.fromhex(digest)
+    except ValueError:
+        parsed = (0, b"")
+    if len(parsed[1]) != 32:
+        raise click.BadParameter(f"{value!r}: expected ID:HASH (64 hex digits)")
+    return parsed
+
+
+@command.command(
+    "verify",
+    epilog="""\b
+Examples:
+  jukisync audit verify --store data/national
+  jukisync audit verify --store data/national --checkpoint 1234:9f86d081884c7d65...
+
+A checkpoint (entry id and hash, as printed by this command and with each usage
+report) kept outside the store proves the log up to it was not rewritten as a
+whole. Exit code 1 when the chain is broken.
+""",
+)
+@store_option
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    help="ID:HASH of an entry recorded earlier (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON.")
+def verify(store_path: Path, checkpoints: tuple[str, ...], as_json: bool) -> None:
+    """Walk the hash chain from the anchor to the head: detects an edited, deleted or
+    reordered entry and a cut tail."""
+    parsed = [_checkpoint(c) for c in checkpoints]
+    store = open_store("audit verify", store_path)
+    v = store.audit_verify(parsed or None)
+    checkpoint = f"{v.last_id}:{v.head.hex()}"
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": v.ok,
+                    "entries": v.entries,
+                    "first_id": v.first_id,
+                    "last_id": v.last_id,
+                    "checkpoint": checkpoint,
+                    "problems": [{"entry": i, "problem": p} for i, p in v.problems],
+                }
+            )
+        )
+    elif v.ok:
+        click.echo(
+            f"ok: {v.entries:,} entries ({v.first_id}..{v.last_id}); checkpoint {checkpoint}"
+        )
+    else:
+        for entry, problem in v.problems:
+            click.echo(f"entry {entry}: {problem}")
+    if not v.ok:
+        fail(
+            "audit verify",
+            ExitCode.FAILURE,
+            f"the audit chain is broken ({len(v.problems)} problems)",
+        )
+
+
+@command.command(
+    "purge",
+    epilog="""\b
+Examples:
+  jukisync audit purge --store data/national --policy config/policy.example.toml \\
+      --requester auditor-1 --yes
+  jukisync audit purge ... --requester auditor-1 --years 7 --yes --json
+
+Entries older than the retention period (the policy's [retention] years, 5 by
+default) are removed, oldest first; the purge is logged and the rest still verifies.
+""",
+)
+@store_option
+@policy_option
+@requester_option
+@click.option("--years", type=click.IntRange(min=1), help="Retention [default: the policy's].")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="JSON.")
+def purge(
+    store_path: Path,
+    policy_path: Path,
+    requester: str,
+    years: int | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Remove audit entries older than the retention period."""
+    policy = load_policy("audit purge", policy_path)
+    years = years if years is not None else policy.retention_years
+    now = audit_mod.to_micros(dt.datetime.now(audit_mod.JST))
+    cutoff = audit_mod.from_micros(audit_mod.retention_cutoff(now, years))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not a terminal: pass --yes to purge")
+        click.confirm(f"Remove the audit entries before {cutoff.isoformat()}?", abort=True)
+    store = open_store("audit purge", store_path)
+    result = audit_mod.purge(store, years=years, requester=requester, now=now)
+    report = {
+        "purged": result.purged,
+        "first_kept": result.first_kept,
+        "anchor": result.anchor.hex(),
+        "audit_id": result.audit_id,
+        "before": cutoff.isoformat(),
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(
+            f"purged {result.purged:,} entries before {cutoff.isoformat()}; first kept "
+            f"{result.first_kept}; logged as {result.audit_id}"
+        )

@@ -1,0 +1,197 @@
+"""The query and audit commands: search, confirm, audit usage|disclose|anomalies|verify|
+purge, with their exit codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from jukisync import _core, storedir
+from jukisync.audit import JST, fiscal_year
+from jukisync.cli import main
+from jukisync.cli.exitcodes import ExitCode
+from jukisync.messages import ChangeReason
+from netkit import HAGI, YAMAGUCHI_CITY
+from querykit import Registry, code, person, write_policy
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    """(store directory with its trust files, policy file)."""
+    reg = Registry(tmp_path)
+    store = reg.open()
+    hagi = {"name": "萩 次郎", "kana": "ハギ ジロウ"}
+    reg.apply(
+        store,
+        [person(YAMAGUCHI_CITY, 1, address="山口県山口市亀山町1番1号"), person(HAGI, 2, **hagi)],
+    )
+    reg.apply(store, [person(HAGI, 2, reason=ChangeReason.DEATH, **hagi)])
+    path = tmp_path / "store"
+    storedir.write_trust(path, reg.ring.signed_registry(), _core.public_key(reg.ring.root))
+    del store
+    gc.collect()
+    return path, write_policy(tmp_path / "policy")
+
+
+def run(*args: str, input: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), input=input)
+    out = (result.exit_code, result.output)
+    # LMDB allows one open environment per path in a process: let the command's go.
+    del result
+    gc.collect()
+    return out
+
+
+def common(setup: tuple[Path, Path], requester: str = "agency-a") -> list[str]:
+    store, policy = setup
+    return ["--store", str(store), "--policy", str(policy), "--requester", requester]
+
+
+def test_search_finds_and_logs(setup: tuple[Path, Path]) -> None:
+    args = [*common(setup), "--task", "T-ADDR", "--name", "やまぐち たろう"]
+    status, out = run("search", *args, "--birth-date", "1980-04-01", "--sex", "男", "--json")
+    assert status == 0, out
+    answer = json.loads(out)
+    assert answer["total"] == 1
+    assert answer["candidates"][0]["record"] == {
+        "juminhyo_code": code(YAMAGUCHI_CITY, 1),
+        "name": "山口 太郎",
+        "address": "山口県山口市亀山町1番1号",
+        "status": "active",
+    }
+    status, out = run("search", *args, "--birth-date", "1999-01-01", "--sex", "1")
+    assert status == ExitCode.NOT_FOUND, out
+    status, out = run(
+        "search",
+        *common(setup),
+        "--task",
+        "T-NUM",
+        "--name",
+        "x",
+        "--birth-date",
+        "1980-04-01",
+        "--sex",
+        "1",
+    )
+    assert status == ExitCode.DENIED and "not_granted" in out
+    status, out = run("search", *args, "--birth-date", "1980-04-01", "--sex", "x")
+    assert status == ExitCode.USAGE
+
+
+def test_confirm_inline_and_to_a_file(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    codes = [code(YAMAGUCHI_CITY, 1), code(HAGI, 2), "99999999999"]
+    status, out = run("confirm", *common(setup), "--task", "T-FULL", *codes, "--json")
+    assert status == 0, out
+    rows = json.loads(out)["rows"]
+    assert [r["status"] for r in rows] == ["current", "removed", "unknown"]
+    listing = tmp_path / "codes.txt"
+    listing.write_text("# recipients\n" + "\n".join(codes) + "\n\n")
+    answer = tmp_path / "answer.csv"
+    status, out = run(
+        "confirm", *common(setup), "--task", "T-FULL", "--codes", str(listing), "--out", str(answer)
+    )
+    assert status == 0, out
+    assert answer.read_text().splitlines()[2].startswith(f"{code(HAGI, 2)},removed,death,")
+    status, out = run("confirm", *common(setup), "--task", "T-NOSTATUS", *codes)
+    assert status == ExitCode.DENIED and "field_not_allowed" in out
+    status, out = run(
+        "confirm", *common(setup), "--task", "T-FULL", "--codes", str(tmp_path / "nope")
+    )
+    assert status == ExitCode.INPUT
+    status, out = run("confirm", *common(setup), "--task", "T-FULL")
+    assert status == ExitCode.USAGE
+
+
+def test_audit_commands(setup: tuple[Path, Path]) -> None:
+    store, policy = setup
+    run(
+        "search",
+        *common(setup),
+        "--task",
+        "T-FULL",
+        "--name",
+        "山口太郎",
+        "--birth-date",
+        "1980-04-01",
+        "--sex",
+        "1",
+    )
+    run("confirm", *common(setup), "--task", "T-FULL", code(YAMAGUCHI_CITY, 1))
+    for _ in range(3):
+        run("confirm", *common(setup, "agency-n"), "--task", "T-FULL", code(YAMAGUCHI_CITY, 1))
+
+    base = ["--store", str(store), "--policy", str(policy)]
+    fy = fiscal_year(dt.datetime.now(JST))
+    status, out = run("audit", "usage", *base, "--fiscal-year", str(fy), "--json")
+    assert status == 0, out
+    report = json.loads(out)
+    assert report["total"] == 2 and report["denied"] == [3]
+    status, out = run(
+        "audit", "usage", *base, "--from-year", str(fy - 1), "--to-year", str(fy), "--csv"
+    )
+    assert status == 0 and out.splitlines()[-1].endswith(",0,2,2")
+    status, out = run("audit", "usage", *base)
+    assert status == 0 and "合計" in out
+
+    status, out = run(
+        "audit", "disclose", *base, "--requester", "auditor", code(YAMAGUCHI_CITY, 1), "--json"
+    )
+    assert status == 0, out
+    assert [json.loads(line)["kind"] for line in out.splitlines()] == ["search", "confirm"]
+
+    status, out = run("audit", "anomalies", *base, "--json")
+    assert status == ExitCode.FAILURE, out  # three refusals of agency-n within minutes
+    assert json.loads(out.splitlines()[0])["kind"] == "repeated_denials"
+
+    status, out = run("audit", "verify", "--store", str(store), "--json")
+    assert status == 0, out
+    checkpoint = json.loads(out)["checkpoint"]
+    status, out = run("audit", "verify", "--store", str(store), "--checkpoint", checkpoint)
+    assert status == 0 and out.startswith("ok:"), out
+    status, out = run("audit", "verify", "--store", str(store), "--checkpoint", "1:" + "00" * 32)
+    assert status == ExitCode.FAILURE and "checkpoint" in out
+    status, out = run("audit", "verify", "--store", str(store), "--checkpoint", "nonsense")
+    assert status == ExitCode.USAGE
+
+    status, out = run("audit", "purge", *base, "--requester", "auditor", "--yes", "--json")
+    assert status == 0 and json.loads(out)["purged"] == 0, out
+    status, out = run("audit", "purge", *base, "--requester", "auditor")
+    assert status == ExitCode.USAGE  # not a terminal, no --yes
+
+
+def test_missing_store_and_bad_policy(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    store, _ = setup
+    status, out = run("audit", "verify", "--store", str(tmp_path / "nowhere"))
+    assert status == ExitCode.NOT_FOUND
+    bad = tmp_path / "bad.toml"
+    bad.write_text('catalogue = "x.toml"\nrequesters = []\nsurprise = 1\n')
+    status, out = run("audit", "usage", "--store", str(store), "--policy", str(bad))
+    assert status == ExitCode.CONFIG and "surprise" in out
+
+
+def test_lookup_with_a_task_is_audited_and_filtered(setup: tuple[Path, Path]) -> None:
+    args = [*common(setup), "--task", "T-ADDR", "--json", code(YAMAGUCHI_CITY, 1)]
+    status, out = run("lookup", *args)
+    assert status == 0, out
+    found = json.loads(out.splitlines()[0])
+    assert set(found) == {
+        "juminhyo_code",
+        "name",
+        "address",
+        "status",
+        "redirected_from",
+        "audit_id",
+    }
+    status, out = run("lookup", *common(setup), "--task", "T-NUM", code(YAMAGUCHI_CITY, 1))
+    assert status == ExitCode.DENIED and "not_granted" in out
+    status, out = run(
+        "lookup", "--store", str(setup[0]), "--task", "T-ADDR", code(YAMAGUCHI_CITY, 1)
+    )
+    assert status == ExitCode.USAGE
+    status, out = run("audit", "verify", "--store", str(setup[0]), "--json")
+    assert json.loads(out)["entries"] == 2  # the answer and the refusal

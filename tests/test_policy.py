@@ -1,0 +1,188 @@
+"""The task catalogue and the policy: loading (typed errors naming the field and value),
+the shipped Yamaguchi catalogue, and the allow/deny matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jukisync.policy import (
+    Basis,
+    CatalogueError,
+    Denial,
+    Field,
+    GrantError,
+    Kind,
+    PolicyError,
+    load_catalogue,
+    load_policy,
+)
+from querykit import CATALOGUE, POLICY, make_policy, write_policy
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+def test_the_shipped_yamaguchi_catalogue_matches_the_seed() -> None:
+    catalogue = load_catalogue(CONFIG / "tasks-yamaguchi.toml")
+    beppyo5 = [t for t in catalogue.tasks if t.basis is Basis.BEPPYO5]
+    ordinance = [t for t in catalogue.tasks if t.basis is Basis.ORDINANCE]
+    assert len(beppyo5) == 19  # 別表第5: 19 of its 37 items in use (seed)
+    assert len(ordinance) == 56 and len(catalogue.categories) == 16  # as the seed's table
+    assert {t.name for t in beppyo5} >= {"旅券発給に関する事務", "建設業の許可に関する事務"}
+    assert catalogue.category("J01") is not None
+    assert [t.code for t in ordinance if t.category == "J08"] == [f"J08-{i}" for i in range(1, 10)]
+    # 都道府県知事保存本人確認情報 excludes 個人番号: no task of a prefecture sees it.
+    assert all(Field.KOJIN_BANGO not in t.fields for t in catalogue.tasks)
+    assert all(Field.STATUS in t.fields for t in catalogue.tasks)
+    assert all(t.enacted is not None for t in ordinance)
+
+
+def test_the_example_policy_loads_against_the_catalogue() -> None:
+    policy = load_policy(CONFIG / "policy.example.toml")
+    assert policy.retention_years == 5
+    assert policy.decide("yamaguchi-ryoken", "B5-11", Kind.SEARCH).allowed
+    assert not policy.decide("yamaguchi-ryoken", "J01-1", Kind.SEARCH).allowed
+
+
+D = Denial
+MATRIX = [
+    # requester, task, kind, fields, expected (None: allowed)
+    ("agency-a", "T-FULL", Kind.CODE, None, None),
+    ("agency-a", "T-FULL", Kind.SEARCH, None, None),
+    ("agency-a", "T-FULL", Kind.CONFIRM, None, None),
+    ("agency-a", "T-FULL", Kind.KOJIN_BANGO, None, D.FIELD_NOT_ALLOWED),  # not 番号法
+    ("agency-a", "T-FULL", Kind.CODE, ["name", "address"], None),
+    ("agency-a", "T-FULL", Kind.CODE, ["kojin_bango"], D.FIELD_NOT_ALLOWED),
+    ("agency-a", "T-FULL", Kind.CODE, ["shoe_size"], D.FIELD_NOT_ALLOWED),
+    ("agency-a", "T-ADDR", Kind.CODE, ["address"], None),
+    ("agency-a", "T-ADDR", Kind.CODE, ["birth_date"], D.FIELD_NOT_ALLOWED),
+    ("agency-a", "T-NOSTATUS", Kind.CONFIRM, None, D.FIELD_NOT_ALLOWED),  # confirm answers status
+    ("agency-a", "T-NOSTATUS", Kind.SEARCH, None, None),
+    ("agency-a", "T-OFF", Kind.CODE, None, D.TASK_NOT_IN_USE),
+    ("agency-a", "T-CODEONLY", Kind.CODE, None, None),
+    ("agency-a", "T-CODEONLY", Kind.SEARCH, None, D.KIND_NOT_ALLOWED),
+    ("agency-a", "T-NUM", Kind.KOJIN_BANGO, None, D.NOT_GRANTED),
+    ("agency-a", "NO-SUCH", Kind.CODE, None, D.UNKNOWN_TASK),
+    ("agency-n", "T-NUM", Kind.KOJIN_BANGO, None, None),
+    ("agency-n", "T-NUM", Kind.KOJIN_BANGO, ["kojin_bango", "name"], None),
+    ("agency-n", "T-FULL", Kind.CODE, None, D.NOT_GRANTED),
+    ("nobody", "T-FULL", Kind.CODE, None, D.UNKNOWN_REQUESTER),
+    ("", "T-FULL", Kind.CODE, None, D.UNKNOWN_REQUESTER),
+]
+
+
+@pytest.mark.parametrize(("requester", "task", "kind", "fields", "expected"), MATRIX)
+def test_allow_deny_matrix(
+    tmp_path: Path,
+    requester: str,
+    task: str,
+    kind: Kind,
+    fields: list[str] | None,
+    expected: Denial | None,
+) -> None:
+    decision = make_policy(tmp_path).decide(requester, task, kind, fields)
+    if expected is None:
+        assert decision.allowed, decision.reason
+        assert decision.fields == (
+            frozenset(Field(f) for f in fields) if fields else decision.task.fields  # type: ignore[union-attr]
+        )
+    else:
+        assert not decision.allowed
+        assert decision.reason.startswith(f"{expected.value}: "), decision.reason
+        assert decision.fields == frozenset()
+
+
+def test_reasons_name_what_is_at_fault(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path)
+    assert "'nobody'" in policy.decide("nobody", "T-FULL", Kind.CODE).reason
+    assert "T-NUM" in policy.decide("agency-a", "T-NUM", Kind.CODE).reason
+    assert "'agency-a'" in policy.decide("agency-a", "T-NUM", Kind.CODE).reason
+    assert "birth_date" in policy.decide("agency-a", "T-ADDR", Kind.CODE, ["birth_date"]).reason
+    assert "個人番号" in policy.decide("agency-a", "T-FULL", Kind.KOJIN_BANGO).reason
+
+
+def test_batch_limit_per_requester(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path)
+    assert policy.decide("small", "T-FULL", Kind.CONFIRM, items=10).allowed
+    refused = policy.decide("small", "T-FULL", Kind.CONFIRM, items=11)
+    assert refused.reason.startswith("batch_too_large: 11 codes exceed the limit of 10")
+
+
+@pytest.mark.parametrize(
+    ("catalogue", "policy", "error", "where", "says"),
+    [
+        (CATALOGUE + "\nfoo = 1\n", POLICY, CatalogueError, "tasks[5]", "unknown field `foo`"),
+        (
+            CATALOGUE.replace('fields = ["name", "address"]', 'fields = ["name", "shoe_size"]'),
+            POLICY,
+            CatalogueError,
+            "tasks[3].fields[1]",
+            "Invalid enum value 'shoe_size'",
+        ),
+        (
+            CATALOGUE.replace('"juminhyo_code", "name", "address", "status"]', '"kojin_bango"]'),
+            POLICY,
+            CatalogueError,
+            "tasks[1] (T-ADDR).fields",
+            "only for tasks under the My Number Act",
+        ),
+        (
+            CATALOGUE.replace('code = "T-NUM"', 'code = "T-FULL"'),
+            POLICY,
+            CatalogueError,
+            "tasks[2] (T-FULL).code",
+            "listed twice",
+        ),
+        (
+            CATALOGUE.replace('category = "C1"', 'category = "C9"'),
+            POLICY,
+            CatalogueError,
+            "tasks[1] (T-ADDR).category",
+            "unknown category 'C9'",
+        ),
+        (
+            CATALOGUE,
+            POLICY.replace('tasks = ["T-NUM"]', 'tasks = ["T-NUM", "T-GONE"]'),
+            GrantError,
+            "requesters[1].tasks[1]",
+            "unknown task 'T-GONE'",
+        ),
+        (
+            CATALOGUE,
+            POLICY.replace('id = "small"', 'id = "agency-a"'),
+            GrantError,
+            "requesters[2].id",
+            "listed twice",
+        ),
+        (
+            CATALOGUE,
+            POLICY.replace("denials = 3", "denials = 0"),
+            GrantError,
+            "anomalies.denials",
+            ">= 1",
+        ),
+        (CATALOGUE, POLICY + "\n[oops\n", GrantError, "", "not valid TOML"),
+    ],
+)
+def test_bad_files_raise_typed_errors_naming_field_and_value(
+    tmp_path: Path,
+    catalogue: str,
+    policy: str,
+    error: type[PolicyError],
+    where: str,
+    says: str,
+) -> None:
+    path = write_policy(tmp_path, catalogue, policy)
+    with pytest.raises(error) as info:
+        load_policy(path)
+    assert info.value.where == where, str(info.value)
+    assert says in info.value.message, str(info.value)
+    assert info.value.path.endswith(".toml")
+
+
+def test_missing_catalogue_is_named(tmp_path: Path) -> None:
+    path = write_policy(tmp_path)
+    (tmp_path / "catalogue.toml").unlink()
+    with pytest.raises(CatalogueError, match=r"catalogue\.toml: no such file"):
+        load_policy(path)
