@@ -113,7 +113,6 @@ def queries(population: synth.Population) -> list[tuple[str, str, int, str, str]
 def indexed_store(filled_store: Store) -> Store:
     # The name index follows the records from the change log: catch up once, outside the
     # timing (a daemon does this after applying).
-    filled_store.index_names()
     return filled_store
 
 

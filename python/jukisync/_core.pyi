@@ -286,9 +286,6 @@ class Store:
     ) -> ConfirmResult:
         """Batch confirmation (一括提供): codes as str, or as concatenated 11-byte codes."""
 
-    def index_names(self) -> int:
-        """Bring the search's name index up to the records; returns records re-indexed."""
-
     def audit_log(
         self,
         kind: str,

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod codes;
 pub mod crypto;
 pub mod error;
+pub mod msgpack;
 pub mod query;
 pub mod record;
 pub mod registry;

@@ -2,19 +2,11 @@
 //! keys, address ranking and the batch confirmation's per-code status. The store runs
 //! them inside the write transaction that also appends the audit entry.
 
-use std::ops::Bound;
-
-use heed::types::Bytes;
-use heed::{Database, RwTxn};
-use serde::Deserialize;
 use unicode_normalization::UnicodeNormalization;
 
-use crate::error::Result;
+use crate::msgpack::MsgReader;
 use crate::record::{self, Record};
 use crate::text;
-use crate::wire::{self, Envelope};
-
-type Db = Database<Bytes, Bytes>;
 
 /// Key of the search indexes: normalised text \0 birth date \0 sex digit. The reading
 /// index (`by_name`) keys `name_kana`, the name index (`by_name_text`) keys `name` and
@@ -41,189 +33,6 @@ pub fn name_keys(r: &Record) -> Vec<Vec<u8>> {
         }
     }
     keys
-}
-
-// ---- the name index ----------------------------------------------------------------
-
-/// The name index, kept beside the apply path rather than in it: `apply` writes
-/// records and the reading index in one pass that this module does not touch, and the
-/// name index follows from the change log. Each origin's change-log position already
-/// indexed is kept in meta; `catch_up` (run in the write transaction of every search,
-/// and by `Store::index_names` for a daemon to call after applying) re-indexes the
-/// records the newer bundles touched. The store's `applied_bundles` counter tells in
-/// one read whether anything was applied since, so an up-to-date index costs nothing.
-pub struct NameIndex {
-    /// normalised name or alias \0 birth date \0 sex → code (DUPSORT).
-    pub index: Db,
-    /// code → the keys it is indexed under (so a changed record's old keys can go).
-    pub keys: Db,
-    pub records: Db,
-    pub heads: Db,
-    pub changelog: Db,
-    pub meta: Db,
-}
-
-const APPLIED_COUNTER: &[u8] = b"c:applied_bundles";
-const INDEXED_COUNTER: &[u8] = b"nx:applied_bundles";
-const ORIGIN_MARK: &str = "nx:origin:";
-
-#[derive(Deserialize)]
-struct BodyCodes {
-    updates: Vec<UpdateCodes>,
-}
-
-#[derive(Deserialize)]
-struct UpdateCodes {
-    juminhyo_code: String,
-    previous_juminhyo_code: Option<String>,
-}
-
-fn u64_value(v: Option<&[u8]>) -> u64 {
-    v.filter(|v| v.len() >= 8).map_or(0, |v| u64::from_be_bytes(v[..8].try_into().expect("8 bytes")))
-}
-
-fn pack_keys(keys: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for k in keys {
-        out.extend_from_slice(&(k.len() as u16).to_be_bytes());
-        out.extend_from_slice(k);
-    }
-    out
-}
-
-fn unpack_keys(mut bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while bytes.len() >= 2 {
-        let n = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
-        let Some(k) = bytes.get(2..2 + n) else { break };
-        out.push(k.to_vec());
-        bytes = &bytes[2 + n..];
-    }
-    out
-}
-
-impl NameIndex {
-    /// Bring the index up to the records; returns how many records were re-indexed.
-    pub fn catch_up(&self, txn: &mut RwTxn) -> Result<u64> {
-        let applied = u64_value(self.meta.get(txn, APPLIED_COUNTER)?);
-        match self.meta.get(txn, INDEXED_COUNTER)? {
-            None => return self.rebuild(txn, applied),
-            Some(v) if u64_value(Some(v)) == applied => return Ok(0),
-            Some(_) => {}
-        }
-        let mut heads: Vec<(Vec<u8>, u64)> = Vec::new();
-        for item in self.heads.iter(txn)? {
-            let (origin, head) = item?;
-            heads.push((origin.to_vec(), u64_value(Some(head))));
-        }
-        let mut codes: Vec<String> = Vec::new();
-        for (origin, head_seq) in &heads {
-            let mark_key = [ORIGIN_MARK.as_bytes(), origin].concat();
-            let mark = u64_value(self.meta.get(txn, &mark_key)?);
-            if mark >= *head_seq {
-                continue;
-            }
-            let lo = [origin.as_slice(), &(mark + 1).to_be_bytes()].concat();
-            let hi = [origin.as_slice(), &u64::MAX.to_be_bytes()].concat();
-            let mut expect = mark + 1;
-            let mut broken = false;
-            for item in self.changelog.range(txn, &(Bound::Included(lo.as_slice()), Bound::Included(hi.as_slice())))? {
-                let (k, v) = item?;
-                let last = u64_value(k.get(k.len().saturating_sub(8)..));
-                if u64_value(Some(v)) != expect || v.len() < 40 {
-                    broken = true;
-                    break;
-                }
-                let envelope: Envelope = wire::decode(&v[40..], "change-log envelope")?;
-                let body: BodyCodes = rmp_serde::from_slice(&envelope.body)
-                    .map_err(|e| crate::CoreError::Malformed(format!("change-log body: {e}")))?;
-                for u in body.updates {
-                    codes.extend(u.previous_juminhyo_code);
-                    codes.push(u.juminhyo_code);
-                }
-                expect = last + 1;
-            }
-            if broken || expect != head_seq + 1 {
-                // The log does not hold every bundle since the mark (pruned?): index
-                // from the records instead.
-                return self.rebuild(txn, applied);
-            }
-            self.meta.put(txn, &mark_key, &head_seq.to_be_bytes())?;
-        }
-        codes.sort_unstable();
-        codes.dedup();
-        for code in &codes {
-            self.reindex(txn, code)?;
-        }
-        self.meta.put(txn, INDEXED_COUNTER, &applied.to_be_bytes())?;
-        Ok(codes.len() as u64)
-    }
-
-    fn reindex(&self, txn: &mut RwTxn, code: &str) -> Result<()> {
-        let old = self.keys.get(txn, code.as_bytes())?.map(unpack_keys).unwrap_or_default();
-        let new = match self.records.get(txn, code.as_bytes())? {
-            Some(v) => {
-                let r: Record = wire::decode(v, "record")?;
-                if r.is_indexed() {
-                    name_keys(&r)
-                } else {
-                    Vec::new()
-                }
-            }
-            None => Vec::new(),
-        };
-        if old == new {
-            return Ok(());
-        }
-        for k in &old {
-            self.index.delete_one_duplicate(txn, k, code.as_bytes())?;
-        }
-        for k in &new {
-            self.index.put(txn, k, code.as_bytes())?;
-        }
-        if new.is_empty() {
-            self.keys.delete(txn, code.as_bytes())?;
-        } else {
-            self.keys.put(txn, code.as_bytes(), &pack_keys(&new))?;
-        }
-        Ok(())
-    }
-
-    /// Index every record afresh (a store written before the name index existed).
-    fn rebuild(&self, txn: &mut RwTxn, applied: u64) -> Result<u64> {
-        self.index.clear(txn)?;
-        self.keys.clear(txn)?;
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut keyed: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for item in self.records.iter(txn)? {
-            let (code, v) = item?;
-            let r: Record = wire::decode(v, "record")?;
-            if !r.is_indexed() {
-                continue;
-            }
-            let keys = name_keys(&r);
-            keyed.push((code.to_vec(), pack_keys(&keys)));
-            entries.extend(keys.into_iter().map(|k| (k, code.to_vec())));
-        }
-        // Written in key order, LMDB appends to the B-trees' last pages.
-        for (code, keys) in &keyed {
-            self.keys.put(txn, code, keys)?;
-        }
-        entries.sort_unstable();
-        for (k, code) in &entries {
-            self.index.put(txn, k, code)?;
-        }
-        let mut heads: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for item in self.heads.iter(txn)? {
-            let (origin, head) = item?;
-            heads.push(([ORIGIN_MARK.as_bytes(), origin].concat(), head[..8].to_vec()));
-        }
-        for (k, seq) in &heads {
-            self.meta.put(txn, k, seq)?;
-        }
-        self.meta.put(txn, INDEXED_COUNTER, &applied.to_be_bytes())?;
-        Ok(keyed.len() as u64)
-    }
 }
 
 /// Address text for comparison: NFKC (full-width digits and letters to ASCII), spaces
@@ -383,7 +192,7 @@ pub struct StatusView<'a> {
 /// of its time here, and a full serde decode of 17 fields costs several times more.
 pub fn status_view(bytes: &[u8]) -> crate::Result<StatusView<'_>> {
     let bad = |what: &str| crate::CoreError::Malformed(format!("record: {what}"));
-    let mut r = MsgReader { bytes, pos: 0 };
+    let mut r = MsgReader::new(bytes);
     let entries = r.map_len().ok_or_else(|| bad("not a map"))?;
     let mut v = StatusView::default();
     let mut seen = 0u8;
@@ -416,78 +225,6 @@ pub fn status_view(bytes: &[u8]) -> crate::Result<StatusView<'_>> {
         }
     }
     Err(bad("missing status, redirect_to, reason or changed_on"))
-}
-
-/// Just enough MessagePack for stored records: maps, str, nil, bool, ints, bin.
-struct MsgReader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> MsgReader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let out = self.bytes.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(out)
-    }
-
-    fn byte(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn be(&mut self, n: usize) -> Option<usize> {
-        Some(self.take(n)?.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
-    }
-
-    fn map_len(&mut self) -> Option<usize> {
-        match self.byte()? {
-            m @ 0x80..=0x8f => Some(usize::from(m & 0x0f)),
-            0xde => self.be(2),
-            0xdf => self.be(4),
-            _ => None,
-        }
-    }
-
-    /// The length of a str whose marker is `m`, or None if `m` is not a str marker.
-    fn str_len(&mut self, m: u8) -> Option<usize> {
-        match m {
-            0xa0..=0xbf => Some(usize::from(m & 0x1f)),
-            0xd9 => self.be(1),
-            0xda => self.be(2),
-            0xdb => self.be(4),
-            _ => None,
-        }
-    }
-
-    fn raw_str(&mut self) -> Option<&'a [u8]> {
-        let m = self.byte()?;
-        let n = self.str_len(m)?;
-        self.take(n)
-    }
-
-    fn optional_str(&mut self) -> Option<Option<&'a [u8]>> {
-        if self.bytes.get(self.pos) == Some(&0xc0) {
-            self.pos += 1;
-            return Some(None);
-        }
-        self.raw_str().map(Some)
-    }
-
-    fn skip(&mut self) -> Option<()> {
-        let m = self.byte()?;
-        let n = match m {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 0,
-            0xcc | 0xd0 => 1,
-            0xcd | 0xd1 => 2,
-            0xce | 0xd2 | 0xca => 4,
-            0xcf | 0xd3 | 0xcb => 8,
-            0xc4 => self.be(1)?,
-            0xc5 => self.be(2)?,
-            0xc6 => self.be(4)?,
-            _ => self.str_len(m)?,
-        };
-        self.take(n).map(|_| ())
-    }
 }
 
 /// The status byte of a record (`record::ACTIVE` and `record::REMOVED` as bytes).
@@ -577,7 +314,7 @@ mod tests {
             origin: "352039".into(),
             seq: 300,
         };
-        let bytes = wire::encode(&r).unwrap();
+        let bytes = crate::wire::encode(&r).unwrap();
         let v = status_view(&bytes).unwrap();
         assert_eq!(
             v,
@@ -585,7 +322,8 @@ mod tests {
         );
         assert_eq!(classify(&v), REMOVED);
         let moved =
-            wire::encode(&Record { status: "redirect".into(), redirect_to: Some("00000000002".into()), ..r }).unwrap();
+            crate::wire::encode(&Record { status: "redirect".into(), redirect_to: Some("00000000002".into()), ..r })
+                .unwrap();
         assert_eq!(status_view(&moved).unwrap().redirect_to, Some(&b"00000000002"[..]));
         for cut in [0, 1, 10, bytes.len() / 2] {
             assert!(status_view(&bytes[..cut]).is_err(), "cut at {cut}");

@@ -172,8 +172,6 @@ fn name_index_follows_changes() {
     let mut renamed = person("00000000011", "佐藤 一郎", "サトウ イチロウ", "萩市1", "error_correction", "2001-01-01");
     renamed.alias = Some("John Sato".into());
     origin.apply(&store, vec![renamed.clone()]);
-    assert_eq!(store.index_names().unwrap(), 1, "the renamed record");
-    assert_eq!(store.index_names().unwrap(), 0, "nothing applied since");
     assert_eq!(store.search(&search("田中一郎", None), &access("r")).unwrap().total, 0);
     assert_eq!(store.search(&search("佐藤 一郎", None), &access("r")).unwrap().total, 1);
     assert_eq!(store.search(&search("ＪｏｈｎＳａｔｏ", None), &access("r")).unwrap().total, 1);
@@ -183,7 +181,6 @@ fn name_index_follows_changes() {
     moved.reason = "juminhyo_code_change".into();
     moved.changed_on = "2002-01-01".into();
     origin.apply(&store, vec![moved]);
-    assert_eq!(store.index_names().unwrap(), 2, "old and new code re-indexed");
     let found = store.search(&search("佐藤一郎", None), &access("r")).unwrap();
     assert_eq!(found.candidates.iter().map(|c| c.record.juminhyo_code.as_str()).collect::<Vec<_>>(), ["00000000099"]);
     // the reading index (written by apply) and the name index agree on one record

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::msgpack::{MsgReader, Scalar};
+
 use crate::wire::Update;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,55 +154,18 @@ pub enum FieldValue<'a> {
 /// skipping values, and validate only the wanted value. Reading one field of many
 /// records (a status check) then costs a fraction of a full decode.
 pub fn field<'a>(raw: &'a [u8], name: &str) -> crate::Result<FieldValue<'a>> {
-    let bad = || crate::CoreError::Malformed("stored record: unexpected MessagePack".into());
-    let mut pos = 1usize; // past the map marker
-    let take = |pos: &mut usize, n: usize| -> crate::Result<&'a [u8]> {
-        let out = raw.get(*pos..*pos + n).ok_or_else(bad)?;
-        *pos += n;
-        Ok(out)
-    };
-    let be = |b: &[u8]| b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
-    // (kind, payload) of the value at `pos`: 0 nil, 1 uint, 2 str bytes, 3 bin (skipped)
-    let value = |pos: &mut usize| -> crate::Result<(u8, u64, &'a [u8])> {
-        let marker = *take(pos, 1)?.first().ok_or_else(bad)?;
-        Ok(match marker {
-            0xc0 => (0, 0, &[][..]),
-            0x00..=0x7f => (1, u64::from(marker), &[][..]),
-            0xcc => (1, be(take(pos, 1)?), &[][..]),
-            0xcd => (1, be(take(pos, 2)?), &[][..]),
-            0xce => (1, be(take(pos, 4)?), &[][..]),
-            0xcf => (1, be(take(pos, 8)?), &[][..]),
-            0xa0..=0xbf => (2, 0, take(pos, usize::from(marker & 0x1f))?),
-            0xd9 => {
-                let n = be(take(pos, 1)?) as usize;
-                (2, 0, take(pos, n)?)
-            }
-            0xda => {
-                let n = be(take(pos, 2)?) as usize;
-                (2, 0, take(pos, n)?)
-            }
-            0xdb => {
-                let n = be(take(pos, 4)?) as usize;
-                (2, 0, take(pos, n)?)
-            }
-            _ => return Err(bad()),
-        })
-    };
-    let entries = match *raw.first().ok_or_else(bad)? {
-        m @ 0x80..=0x8f => usize::from(m & 0x0f),
-        0xde => be(take(&mut pos, 2)?) as usize,
-        _ => return Err(bad()),
-    };
+    let bad = || crate::CoreError::Malformed(format!("stored record: cannot read field {name}"));
+    let mut r = MsgReader::new(raw);
+    let entries = r.map_len().ok_or_else(bad)?;
     for _ in 0..entries {
-        let (kind, _, key) = value(&mut pos)?;
-        let (vkind, number, bytes) = value(&mut pos)?;
-        if kind == 2 && key == name.as_bytes() {
-            return Ok(match vkind {
-                0 => FieldValue::Nil,
-                1 => FieldValue::UInt(number),
-                _ => FieldValue::Str(std::str::from_utf8(bytes).map_err(|_| bad())?),
+        if r.raw_str().ok_or_else(bad)? == name.as_bytes() {
+            return Ok(match r.scalar().ok_or_else(bad)? {
+                Scalar::Nil => FieldValue::Nil,
+                Scalar::UInt(n) => FieldValue::UInt(n),
+                Scalar::Str(s) => FieldValue::Str(std::str::from_utf8(s).map_err(|_| bad())?),
             });
         }
+        r.skip().ok_or_else(bad)?;
     }
     Err(crate::CoreError::Malformed(format!("stored record: no field {name}")))
 }

@@ -178,7 +178,6 @@ struct Dbs {
     meta: Db,
     /// The four-item search's name index and its code → keys map (query.rs).
     by_name_text: Db,
-    name_text_keys: Db,
     audit: AuditDbs,
 }
 
@@ -200,13 +199,9 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// Key of the reading index (振り仮名 + birth date + sex); see `query::index_key`.
 fn name_key(r: &Record) -> Vec<u8> {
-    let mut k = text::normalize_reading(&r.name_kana).into_bytes();
-    k.push(0);
-    k.extend_from_slice(r.birth_date.as_bytes());
-    k.push(0);
-    k.push(b'0' + r.sex);
-    k
+    query::index_key(&r.name_kana, &r.birth_date, r.sex)
 }
 
 pub fn now_micros() -> u64 {
@@ -250,7 +245,6 @@ impl Store {
             superseded: create("superseded", none)?,
             meta: create("meta", none)?,
             by_name_text: create("by_name_text", DatabaseFlags::DUP_SORT)?,
-            name_text_keys: create("name_text_keys", none)?,
             audit: AuditDbs {
                 entries: create("audit", none)?,
                 index: create("audit_index", none)?,
@@ -753,6 +747,8 @@ impl Store {
         let mut number_puts: Vec<(String, String)> = Vec::new();
         let mut name_deletes: Vec<(Vec<u8>, String)> = Vec::new();
         let mut name_puts: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut text_deletes: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut text_puts: Vec<(Vec<u8>, String)> = Vec::new();
         let mut i = 0;
         while i < candidates.len() {
             let code = &candidates[i].juminhyo_code;
@@ -776,6 +772,12 @@ impl Store {
                     name_deletes.extend(old_name.map(|k| (k, code.clone())));
                     name_puts.extend(new_name.map(|k| (k, code.clone())));
                 }
+                let (old_text, new_text) =
+                    (old.map(query::name_keys).unwrap_or_default(), new.map(query::name_keys).unwrap_or_default());
+                if old_text != new_text {
+                    text_deletes.extend(old_text.into_iter().map(|k| (k, code.clone())));
+                    text_puts.extend(new_text.into_iter().map(|k| (k, code.clone())));
+                }
             }
             i = last + 1;
         }
@@ -786,17 +788,21 @@ impl Store {
                 self.dbs.by_number.delete(txn, number.as_bytes())?;
             }
         }
-        name_deletes.sort_unstable();
-        for (key, code) in &name_deletes {
-            self.dbs.by_name.delete_one_duplicate(txn, key, code.as_bytes())?;
+        for (db, deletes) in [(self.dbs.by_name, &mut name_deletes), (self.dbs.by_name_text, &mut text_deletes)] {
+            deletes.sort_unstable();
+            for (key, code) in deletes.iter() {
+                db.delete_one_duplicate(txn, key, code.as_bytes())?;
+            }
         }
         number_puts.sort_unstable();
         for (number, code) in &number_puts {
             self.dbs.by_number.put(txn, number.as_bytes(), code.as_bytes())?;
         }
-        name_puts.sort_unstable();
-        for (key, code) in &name_puts {
-            self.dbs.by_name.put(txn, key, code.as_bytes())?;
+        for (db, puts) in [(self.dbs.by_name, &mut name_puts), (self.dbs.by_name_text, &mut text_puts)] {
+            puts.sort_unstable();
+            for (key, code) in puts.iter() {
+                db.put(txn, key, code.as_bytes())?;
+            }
         }
         Ok(())
     }
@@ -1210,27 +1216,6 @@ fn code_number(code: &[u8]) -> Option<u64> {
 }
 
 impl Store {
-    fn name_index(&self) -> query::NameIndex {
-        query::NameIndex {
-            index: self.dbs.by_name_text,
-            keys: self.dbs.name_text_keys,
-            records: self.dbs.records,
-            heads: self.dbs.heads,
-            changelog: self.dbs.changelog,
-            meta: self.dbs.meta,
-        }
-    }
-
-    /// Bring the name index of the four-item search up to the records (a search does
-    /// this itself; a daemon may call it after applying, so searches stay quick).
-    /// Returns how many records were re-indexed.
-    pub fn index_names(&self) -> Result<u64> {
-        let mut txn = self.env.write_txn()?;
-        let n = self.name_index().catch_up(&mut txn)?;
-        txn.commit()?;
-        Ok(n)
-    }
-
     /// The record under `code`, following code changes (redirects).
     fn resolve(&self, txn: &RoTxn, code: &str) -> Result<(Option<Record>, bool)> {
         let mut record = self.record(txn, code)?;
@@ -1297,7 +1282,6 @@ impl Store {
             return Err(CoreError::Malformed(format!("search: sex must be 1 or 2, not {}", q.sex)));
         }
         let mut txn = self.env.write_txn()?;
-        self.name_index().catch_up(&mut txn)?;
         let key = query::index_key(&q.name, &q.birth_date, q.sex);
         let mut codes: Vec<(String, Matched)> = Vec::new();
         for (db, matched) in [(self.dbs.by_name, Matched::Reading), (self.dbs.by_name_text, Matched::Name)] {

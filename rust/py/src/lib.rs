@@ -593,10 +593,6 @@ impl Store {
         queries::confirm(self, py, codes, (requester, task, time, detail.to_string()))
     }
 
-    fn index_names(&self, py: Python<'_>) -> Res<u64> {
-        Ok(py.detach(|| self.inner.index_names())?)
-    }
-
     #[pyo3(signature = (
         kind, *, requester, task, allowed, reason="", items=1, codes=Vec::new(), time=None,
         detail=""
