@@ -1,0 +1,195 @@
+"""Queries over RabbitMQ (DESIGN.md §5–6): request/reply on the direct exchange
+`jukisync.query`, routed by node id (`national`, a centre id), with `reply_to` and
+`correlation_id`.
+
+The requester is the message's `user_id` property, which RabbitMQ validates against
+the connection's login (a message claiming another user closes the sender's channel),
+so an agency is identified by its broker credentials, never by anything it writes in
+the request. A request without `user_id` is answered with a refusal, and logged.
+
+The server hands each request to `QueryService.handle` in a worker thread (the Rust
+core answers with the GIL released and appends the audit entry in the same
+transaction); the reply is published after that commit and the request acked after
+the reply is confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from types import TracebackType
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from jukisync.query import (
+    QueryService,
+    Request,
+    Response,
+    decode_response,
+    encode,
+)
+from jukisync.transport.amqp import url_user
+
+__all__ = ["QUERY_EXCHANGE", "QueryClient", "QueryServer", "RpcError", "query_queue_name"]
+
+log = logging.getLogger("jukisync.rpc")
+
+QUERY_EXCHANGE = "jukisync.query"
+UNIDENTIFIED = "(unidentified)"
+
+
+def query_queue_name(node: str) -> str:
+    return f"jukisync.query.{node}"
+
+
+class RpcError(Exception):
+    """The request could not be delivered or answered (not a refusal: those are answers)."""
+
+
+class QueryServer:
+    """Serves `service` to requests routed to `node` until closed."""
+
+    def __init__(
+        self,
+        url: str,
+        service: QueryService,
+        *,
+        node: str,
+        namespace: str = "",
+        prefetch: int = 32,
+    ) -> None:
+        self.url = url
+        self.service = service
+        self.node = node
+        self.namespace = namespace
+        self.prefetch = prefetch
+        self.served = 0
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": f"jukisync-query-{self.node}"}
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await self._channel.set_qos(prefetch_count=self.prefetch)
+        exchange = await self._channel.declare_exchange(
+            self.namespace + QUERY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        # Queries are answered now or not at all: a classic, non-durable queue; a
+        # request lost with a restarting node is retried by the agency's timeout.
+        queue = await self._channel.declare_queue(
+            self.namespace + query_queue_name(self.node), durable=False, auto_delete=False
+        )
+        await queue.bind(exchange, routing_key=self.node)
+        await queue.consume(self._on_request)
+
+    async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        if not message.reply_to:
+            log.warning("query without reply_to from %s dropped", message.user_id)
+            await message.reject(requeue=False)
+            return
+        requester = message.user_id or UNIDENTIFIED
+        if message.user_id:
+            answer = await asyncio.to_thread(self.service.handle, requester, message.body)
+        else:
+            answer = await asyncio.to_thread(self._refuse_unidentified, message.body)
+        assert self._channel is not None
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(answer, correlation_id=message.correlation_id),
+            routing_key=message.reply_to,
+        )
+        await message.ack()
+        self.served += 1
+
+    def _refuse_unidentified(self, body: bytes) -> bytes:
+        # Logged like every refusal, under a requester name no policy can grant.
+        return self.service.handle(UNIDENTIFIED, body)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
+class QueryClient:
+    """An agency's side: `await client.ask(request, node="national")`."""
+
+    def __init__(self, url: str, *, namespace: str = "", timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.timeout_s = timeout_s
+        self.user_id = url_user(url)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._replies: AbstractQueue | None = None
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
+
+    async def __aenter__(self) -> QueryClient:
+        self._connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": f"jukisync-agency-{self.user_id}"}
+        )
+        # on_return_raises: a request no node's queue is bound for fails at once.
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await self._channel.declare_exchange(
+            self.namespace + QUERY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._replies = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        await self._replies.consume(self._on_reply, no_ack=True)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._waiting.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(message.body)
+
+    async def ask(
+        self, request: Request, *, node: str = "national", user_id: str | None = None
+    ) -> Response:
+        """Send one request and wait for its answer. `user_id` defaults to the login;
+        another value is refused by the broker (the channel closes) and raises."""
+        if self._exchange is None or self._replies is None:
+            raise RpcError("use `async with QueryClient(...)`")
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = future
+        message = aio_pika.Message(
+            encode(request),
+            correlation_id=correlation_id,
+            reply_to=self._replies.name,
+            user_id=user_id if user_id is not None else self.user_id,
+        )
+        try:
+            await self._exchange.publish(message, routing_key=node, mandatory=True)
+            body = await asyncio.wait_for(future, self.timeout_s)
+        except aio_pika.exceptions.DeliveryError as exc:
+            raise RpcError(f"no query service for node {node!r}: {exc}") from exc
+        except aio_pika.exceptions.ChannelClosed as exc:
+            raise RpcError(f"the broker refused the request: {exc}") from exc
+        except TimeoutError as exc:
+            raise RpcError(f"no answer from {node!r} within {self.timeout_s} s") from exc
+        finally:
+            self._waiting.pop(correlation_id, None)
+        return decode_response(body)
+

@@ -1,0 +1,140 @@
+"""Queries over the real broker: the requester is the broker-validated user_id."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from yarl import URL
+
+from jukisync import Store
+from jukisync.query import ByCode, Denied, Found, QueryService
+from jukisync.rpc import QueryClient, QueryServer, RpcError
+from netkit import YAMAGUCHI_CITY
+from querykit import Registry, code, make_policy, person
+
+pytestmark = pytest.mark.broker
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def agencies(broker_url: str) -> Iterator[dict[str, str]]:
+    """Two broker users, as two agencies with their own credentials."""
+    suffix = uuid.uuid4().hex[:6]
+    base = URL(broker_url)
+    users = {"agency-a": f"agency-a-{suffix}", "agency-n": f"agency-n-{suffix}"}
+    for user in users.values():
+        _rabbitmqctl("add_user", user, "secret")
+        _rabbitmqctl("set_permissions", "-p", base.path.lstrip("/") or "/", user, ".*", ".*", ".*")
+    yield {k: str(base.with_user(u).with_password("secret")) for k, u in users.items()}
+    for user in users.values():
+        _rabbitmqctl("delete_user", user)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    reg = Registry(tmp_path)
+    store = reg.open()
+    reg.apply(store, [person(YAMAGUCHI_CITY, n) for n in range(1, 4)])
+    return store
+
+
+@pytest.fixture
+async def server(
+    store: Store, tmp_path: Path, agencies: dict[str, str], broker_url: str
+) -> AsyncIterator[tuple[QueryServer, str]]:
+    # The policy names requesters by broker user: rewrite the kit's ids to this run's.
+    policy_dir = tmp_path / "policy"
+    make_policy(policy_dir)
+    text = (policy_dir / "policy.toml").read_text(encoding="utf-8")
+    for agency, url in agencies.items():
+        text = text.replace(f'id = "{agency}"', f'id = "{URL(url).user}"')
+    (policy_dir / "policy.toml").write_text(text, encoding="utf-8")
+    from jukisync.policy import load_policy
+
+    service = QueryService(store, load_policy(policy_dir / "policy.toml"))
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    server = QueryServer(broker_url, service, node="national", namespace=namespace)
+    await server.start()
+    yield server, namespace
+    await server.close()
+
+
+async def test_granted_agency_gets_the_tasks_fields(
+    server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
+) -> None:
+    _, namespace = server
+    async with QueryClient(agencies["agency-a"], namespace=namespace) as client:
+        answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
+    assert isinstance(answer, Found), answer
+    assert set(answer.records[0]) == {"juminhyo_code", "name", "address", "status"}
+    entries = store.audit_entries()
+    assert entries[-1].requester == URL(agencies["agency-a"]).user
+    assert entries[-1].allowed
+
+
+async def test_a_task_not_granted_is_refused_and_logged(
+    server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
+) -> None:
+    _, namespace = server
+    async with QueryClient(agencies["agency-n"], namespace=namespace) as client:
+        answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
+    assert isinstance(answer, Denied)
+    assert "T-ADDR" in answer.reason
+    last = store.audit_entries()[-1]
+    assert last.requester == URL(agencies["agency-n"]).user and not last.allowed
+
+
+async def test_spoofing_another_agency_is_stopped_by_the_broker(
+    server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
+) -> None:
+    _, namespace = server
+    before = len(store.audit_entries())
+    victim = URL(agencies["agency-a"]).user
+    async with QueryClient(agencies["agency-n"], namespace=namespace) as client:
+        with pytest.raises(RpcError, match="refused"):
+            await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)), user_id=victim)
+    # nothing was answered, and nothing was logged in the victim's name
+    assert all(e.requester != victim for e in store.audit_entries()[before:])
+
+
+async def test_no_service_for_an_unknown_node(
+    server: tuple[QueryServer, str], agencies: dict[str, str]
+) -> None:
+    _, namespace = server
+    async with QueryClient(agencies["agency-a"], namespace=namespace) as client:
+        with pytest.raises(RpcError, match="no query service"):
+            await client.ask(ByCode(task="T-ADDR", code="00000000000"), node="nowhere")
+
+
+async def test_a_request_without_user_id_is_refused_and_logged(
+    server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
+) -> None:
+    import aio_pika
+
+    from jukisync.query import decode_response, encode
+    from jukisync.rpc import QUERY_EXCHANGE, UNIDENTIFIED
+
+    _, namespace = server
+    connection = await aio_pika.connect(agencies["agency-a"])
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+        exchange = await channel.get_exchange(namespace + QUERY_EXCHANGE)
+        request = ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1))
+        await exchange.publish(
+            aio_pika.Message(encode(request), reply_to=replies.name, correlation_id="x"),
+            routing_key="national",
+        )
+        async with replies.iterator(timeout=30) as incoming:
+            async for message in incoming:
+                answer = decode_response(message.body)
+                break
+    assert isinstance(answer, Denied)
+    assert store.audit_entries()[-1].requester == UNIDENTIFIED
