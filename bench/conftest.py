@@ -33,6 +33,7 @@ _PAIRS = [
     ("audited lookup (a commit each) vs lmdb get", "lookup_audited", "lmdb_get_single", None),
     ("four-item search (audited) vs lmdb + Python", "search", "lmdb_search", None),
     ("batch confirmation vs lmdb get + msgspec loop", "confirm", "lmdb_confirm_loop", None),
+    ("end to end vs raw aio-pika, bytes/s over 2 hops", "e2e_bytes", "raw_bytes", 0.5),
 ]
 
 

@@ -1,0 +1,170 @@
+"""`jukisync bench` (jukisync.e2e_bench): the workload and the statistics without a
+broker; a small run of the command through RabbitMQ. Timings are not checked (tests do
+not time things): only that the report has its fields and the stores converged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import aio_pika
+import aiormq.exceptions
+import msgspec
+import pytest
+from click.testing import CliRunner
+
+from jukisync.cli import main
+from jukisync.cli.exitcodes import ExitCode
+from jukisync.e2e_bench import (
+    BenchOptions,
+    Bundle,
+    _interleave,
+    bundle_id,
+    make_workload,
+    percentiles,
+)
+from jukisync.messages import BundleBody, Envelope
+
+broker = pytest.mark.broker
+
+
+def _options(tmp_path: Path, **overrides: object) -> BenchOptions:
+    settings: dict[str, object] = {
+        "publishers": 3,
+        "updates": 600,
+        "bundle_size": 100,
+        "rate": 200.0,
+        "latency_s": 1.0,
+        "latency_bundle_size": 5,
+    }
+    settings.update(overrides)
+    return BenchOptions(broker_url="amqp://unused/", data_dir=tmp_path, **settings)  # type: ignore[arg-type]
+
+
+def _body(envelope: bytes) -> BundleBody:
+    return msgspec.msgpack.decode(
+        msgspec.msgpack.decode(envelope, type=Envelope).body, type=BundleBody
+    )
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    p = percentiles([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert (p.samples, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms) == (100, 50.0, 90.0, 99.0, 100.0)
+    assert percentiles([0.005]).p99_ms == 5.0
+    assert percentiles([]).samples == 0
+
+
+def test_the_workload_continues_each_chain_from_phase_to_phase(tmp_path: Path) -> None:
+    workload = make_workload(_options(tmp_path))
+    assert len(workload.origins) == 3 and workload.prefectures == ["35"]
+    assert sum(b.updates for s in workload.throughput.values() for b in s) == 600
+    assert sum(b.updates for s in workload.latency.values() for b in s) == 200
+    assert not workload.preload
+    for origin in workload.origins:
+        bundles = [*workload.throughput.get(origin, []), *workload.latency.get(origin, [])]
+        seq = 0
+        for bundle in bundles:
+            body = _body(bundle.envelope)
+            assert body.origin == origin and body.first_seq == seq + 1
+            assert bundle_id(bundle.envelope) == (origin, body.last_seq) == bundle.key
+            seq = body.last_seq
+        assert workload.heads[origin][0] == seq
+    assert all(b.updates <= 100 for s in workload.throughput.values() for b in s)
+    assert all(b.updates <= 5 for s in workload.latency.values() for b in s)
+
+
+def test_latency_alone_loads_the_residents_first(tmp_path: Path) -> None:
+    workload = make_workload(_options(tmp_path, mode="latency"))
+    assert not workload.throughput
+    assert sum(b.updates for s in workload.preload.values() for b in s) == 300  # residents
+    assert sum(b.updates for s in workload.latency.values() for b in s) == 200
+
+
+def test_interleaving_keeps_each_origin_in_chain_order() -> None:
+    streams = {
+        o: [Bundle(o, seq, 1, b"") for seq in range(1, n + 1)]
+        for o, n in (("352012", 7), ("352021", 2), ("352039", 4))
+    }
+    order = _interleave(streams)
+    assert sorted(b.key for b in order) == sorted(b.key for s in streams.values() for b in s)
+    for origin, bundles in streams.items():
+        assert [b for b in order if b.origin == origin] == bundles
+    # Spread over the whole list, not one origin after another.
+    positions = [i for i, b in enumerate(order) if b.origin == "352021"]
+    assert positions[0] < len(order) / 2 <= positions[1]
+
+
+def test_bench_says_when_the_broker_is_unreachable() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(
+        main, ["bench", "--broker", f"amqp://guest:guest@127.0.0.1:{port}/"]
+    )
+    assert result.exit_code == ExitCode.UNAVAILABLE, result.output
+    assert "unreachable" in result.stderr
+    assert CliRunner().invoke(main, ["bench", "--broker", "http://x/"]).exit_code == ExitCode.USAGE
+
+
+async def _queue_exists(url: str, name: str) -> bool:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        return True
+    finally:
+        await connection.close()
+
+
+@broker
+def test_bench_runs_end_to_end_and_converges(broker_url: str) -> None:
+    args = ["bench", "--broker", broker_url, "--json", "--publishers", "3", "--updates", "3000"]
+    args += ["--bundle-size", "200", "--rate", "300", "--latency-seconds", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == ExitCode.OK, result.output
+    report = json.loads(result.stdout)
+    assert report["converged"] is True and report["digests_equal"] is True
+    assert {t["name"]: t["updates_applied"] for t in report["tiers"]} == {
+        "centre-bench": 3_300,
+        "national": 3_300,
+    }
+    assert all(t["heads_equal"] and t["failure"] is None for t in report["tiers"])
+    throughput = report["throughput"]
+    assert throughput["updates"] == 3_000 and throughput["updates_per_s"] > 0
+    assert throughput["latency"]["samples"] == throughput["bundles"]
+    assert set(throughput["usage"]) >= {"cpu_s", "apply_s", "batches", "wall_s"}
+    raw = report["raw"]
+    assert raw["bytes"] == throughput["bytes"] and raw["bytes_per_s"] > 0
+    assert report["raw_ratio"] > 0
+    latency = report["latency"]
+    assert latency["updates"] == 300 and latency["latency"]["samples"] == latency["bundles"]
+    assert {"p50_ms", "p99_ms"} <= set(latency["latency"])
+    assert [t["name"] for t in report["targets"]] == [
+        "end-to-end throughput",
+        "share of the raw ceiling's byte rate",
+        "p99 publish → national commit",
+    ]
+    assert all({"measured", "target", "met"} <= set(t) for t in report["targets"])
+    # Nothing left behind on the broker.
+    namespace = report["namespace"]
+    for queue in ("national.forwards", "centre-bench.bundles", "raw.hop1", "raw.hop2"):
+        assert not asyncio.run(_queue_exists(broker_url, namespace + queue)), queue
+
+
+@broker
+def test_bench_latency_mode_alone(broker_url: str) -> None:
+    args = ["bench", "--broker", broker_url, "--json", "--mode", "latency", "--publishers", "2"]
+    args += ["--updates", "400", "--rate", "200", "--latency-seconds", "1"]
+    args += ["--queue-type", "classic"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == ExitCode.OK, result.output
+    report = json.loads(result.stdout)
+    assert report["converged"] is True and report["queue_type"] == "classic"
+    assert report["throughput"] is None and report["raw"] is None
+    assert report["latency"]["updates"] == 200
+    assert [t["name"] for t in report["targets"]] == ["p99 publish → national commit"]
