@@ -17,11 +17,13 @@ import msgspec
 from jukisync.messages import ZERO_HASH, BundleBody, Update, encode
 
 __all__ = [
+    "ENVELOPE_OVERHEAD",
     "BundlePolicy",
     "ChainHead",
     "Linger",
     "Sealed",
     "body_hash",
+    "chunk",
     "number",
     "rechain",
     "seal",
@@ -45,18 +47,63 @@ class ChainHead:
         return self.last_seq + 1
 
 
+# Bytes of a signed envelope besides its updates: the body's other fields (origin,
+# seqs, prev_hash, created_at, supersedes, map keys) and the envelope's (key id of at
+# most 64 characters, signature, empty attestations), about 350 bytes at most.
+ENVELOPE_OVERHEAD = 512
+_MIN_BUNDLE_BYTES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class BundlePolicy:
-    """When a bundle is cut: at `max_updates`, or `linger_s` after its first update."""
+    """When a bundle is cut: at `max_updates`, or `linger_s` after its first update,
+    and before its signed envelope would exceed `max_bytes` (None: no byte limit).
+
+    `max_bytes` keeps bundles under the transport's message limit and the centres'
+    `max_bundle_bytes`; leave room there for the attestations centres add."""
 
     max_updates: int = 500
     linger_s: float = 0.05
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_updates < 1:
             raise ValueError("max_updates must be at least 1")
         if self.linger_s < 0:
             raise ValueError("linger_s must not be negative")
+        if self.max_bytes is not None and self.max_bytes < _MIN_BUNDLE_BYTES:
+            raise ValueError(
+                f"max_bytes must be at least {_MIN_BUNDLE_BYTES}, not {self.max_bytes}"
+            )
+
+    @property
+    def update_budget(self) -> int | None:
+        """Bytes the encoded updates of one bundle may take, or None (no limit)."""
+        return None if self.max_bytes is None else self.max_bytes - ENVELOPE_OVERHEAD
+
+
+def chunk(sizes: Sequence[int], policy: BundlePolicy, *, final: bool) -> list[int]:
+    """Where to cut updates of the given encoded sizes into bundles: the end index of
+    each bundle, in order. A bundle ends at `max_updates` or before the update that
+    would take it over the byte budget. Without `final` only full bundles are cut
+    (the rest stays open); with it the remainder makes a last bundle too.
+
+    An update larger than the whole budget still gets a bundle of its own; callers
+    refuse such updates before (`Publisher.validate`)."""
+    budget = policy.update_budget
+    ends: list[int] = []
+    start = 0
+    size = 0
+    for i, s in enumerate(sizes):
+        if i > start and (
+            i - start >= policy.max_updates or (budget is not None and size + s > budget)
+        ):
+            ends.append(i)
+            start, size = i, 0
+        size += s
+    if len(sizes) > start and (final or len(sizes) - start >= policy.max_updates):
+        ends.append(len(sizes))
+    return ends
 
 
 @dataclass(frozen=True, slots=True)

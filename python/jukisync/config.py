@@ -118,6 +118,10 @@ class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only
     broker: BrokerConfig = BrokerConfig()
     max_updates: Positive = 500
     linger_s: Seconds = 0.05
+    # A bundle's signed envelope stays under this and under broker.max_message_bytes,
+    # with room for a centre's attestation: keep it at or below the centres'
+    # limits.max_bundle_bytes.
+    max_bundle_bytes: Annotated[int, msgspec.Meta(ge=8192)] = 8 << 20
     retain_confirmed: Positive = 100_000
 
     def __post_init__(self) -> None:

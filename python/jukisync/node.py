@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,12 +37,20 @@ from jukisync.transport.base import (
     TransportUnavailable,
 )
 
-__all__ = ["NodeConfig", "NodeStats", "TierNode"]
+__all__ = ["BatchObserver", "NodeConfig", "NodeFailed", "NodeStats", "TierNode"]
 
 log = logging.getLogger("jukisync.node")
 security_log = logging.getLogger("jukisync.security")
 
 Role = Literal["aggregator", "national"]
+
+# Called after each committed batch with its results and the seconds store.apply took.
+BatchObserver = Callable[[Sequence[ApplyResult], float], None]
+
+
+class NodeFailed(Exception):
+    """The node stopped doing its work: its store failed, or its subscription ended
+    (the broker refused its queue, or the transport was closed under it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,8 @@ class TierNode:
         self.transport = transport
         self.stats = NodeStats()
         self.failure: BaseException | None = None
+        self.failed = asyncio.Event()  # set with `failure`, for a supervisor to wait on
+        self.observers: list[BatchObserver] = []  # metrics
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._subscription: Subscription | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -118,6 +128,18 @@ class TierNode:
     @property
     def running(self) -> bool:
         return bool(self._tasks) and not self._stopping and self.failure is None
+
+    @property
+    def subscription(self) -> Subscription | None:
+        return self._subscription
+
+    @property
+    def consuming(self) -> bool:
+        """Running with a live consumer on its queue (where the transport can tell)."""
+        subscription = self._subscription
+        if not self.running or subscription is None:
+            return False
+        return bool(getattr(subscription, "consuming", True))
 
     # --- lifetime ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,6 +172,7 @@ class TierNode:
             log.exception("%s: %s task failed; the node no longer does its work", self.name, name)
             if self.failure is None:
                 self.failure = exc
+            self.failed.set()
 
     async def stop(self, *, graceful: bool = True) -> None:
         """Stop consuming. Graceful: finish the batch in progress and the forwards.
@@ -189,9 +212,15 @@ class TierNode:
 
     # --- receiving and applying --------------------------------------------------------
     async def _receive(self, subscription: Subscription) -> None:
-        async for delivery in subscription:
-            self.stats.deliveries += 1
-            self._inbox.put_nowait(delivery)  # bounded by the subscription's prefetch
+        try:
+            async for delivery in subscription:
+                self.stats.deliveries += 1
+                self._inbox.put_nowait(delivery)  # bounded by the subscription's prefetch
+        except Exception as exc:  # e.g. TopologyError: the broker refused the queue
+            raise NodeFailed(f"{self.name}: consuming {self.config.queue} failed: {exc}") from exc
+        if not self._stopping:
+            # Nobody asked it to stop, yet no delivery will ever come: fail visibly.
+            raise NodeFailed(f"{self.name}: subscription to {self.config.queue} ended")
 
     async def _apply_loop(self) -> None:
         while not self._stopping:
@@ -214,10 +243,16 @@ class TierNode:
             for delivery in batch:
                 await delivery.nack(requeue=True)
             raise
+        elapsed = time.perf_counter() - started
         self.stats.batches += 1
-        self.stats.apply_s += time.perf_counter() - started
+        self.stats.apply_s += elapsed
         for result in results:
             self._account(result)
+        for observer in self.observers:
+            try:
+                observer(results, elapsed)
+            except Exception:  # metrics must never stop the node
+                log.exception("%s: batch observer failed", self.name)
         for delivery in batch:
             await delivery.ack()
         if self.config.role == "aggregator":

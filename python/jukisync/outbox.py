@@ -32,6 +32,7 @@ _META_ORIGIN = b"origin"
 _META_NEXT_SEQ = b"next_seq"
 _META_HEAD_SEQ = b"head_seq"
 _META_HEAD_HASH = b"head_hash"
+_META_PROGRESS = b"progress:"
 
 
 class OutboxError(Exception):
@@ -57,6 +58,7 @@ class Change:
     put_bundles: list[OutboxEntry] = field(default_factory=list)  # put unconfirmed
     head: ChainHead | None = None
     next_seq: int | None = None
+    progress: tuple[bytes, int] | None = None  # (key, position): how far a feed got
 
 
 def _key(seq: int) -> bytes:
@@ -133,6 +135,12 @@ class Outbox:
         with self._env.begin() as txn:
             return _seq(_required(txn, _META_NEXT_SEQ, self._meta))
 
+    def progress(self, key: bytes) -> int:
+        """The position last recorded under `key` by a `Change` (0 if none)."""
+        with self._env.begin(db=self._meta) as txn:
+            value = txn.get(_META_PROGRESS + key)
+            return 0 if value is None else _seq(bytes(value))
+
     def open_updates(self) -> list[Update]:
         """Accepted updates not yet in a bundle, in sequence order."""
         with self._env.begin(db=self._open) as txn:
@@ -157,6 +165,9 @@ class Outbox:
                 txn.put(_META_HEAD_HASH, change.head.hash, db=self._meta)
             if change.next_seq is not None:
                 txn.put(_META_NEXT_SEQ, _key(change.next_seq), db=self._meta)
+            if change.progress is not None:
+                key, position = change.progress
+                txn.put(_META_PROGRESS + key, _key(position), db=self._meta)
 
     def confirm(self, last_seqs: list[int]) -> None:
         """The transport confirmed these bundles; keep only the newest confirmed ones."""

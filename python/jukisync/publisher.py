@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
 from jukisync import _core, codes
-from jukisync.bundling import BundlePolicy, ChainHead, Linger, Sealed, number, rechain, seal
+from jukisync.bundling import (
+    BundlePolicy,
+    ChainHead,
+    Linger,
+    Sealed,
+    chunk,
+    number,
+    rechain,
+    seal,
+)
 from jukisync.messages import Envelope, Update, decode_body, decode_envelope, encode
 from jukisync.outbox import Change, Outbox, OutboxEntry, OutboxError
 
@@ -106,29 +115,47 @@ class Publisher:
         """Validate, number and durably accept one update; returns its sequence number."""
         return self.add_many([update])[0]
 
-    def add_many(self, updates: Sequence[Update]) -> list[int]:
+    def validate(self, update: Update) -> None:
+        """Raise `codes.CodeError` naming the field if `add` would refuse `update`:
+        the validator's checks, and a size that fits in a bundle."""
+        self._validate(update)
+        budget = self.policy.update_budget
+        if budget is not None and (size := len(encode(update))) > budget:
+            raise codes.CodeError(
+                "update",
+                update.juminhyo_code,
+                f"encoded in {size:,} bytes, more than a bundle may hold ({budget:,})",
+            )
+
+    def add_many(
+        self, updates: Sequence[Update], *, progress: tuple[bytes, int] | None = None
+    ) -> list[int]:
         """Accept several updates in one transaction, all or none.
 
         Every update is validated first, so an invalid one raises `codes.CodeError`
-        (naming the field) before any is numbered, signed or written.
+        (naming the field) before any is numbered, signed or written. `progress`
+        (key, position) is recorded in the same transaction, so a reader of a file
+        knows after a crash which lines were accepted (`progress`).
         """
         for update in updates:
-            self._validate(update)
+            self.validate(update)
         if not updates:
+            if progress is not None:
+                self._outbox.commit(Change(progress=progress))
             return []
         numbered = number(updates, self._next_seq)
         persisted = len(self._open)  # how many of the open updates are already on disk
         pending = self._open + numbered
         next_seq = self._next_seq + len(numbered)
-        change = Change(next_seq=next_seq)
+        change = Change(next_seq=next_seq, progress=progress)
         head = self._head
-        max_updates = self.policy.max_updates
         consumed = 0
-        while len(pending) - consumed >= max_updates:
-            chunk = pending[consumed : consumed + max_updates]
-            entry, head = self._signed(seal(self.origin, head, chunk, self._clock_us()))
+        for end in self._cuts(pending, final=False):
+            entry, head = self._signed(
+                seal(self.origin, head, pending[consumed:end], self._clock_us())
+            )
             change.put_bundles.append(entry)
-            consumed += max_updates
+            consumed = end
         # Updates sealed in this very change never touch the `open` database.
         change.remove_open = [u.seq for u in pending[: min(consumed, persisted)]]
         change.add_open = pending[max(consumed, persisted) :]
@@ -144,6 +171,17 @@ class Publisher:
             self._linger.closed()
         return [u.seq for u in numbered]
 
+    def progress(self, key: bytes) -> int:
+        """The last position recorded under `key` by `add_many` (0 if none)."""
+        return self._outbox.progress(key)
+
+    def _cuts(self, updates: Sequence[Update], *, final: bool) -> list[int]:
+        if self.policy.max_bytes is None:
+            sizes = [0] * len(updates)  # only the count matters
+        else:
+            sizes = [len(encode(u)) for u in updates]
+        return chunk(sizes, self.policy, final=final)
+
     # --- cutting bundles -------------------------------------------------------------
     def due(self) -> bool:
         return self._linger.due(len(self._open), self._monotonic())
@@ -157,17 +195,27 @@ class Publisher:
         return self.flush() if self.due() else None
 
     def flush(self) -> OutboxEntry | None:
-        """Seal whatever is open now, regardless of linger (shutdown, tests)."""
+        """Seal whatever is open now, regardless of linger (shutdown, tests); returns
+        the last bundle sealed (more than one if the open updates exceed a bundle's
+        byte limit)."""
         if not self._open:
             return None
-        entry, head = self._signed(seal(self.origin, self._head, self._open, self._clock_us()))
+        entries: list[OutboxEntry] = []
+        head = self._head
+        start = 0
+        for end in self._cuts(self._open, final=True):
+            entry, head = self._signed(
+                seal(self.origin, head, self._open[start:end], self._clock_us())
+            )
+            entries.append(entry)
+            start = end
         self._outbox.commit(
-            Change(remove_open=[u.seq for u in self._open], put_bundles=[entry], head=head)
+            Change(remove_open=[u.seq for u in self._open], put_bundles=entries, head=head)
         )
         self._head = head
         self._open = []
         self._linger.closed()
-        return entry
+        return entries[-1]
 
     def _signed(self, sealed: Sealed) -> tuple[OutboxEntry, ChainHead]:
         envelope = Envelope(
@@ -208,7 +256,7 @@ class Publisher:
         all unconfirmed, in chain order.
         """
         for update in updates:
-            self._validate(update)
+            self.validate(update)
         if not updates:
             raise PublisherError("a re-issued bundle needs at least one update")
         dropped = self._outbox.find(dropped_hash)

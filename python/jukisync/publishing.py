@@ -5,7 +5,13 @@
 unconfirmed bundle with publisher confirms (then marks them confirmed), and a control
 task answers the centres' resend requests from the retained bundles. While the
 transport is unavailable the pump backs off and the publisher keeps accepting
-(store-and-forward).
+(store-and-forward); the node may even start while the broker is down.
+
+A bundle the transport refuses as too large (`MessageTooLarge`) cannot be delivered
+by retrying, and skipping it would leave every centre waiting for it: the pump stops
+publishing and records the failure (`failure`, and `drain` raises it), with the
+bundle and what was published before it safe in the outbox. The operator raises the
+transport's limit (`max_message_bytes`) and starts again.
 """
 
 from __future__ import annotations
@@ -18,17 +24,24 @@ from typing import Any
 
 import msgspec
 
+from jukisync.outbox import OutboxEntry
 from jukisync.publisher import Publisher, PublisherError
 from jukisync.transport.base import (
+    MessageTooLarge,
     Subscription,
     Transport,
     TransportUnavailable,
     decode_resend,
 )
 
-__all__ = ["PublisherNode"]
+__all__ = ["PublisherFailed", "PublisherNode"]
 
 log = logging.getLogger("jukisync.publisher")
+
+
+class PublisherFailed(Exception):
+    """The pump stopped for good (e.g. a bundle too large for the transport); the
+    outbox keeps every bundle not yet confirmed."""
 
 
 class PublisherNode:
@@ -39,16 +52,25 @@ class PublisherNode:
         *,
         window: int = 64,
         retry_s: float = 0.2,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.publisher = publisher
         self.transport = transport
         self.window = window  # bundles in flight awaiting confirms
         self.retry_s = retry_s
+        # The transport's message limit, if known: a window is cut before a bundle over
+        # it, so nothing after that bundle is published ahead of it.
+        self.max_message_bytes = (
+            max_message_bytes if max_message_bytes is not None else transport.max_message_bytes
+        )
         self.published = 0  # bundles confirmed by the transport
         self.published_updates = 0  # updates in those bundles
         self.resent = 0  # bundles published again on request
+        self.failure: PublisherFailed | None = None
+        self.unavailable = False  # the last publish attempt found the broker unavailable
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._failed = asyncio.Event()
         self._control: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -57,7 +79,12 @@ class PublisherNode:
         return self.publisher.origin
 
     async def start(self) -> None:
-        await self.transport.declare_control_queue(self.origin)
+        """Start pumping and serving resends. A broker that is down now is no reason
+        to refuse: the control queue is declared by its consumer once connected."""
+        try:
+            await self.transport.declare_control_queue(self.origin)
+        except TransportUnavailable as exc:
+            log.warning("publisher %s: broker unavailable at start (%s)", self.origin, exc)
         self._control = self.transport.consume_control(self.origin)
         self._spawn("pump", self._pump())
         self._spawn("control", self._serve_control(self._control))
@@ -72,13 +99,24 @@ class PublisherNode:
         self._wake.set()
 
     async def drain(self) -> None:
-        """Seal what is open and wait until every bundle is confirmed."""
+        """Seal what is open and wait until every bundle is confirmed; raises
+        `PublisherFailed` if the pump stopped for good."""
         self.publisher.flush()
         self.notify()
         while self.publisher.unconfirmed_count() or self.publisher.open_count:
+            if self.failure is not None:
+                raise self.failure
             self._idle.clear()
             self._wake.set()
-            await self._idle.wait()
+            idle = asyncio.ensure_future(self._idle.wait())
+            failed = asyncio.ensure_future(self._failed.wait())
+            try:
+                await asyncio.wait([idle, failed], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+                failed.cancel()
+        if self.failure is not None:
+            raise self.failure
 
     async def stop(self, *, graceful: bool = True) -> None:
         """Graceful: flush and publish what can be published now. Either way, what is
@@ -89,9 +127,9 @@ class PublisherNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        if graceful:  # after the pump is gone, so nothing is published twice here
+        if graceful and self.failure is None:  # after the pump: nothing published twice
             self.publisher.flush()
-            with contextlib.suppress(TransportUnavailable):
+            with contextlib.suppress(TransportUnavailable, PublisherFailed):
                 await self._publish_unconfirmed()
         if self._control is not None:
             await self._control.close()
@@ -106,22 +144,63 @@ class PublisherNode:
             self.publisher.cut_due()
             try:
                 await self._publish_unconfirmed()
-            except TransportUnavailable:
-                log.warning("publisher %s: broker unavailable; keeping bundles", self.origin)
+            except TransportUnavailable as exc:
+                if not self.unavailable:  # once per outage, not every retry
+                    log.warning(
+                        "publisher %s: broker unavailable (%s); %d bundles kept in the "
+                        "outbox, retrying",
+                        self.origin,
+                        exc,
+                        self.publisher.unconfirmed_count(),
+                    )
+                self.unavailable = True
                 await asyncio.sleep(self.retry_s)
                 self._wake.set()
                 continue
+            except PublisherFailed as exc:
+                log.error("publisher %s: %s", self.origin, exc)
+                self.failure = exc
+                self._failed.set()
+                return
+            if self.unavailable:
+                log.info("publisher %s: broker available again", self.origin)
+                self.unavailable = False
             if not self.publisher.open_count:
                 self._idle.set()
 
+    def _too_large(self, entry: OutboxEntry, exc: Exception | None = None) -> PublisherFailed:
+        reason = str(exc) if exc is not None else f"over {self.max_message_bytes:,} bytes"
+        return PublisherFailed(
+            f"bundle seq {entry.first_seq}-{entry.last_seq} ({len(entry.envelope):,} bytes) "
+            f"cannot be published: {reason}; publishing stopped, the outbox keeps it and "
+            "every later bundle (raise the broker's max_message_bytes and start again)"
+        )
+
     async def _publish_unconfirmed(self) -> None:
         while entries := self.publisher.unconfirmed(self.window):
-            await asyncio.gather(
-                *(self.transport.publish_bundle(self.origin, e.envelope) for e in entries)
+            limit = self.max_message_bytes
+            if limit is not None:
+                for i, entry in enumerate(entries):
+                    if len(entry.envelope) > limit:
+                        if i == 0:
+                            raise self._too_large(entry)
+                        entries = entries[:i]  # those before it go out first
+                        break
+            results = await asyncio.gather(
+                *(self.transport.publish_bundle(self.origin, e.envelope) for e in entries),
+                return_exceptions=True,
             )
-            self.publisher.confirm(entries)
-            self.published += len(entries)
-            self.published_updates += sum(e.last_seq - e.first_seq + 1 for e in entries)
+            done = [e for e, r in zip(entries, results, strict=True) if r is None]
+            if done:
+                self.publisher.confirm(done)
+                self.published += len(done)
+                self.published_updates += sum(e.last_seq - e.first_seq + 1 for e in done)
+            for entry, result in zip(entries, results, strict=True):
+                if isinstance(result, MessageTooLarge):
+                    raise self._too_large(entry, result)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result  # TransportUnavailable: retried; anything else: a bug
 
     # --- resend requests -------------------------------------------------------------------
     async def _serve_control(self, subscription: Subscription) -> None:
@@ -148,6 +227,12 @@ class PublisherNode:
             except TransportUnavailable:
                 await delivery.nack(requeue=True)
                 await asyncio.sleep(self.retry_s)
+                continue
+            except MessageTooLarge as exc:
+                log.error(
+                    "publisher %s: cannot resend for %s: %s", self.origin, request.requester, exc
+                )
+                await delivery.ack()
                 continue
             self.resent += len(entries)
             log.info(

@@ -192,4 +192,3 @@ class QueryClient:
         finally:
             self._waiting.pop(correlation_id, None)
         return decode_response(body)
-

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from jukisync import _core, keys
 
-__all__ = ["REGISTRY_FILE", "ROOT_FILE", "StoreDirError", "load_registry", "write_trust"]
+__all__ = [
+    "REGISTRY_FILE",
+    "ROOT_FILE",
+    "StoreDirError",
+    "load_registry",
+    "read_root_public",
+    "write_trust",
+]
 
 REGISTRY_FILE = "registry.bin"
 ROOT_FILE = "root.pub"
@@ -31,6 +38,15 @@ def write_trust(store_dir: str | os.PathLike[str], registry: bytes, root_public:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / REGISTRY_FILE).write_bytes(registry)
     (directory / ROOT_FILE).write_text(root_public.hex() + "\n")
+
+
+def read_root_public(path: str | os.PathLike[str]) -> bytes:
+    """A root public key file: 64 hex digits, or a `keys` public key file (.pub.json)."""
+    path = Path(path)
+    try:
+        return _root_public(path)
+    except OSError as exc:
+        raise StoreDirError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _root_public(path: Path) -> bytes:

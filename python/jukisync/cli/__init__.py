@@ -23,6 +23,7 @@ _SUBCOMMANDS = [
     "search",
     "confirm",
     "audit",
+    "bench",
 ]
 
 

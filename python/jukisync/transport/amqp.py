@@ -71,6 +71,7 @@ from jukisync.transport.base import (
     FORWARD_EXCHANGE,
     UPDATES_EXCHANGE,
     Delivery,
+    MessageTooLarge,
     ResendRequest,
     Subscription,
     Transport,
@@ -122,11 +123,6 @@ DEAD_LETTER: Final = "jukisync.dead"  # the dead-letter exchange and the queue b
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # RabbitMQ 4's own default limit
 CONTENT_TYPE: Final = "application/msgpack"
 _PERSISTENT: Final = 2
-
-
-class MessageTooLarge(ValueError):
-    """A message over the transport's size limit: refused before it reaches the broker
-    (which would close the channel on it). Retrying cannot help."""
 
 
 class Unroutable(TransportUnavailable):
@@ -584,6 +580,12 @@ class _AmqpSubscription(Subscription):
     def queue(self) -> str:
         return self._queue.name
 
+    @property
+    def consuming(self) -> bool:
+        """A consumer is registered on a live channel now (for health checks)."""
+        channel = self._channel
+        return not self._closed and channel is not None and not channel.is_closed
+
     async def wait_started(self, count: int = 1, timeout: float | None = None) -> None:
         """Until the consumer has been registered with the broker `count` times in all
         (1: subscribed; 2: resubscribed once after a loss...). For tests and health."""
@@ -729,6 +731,7 @@ class AmqpTransport(Transport):
         self.url = url
         self.name = name
         self.options = opts
+        self.max_message_bytes = opts.max_message_bytes
         self.names = Names(opts.namespace)
         self.user_id = opts.user_id if opts.user_id is not None else url_user(url)
         self.queue_arguments = queue_arguments(

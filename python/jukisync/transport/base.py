@@ -32,6 +32,7 @@ __all__ = [
     "FORWARD_EXCHANGE",
     "UPDATES_EXCHANGE",
     "Delivery",
+    "MessageTooLarge",
     "ResendRequest",
     "Subscription",
     "Transport",
@@ -53,6 +54,11 @@ CONTROL_EXCHANGE = "jukisync.control"
 
 class TransportUnavailable(Exception):
     """The broker cannot take the message now; the caller keeps it and retries."""
+
+
+class MessageTooLarge(ValueError):
+    """A message over the transport's size limit: refused before it reaches the broker
+    (which would close the channel on it). Retrying cannot help."""
 
 
 class TransportClosed(Exception):
@@ -154,6 +160,10 @@ class Subscription(abc.ABC):
 
 class Transport(abc.ABC):
     """A node's connection to the message fabric."""
+
+    # The largest message it takes, if it has a limit: publishing a larger one raises
+    # `MessageTooLarge` (publishers check ahead, so nothing overtakes such a bundle).
+    max_message_bytes: int | None = None
 
     # --- topology (idempotent, called by nodes at start) ----------------------------
     @abc.abstractmethod

@@ -135,6 +135,19 @@ impl<'de> Deserialize<'de> for Bin {
     }
 }
 
+impl BodyHead {
+    pub fn of(body: &BundleBody) -> Self {
+        BodyHead {
+            origin: body.origin.clone(),
+            first_seq: body.first_seq,
+            last_seq: body.last_seq,
+            prev_hash: body.prev_hash.clone(),
+            created_at: body.created_at,
+            supersedes: body.supersedes.clone(),
+        }
+    }
+}
+
 /// Encode as msgspec does: a map with string keys.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(rmp_serde::to_vec_named(value)?)

@@ -1,0 +1,409 @@
+"""The tier daemons: `jukisync run --config FILE`, an aggregation centre or the national
+node over RabbitMQ (DESIGN.md §1, §3, §5).
+
+Start-up, in order, each failure a `StartupError` with its exit code and one line:
+1. lock the store directory (`daemon.lock`): one daemon per store;
+2. the trust section: the root public key and the registry it must verify;
+3. aggregator: its signing key (owner = the config's `id`, known to the registry);
+4. open the store, writing the trust files beside it (`storedir`), so operator tools
+   (`jukisync status|quarantine|lookup --store`) can open it while the daemon runs;
+5. the HTTP endpoint (`/healthz`, `/metrics`) if `http.port` is not 0, so the node
+   reports "starting" while it connects;
+6. connect to the broker within `broker.connect_timeout_s` (or wait as long as it
+   takes with `wait`), declare the topology and start consuming: the aggregator its
+   queue for its prefecture set (`bundle_queue_name`), national its forward queue
+   (`national_queue_name`).
+
+Then it runs until `request_stop()` (the CLI wires SIGTERM and SIGINT to it) or until
+the node fails (store failure, queue refused): stop consuming, finish the batch in
+hand and commit it, forward what is waiting if national is reachable, close the
+connection. A broker that goes away meanwhile is not a failure: the transport
+reconnects and the node resumes (health says 503 meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jukisync import _core, keys, lockfile, storedir
+from jukisync.cli.exitcodes import ExitCode
+from jukisync.config import AggregatorConfig, NationalConfig, TrustConfig
+from jukisync.node import NodeConfig, Role, TierNode
+from jukisync.observability import HttpEndpoint, NodeMetrics
+from jukisync.transport.amqp import AmqpTransport, TopologyError, bundle_queue_name
+from jukisync.transport.base import TransportUnavailable
+
+__all__ = [
+    "Daemon",
+    "StartupError",
+    "TierConfig",
+    "Trust",
+    "load_trust",
+    "national_queue_name",
+    "open_store",
+    "queue_name",
+]
+
+log = logging.getLogger("jukisync.daemon")
+
+TierConfig = AggregatorConfig | NationalConfig
+LOCK_FILE = "daemon.lock"
+
+
+class StartupError(Exception):
+    """The daemon cannot start; `code` is the exit code, the message one line."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def national_queue_name(node_id: str) -> str:
+    """The national node's queue of forwarded bundles."""
+    return f"jukisync.forwards.{node_id}"
+
+
+def queue_name(config: TierConfig) -> str:
+    if isinstance(config, AggregatorConfig):
+        return bundle_queue_name(config.id, config.prefectures)
+    return national_queue_name(config.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    registry_bytes: bytes
+    root_public: bytes
+    registry: _core.KeyRegistry
+
+
+def load_trust(trust: TrustConfig) -> Trust:
+    """The registry, verified against the root public key of the config."""
+    try:
+        root = storedir.read_root_public(trust.root_public_key)
+    except storedir.StoreDirError as exc:
+        raise StartupError(ExitCode.CONFIG, f"trust.root_public_key: {exc}") from None
+    try:
+        data = Path(trust.registry).read_bytes()
+    except OSError as exc:
+        raise StartupError(
+            ExitCode.CONFIG, f"trust.registry: {trust.registry}: {exc.strerror or exc}"
+        ) from None
+    try:
+        registry = _core.KeyRegistry(data, root)
+    except _core.JukisyncError as exc:
+        raise StartupError(
+            ExitCode.CONFIG, f"trust.registry: {trust.registry} does not verify: {exc}"
+        ) from None
+    return Trust(data, root, registry)
+
+
+def _centre_key(config: AggregatorConfig, registry: _core.KeyRegistry) -> keys.KeyPair:
+    try:
+        pair = keys.load(config.signing_key)
+    except keys.KeyFileError as exc:
+        raise StartupError(ExitCode.CONFIG, f"signing_key: {exc}") from None
+    if pair.owner != config.id:
+        raise StartupError(
+            ExitCode.CONFIG,
+            f"signing_key: {config.signing_key} belongs to {pair.owner!r}, not to this "
+            f"centre {config.id!r}",
+        )
+    known = registry.key_for(pair.key_id)
+    if known != (config.id, pair.public_key):
+        raise StartupError(
+            ExitCode.CONFIG,
+            f"signing_key: key {pair.key_id!r} of {config.id!r} is not in the registry "
+            f"(version {registry.version}): national would refuse its attestations",
+        )
+    if not registry.valid_at(pair.key_id, config.id, keys.now_us()):
+        raise StartupError(
+            ExitCode.CONFIG,
+            f"signing_key: key {pair.key_id!r} is not valid now in the registry "
+            f"(version {registry.version}): expired, revoked or not yet valid",
+        )
+    return pair
+
+
+def open_store(config: TierConfig, trust: Trust) -> _core.Store:
+    """The node's store, with the trust files written beside it."""
+    pair = _centre_key(config, trust.registry) if isinstance(config, AggregatorConfig) else None
+    limits = config.limits
+    try:
+        storedir.write_trust(config.store, trust.registry_bytes, trust.root_public)
+        if pair is not None:
+            return _core.Store(
+                config.store,
+                role="aggregator",
+                registry=trust.registry,
+                centre_id=config.id,
+                centre_key=pair.secret,
+                centre_key_id=pair.key_id,
+                map_size=limits.map_size,
+                max_bundle_bytes=limits.max_bundle_bytes,
+                pending_limit=limits.pending_limit,
+            )
+        return _core.Store(
+            config.store,
+            role="national",
+            registry=trust.registry,
+            map_size=limits.map_size,
+            max_bundle_bytes=limits.max_bundle_bytes,
+            pending_limit=limits.pending_limit,
+        )
+    except OSError as exc:
+        raise StartupError(
+            ExitCode.CONFIG, f"store: {config.store}: {exc.strerror or exc}"
+        ) from None
+    except _core.JukisyncError as exc:
+        raise StartupError(ExitCode.CONFIG, f"store: cannot open {config.store}: {exc}") from None
+
+
+class _Quiet(logging.Filter):
+    """Drops the transport's retry warnings while a bounded start-up connect is tried:
+    if it fails, the one-line reason says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+class Daemon:
+    """One tier node's process: store, transport, node, health and metrics."""
+
+    def __init__(self, config: TierConfig, *, connection_name: str | None = None) -> None:
+        self.config = config
+        self.role: Role = "aggregator" if isinstance(config, AggregatorConfig) else "national"
+        self.connection_name = connection_name or (
+            f"jukisync {self.role} {config.id} pid {os.getpid()}"
+        )
+        self.queue = queue_name(config)
+        self.phase = "starting"  # starting, running, stopping, stopped
+        self.node: TierNode | None = None
+        self.transport: AmqpTransport | None = None
+        self.http: HttpEndpoint | None = None
+        self._stop: asyncio.Event | None = None
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Stop consuming, finish the batch in hand, commit, close (safe to call twice)."""
+        self.stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    # --- health --------------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        node, transport = self.node, self.transport
+        connected = transport is not None and transport.connected
+        consuming = node is not None and node.consuming
+        failure = node.failure if node is not None else None
+        if failure is not None:
+            status = "failed"
+        elif self.phase in ("stopping", "stopped"):
+            status = "stopping"
+        elif connected and consuming:
+            status = "ok"
+        elif self.phase == "starting":
+            status = "starting"
+        else:
+            status = "unavailable"  # connection lost: reconnecting
+        details: dict[str, Any] = {
+            "status": status,
+            "role": self.role,
+            "node": self.config.id,
+            "queue": self.queue,
+            "connected": connected,
+            "consuming": consuming,
+            "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
+        }
+        if transport is not None and not connected and transport.last_error is not None:
+            details["broker_error"] = str(transport.last_error)
+        if node is not None:
+            stats = node.store.stats()
+            details["halted"] = sorted(node.store.halted())
+            for key in ("pending", "forward_backlog", "quarantine_open", "applied_bundles"):
+                details[key] = stats.get(key, 0)
+        return status == "ok", details
+
+    def _refresh_metrics(self, metrics: NodeMetrics) -> None:
+        node, transport = self.node, self.transport
+        metrics.set_state(
+            up=node is not None and node.failure is None,
+            connected=transport is not None and transport.connected,
+            consuming=node is not None and node.consuming,
+        )
+
+    # --- running -------------------------------------------------------------------------
+    async def run(self, *, wait: bool = False) -> ExitCode:
+        """Start, serve until stopped or failed, shut down. Returns the exit code;
+        raises `StartupError` if it could not start."""
+        self._stop = asyncio.Event()
+        if self.stop_requested:
+            self._stop.set()
+        config = self.config
+        try:
+            lock = lockfile.hold(config.store, LOCK_FILE, "store")
+        except lockfile.LockHeld as exc:
+            raise StartupError(ExitCode.UNAVAILABLE, str(exc)) from None
+        except OSError as exc:
+            raise StartupError(
+                ExitCode.CONFIG, f"store: {config.store}: {exc.strerror or exc}"
+            ) from None
+        try:
+            return await self._run(wait)
+        finally:
+            self.phase = "stopped"
+            if self.transport is not None:
+                await self.transport.close()
+            if self.http is not None:
+                await self.http.close()
+            lock.release()
+
+    async def _run(self, wait: bool) -> ExitCode:
+        config = self.config
+        trust = load_trust(config.trust)
+        store = await asyncio.to_thread(open_store, config, trust)
+        try:
+            self.transport = AmqpTransport(
+                config.broker.url, name=self.connection_name, options=config.broker
+            )
+        except ValueError as exc:
+            raise StartupError(ExitCode.CONFIG, f"broker: {exc}") from None
+        node = TierNode(
+            NodeConfig(
+                name=config.id,
+                role=self.role,
+                queue=self.queue,
+                prefectures=config.prefectures if isinstance(config, AggregatorConfig) else (),
+                max_batch=config.limits.max_batch,
+                prefetch=config.broker.prefetch,
+            ),
+            store,
+            self.transport,
+        )
+        self.node = node
+        metrics = NodeMetrics(node)
+        node.observers.append(metrics.observe)
+        if config.http.port:
+            self.http = HttpEndpoint(
+                config.http.listen,
+                config.http.port,
+                health=self.health,
+                metrics=metrics,
+                refresh=lambda: self._refresh_metrics(metrics),
+            )
+            try:
+                await self.http.start()
+            except OSError as exc:
+                self.http = None
+                raise StartupError(
+                    ExitCode.CONFIG,
+                    f"http: cannot listen on {config.http.listen}:{config.http.port}: "
+                    f"{exc.strerror or exc}",
+                ) from None
+        if not await self._connect_and_start(wait):
+            await node.stop(graceful=True)  # asked to stop before it was consuming
+            return ExitCode.OK
+        if node.failure is None:
+            self.phase = "running"
+            log.info(
+                "%s %s: consuming %s%s (store %s)",
+                self.role,
+                config.id,
+                self.transport.names.queue(self.queue),
+                f" for prefectures {', '.join(config.prefectures)}"
+                if isinstance(config, AggregatorConfig)
+                else "",
+                config.store,
+            )
+            assert self._stop is not None
+            await _first(self._stop.wait(), node.failed.wait())
+        self.phase = "stopping"
+        if node.failure is not None and not self.stop_requested:
+            log.error("%s: node failed: %s; shutting down", config.id, node.failure)
+        else:
+            log.info("%s: stopping: finishing the batch in hand", config.id)
+        started = time.monotonic()
+        await node.stop(graceful=True)
+        log.info(
+            "%s: stopped in %.2fs (%d bundles applied, %d forwarded this run)",
+            config.id,
+            time.monotonic() - started,
+            node.stats.applied,
+            node.stats.forwarded,
+        )
+        if node.failure is not None:
+            return ExitCode.FAILURE
+        return ExitCode.OK
+
+    async def _connect_and_start(self, wait: bool) -> bool:
+        """Connect and start the node; False if a stop was asked meanwhile."""
+        transport, node, stop = self.transport, self.node, self._stop
+        assert transport is not None and node is not None and stop is not None
+        timeout = None if wait else self.config.broker.connect_timeout_s
+        quiet = _Quiet()
+        transport_log = logging.getLogger("jukisync.transport.amqp")
+        if not wait:
+            transport_log.addFilter(quiet)
+        try:
+            while True:
+                try:
+                    if not await _first(transport.connect(timeout=timeout), stop.wait()):
+                        return False
+                    await node.start()
+                    # Until the broker registered the consumer (or the node failed).
+                    started = getattr(node.subscription, "wait_started", None)
+                    if started is not None:
+                        await _first(started(), _any(stop.wait(), node.failed.wait()))
+                    return not stop.is_set()
+                except TransportUnavailable as exc:
+                    if not wait:
+                        raise StartupError(
+                            ExitCode.UNAVAILABLE,
+                            f"broker unreachable within {timeout:g}s: {exc} "
+                            "(--wait to wait for it)",
+                        ) from None
+                    # Lost again between connecting and declaring: go round.
+                    log.warning("%s: broker unavailable (%s); waiting", self.config.id, exc)
+                    if not await _first(asyncio.sleep(transport.backoff(0)), stop.wait()):
+                        return False
+                except TopologyError as exc:
+                    raise StartupError(ExitCode.CONFIG, f"broker: {exc}") from None
+        finally:
+            transport_log.removeFilter(quiet)
+
+
+async def _any(*waits: Awaitable[object]) -> None:
+    """Until the first of `waits` is done."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _first(main: Awaitable[object], stop: Awaitable[object]) -> bool:
+    """Run `main` until done, unless `stop` finishes first; True if `main` finished
+    (re-raising its exception), False if `stop` did."""
+    main_task = asyncio.ensure_future(main)
+    stop_task = asyncio.ensure_future(stop)
+    try:
+        await asyncio.wait([main_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (main_task, stop_task):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+    if main_task.done() and not main_task.cancelled():
+        main_task.result()  # re-raise
+        return True
+    return False
