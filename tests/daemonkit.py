@@ -133,6 +133,7 @@ class Net:
         linger_s: float = 0.02,
         max_bundle_bytes: int = 1 << 20,
         http: bool = False,
+        query_policy: Path | None = None,
     ) -> None:
         tag = uuid.uuid4().hex[:8]
         self.root = root
@@ -153,6 +154,9 @@ class Net:
         self.configs[self.national] = self._tier_config(
             self.national, "national", http=http, max_bundle_bytes=max_bundle_bytes + 4096
         )
+        if query_policy is not None:  # national answers queries under this policy
+            with self.configs[self.national].open("a") as config:
+                config.write(f'\n[query]\npolicy = "{query_policy}"\n')
         for origin in self.origins:
             self.configs[origin] = self._municipality_config(
                 origin, max_updates, linger_s, max_bundle_bytes

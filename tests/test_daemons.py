@@ -438,3 +438,34 @@ def _reachable(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+async def test_the_national_daemon_answers_queries_over_rpc(
+    make_net: MakeNet, tmp_path: Path, broker_url: str
+) -> None:
+    from yarl import URL
+
+    from jukisync.query import ByCode, Denied, Found
+    from jukisync.rpc import QueryClient
+    from querykit import CATALOGUE, POLICY, write_policy
+
+    user = URL(broker_url).user or "guest"
+    policy = write_policy(tmp_path / "policy", CATALOGUE, POLICY.replace('"agency-a"', f'"{user}"'))
+    net = make_net(query_policy=policy)
+    [centre] = net.centres
+    net.start_and_wait(net.national, centre)
+    updates = synthetic_updates(50, 0, seed=4)
+    data = write_updates(tmp_path / "changes.jsonl", updates)
+    for proc in [net.publish(o, data, "--skip-others") for o in ORIGINS]:
+        assert proc.wait() == 0, proc.output()
+    net.wait_converged([centre, net.national])
+    mine = next(u for u in updates if u.municipality in ORIGINS)
+    async with QueryClient(broker_url, namespace=net.namespace) as client:
+        found = await client.ask(ByCode(task="T-ADDR", code=mine.juminhyo_code), node=net.national)
+        refused = await client.ask(ByCode(task="T-NUM", code=mine.juminhyo_code), node=net.national)
+    assert isinstance(found, Found), found
+    assert found.records[0]["address"] == mine.address
+    assert isinstance(refused, Denied) and "T-NUM" in refused.reason
+    assert net.kill(net.national, signal.SIGTERM) == 0
+    requesters = {(e.requester, e.allowed) for e in net.store(net.national).audit_entries()}
+    assert requesters == {(user, True), (user, False)}

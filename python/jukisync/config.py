@@ -29,6 +29,7 @@ __all__ = [
     "MunicipalityConfig",
     "NationalConfig",
     "NodeConfigFile",
+    "QueryServiceConfig",
     "TrustConfig",
     "load",
 ]
@@ -71,6 +72,14 @@ class TrustConfig(_Section, frozen=True, kw_only=True):
     registry: str
 
 
+class QueryServiceConfig(_Section, frozen=True, kw_only=True):
+    """Answer agencies' queries over RabbitMQ (`jukisync.query`, routed by node id)
+    under this policy; large batch confirmations are written under `out_dir`."""
+
+    policy: str
+    out_dir: str | None = None
+
+
 class HttpConfig(_Section, frozen=True, kw_only=True):
     """`/healthz` and Prometheus `/metrics`; port 0 disables the endpoint."""
 
@@ -94,6 +103,7 @@ class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=Tru
     broker: BrokerConfig = BrokerConfig()
     http: HttpConfig = HttpConfig()
     limits: _StoreLimits = _StoreLimits()
+    query: QueryServiceConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.prefectures:
@@ -109,6 +119,7 @@ class NationalConfig(_Section, tag="national", tag_field="role", kw_only=True, f
     broker: BrokerConfig = BrokerConfig()
     http: HttpConfig = HttpConfig()
     limits: _StoreLimits = _StoreLimits()
+    query: QueryServiceConfig | None = None
 
 
 class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only=True, frozen=True):
@@ -155,16 +166,20 @@ def _resolve(config: NodeConfigFile, base: Path) -> NodeConfigFile:
         root_public_key=str(path(config.trust.root_public_key)),
         registry=str(path(config.trust.registry)),
     )
+    query = config.query and QueryServiceConfig(
+        policy=str(path(config.query.policy)), out_dir=path(config.query.out_dir)
+    )
     if isinstance(config, AggregatorConfig):
         return msgspec.structs.replace(
             config,
             broker=broker,
             trust=trust,
+            query=query,
             store=str(path(config.store)),
             signing_key=str(path(config.signing_key)),
         )
     return msgspec.structs.replace(
-        config, broker=broker, trust=trust, store=str(path(config.store))
+        config, broker=broker, trust=trust, query=query, store=str(path(config.store))
     )
 
 

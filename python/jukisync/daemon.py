@@ -35,9 +35,12 @@ from typing import Any
 
 from jukisync import _core, keys, lockfile, storedir
 from jukisync.cli.exitcodes import ExitCode
-from jukisync.config import AggregatorConfig, NationalConfig, TrustConfig
+from jukisync.config import AggregatorConfig, NationalConfig, QueryServiceConfig, TrustConfig
 from jukisync.node import NodeConfig, Role, TierNode
 from jukisync.observability import HttpEndpoint, NodeMetrics
+from jukisync.policy import PolicyError, load_policy
+from jukisync.query import QueryService
+from jukisync.rpc import QueryServer
 from jukisync.transport.amqp import AmqpTransport, TopologyError, bundle_queue_name
 from jukisync.transport.base import TransportUnavailable
 
@@ -188,6 +191,7 @@ class Daemon:
         self.node: TierNode | None = None
         self.transport: AmqpTransport | None = None
         self.http: HttpEndpoint | None = None
+        self.queries: QueryServer | None = None
         self._stop: asyncio.Event | None = None
         self.stop_requested = False
 
@@ -310,6 +314,8 @@ class Daemon:
         if not await self._connect_and_start(wait):
             await node.stop(graceful=True)  # asked to stop before it was consuming
             return ExitCode.OK
+        if node.failure is None and config.query is not None:
+            await self._serve_queries(store, config.query)
         if node.failure is None:
             self.phase = "running"
             log.info(
@@ -325,6 +331,8 @@ class Daemon:
             assert self._stop is not None
             await _first(self._stop.wait(), node.failed.wait())
         self.phase = "stopping"
+        if self.queries is not None:
+            await self.queries.close()  # stop answering before the store goes
         if node.failure is not None and not self.stop_requested:
             log.error("%s: node failed: %s; shutting down", config.id, node.failure)
         else:
@@ -341,6 +349,22 @@ class Daemon:
         if node.failure is not None:
             return ExitCode.FAILURE
         return ExitCode.OK
+
+    async def _serve_queries(self, store: _core.Store, query: QueryServiceConfig) -> None:
+        """Agencies' queries over RabbitMQ, answered from this node's store."""
+        try:
+            policy = load_policy(query.policy)
+        except PolicyError as exc:
+            raise StartupError(ExitCode.CONFIG, f"query.policy: {exc}") from None
+        service = QueryService(store, policy, out_dir=query.out_dir)
+        self.queries = QueryServer(
+            self.config.broker.url,
+            service,
+            node=self.config.id,
+            namespace=self.config.broker.namespace,
+        )
+        await self.queries.start()
+        log.info("%s: answering queries under %s", self.config.id, query.policy)
 
     async def _connect_and_start(self, wait: bool) -> bool:
         """Connect and start the node; False if a stop was asked meanwhile."""
