@@ -35,7 +35,8 @@ def test_demo_converges_and_reports_every_tier(kept_demo: tuple[dict[str, object
     report, data_dir = kept_demo
     assert report["converged"] is True
     assert report["updates"] == 3000
-    assert isinstance(report["elapsed_s"], float) and report["elapsed_s"] > 0
+    seconds = report["elapsed_s"]  # present and plausible; never a timing bound
+    assert isinstance(seconds, float) and seconds > 0
     tiers = report["tiers"]
     assert isinstance(tiers, dict)
     assert set(tiers) == {"centre-a", "centre-b", "national"}

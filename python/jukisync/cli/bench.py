@@ -9,7 +9,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import cast
 
@@ -20,7 +19,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from jukisync.cli.common import fail
+from jukisync.cli.common import fail, fresh_data_dir
 from jukisync.cli.exitcodes import ExitCode
 from jukisync.e2e_bench import (
     TARGET_PACED_RATE,
@@ -47,16 +46,6 @@ _UNREACHABLE = (
     ConnectionError,
     TimeoutError,
 )
-
-
-def _data_dir(given: Path | None) -> tuple[Path, bool]:
-    """The directory to run in, and whether it is a temporary one to remove after."""
-    if given is None:
-        return Path(tempfile.mkdtemp(prefix="jukisync-bench-")), True
-    if given.exists() and (not given.is_dir() or any(given.iterdir())):
-        fail("bench", ExitCode.USAGE, f"--data-dir {given} must be empty or not exist yet")
-    given.mkdir(parents=True, exist_ok=True)
-    return given, False
 
 
 def _ms(p: Percentiles) -> str:
@@ -330,7 +319,7 @@ def command(
         asyncio.run(probe_broker(broker))
     except _UNREACHABLE as exc:
         fail("bench", ExitCode.UNAVAILABLE, f"broker unreachable at --broker: {exc}")
-    directory, temporary = _data_dir(data_dir)
+    directory, temporary = fresh_data_dir("bench", data_dir)
     try:
         options = BenchOptions(
             broker_url=broker,

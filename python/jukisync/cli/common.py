@@ -4,6 +4,7 @@ existing tier store from its directory (with the trust files beside it)."""
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -12,13 +13,25 @@ import click
 from jukisync import _core, storedir
 from jukisync.cli.exitcodes import ExitCode
 
-__all__ = ["fail", "open_store", "store_option"]
+__all__ = ["fail", "fresh_data_dir", "open_store", "store_option"]
 
 
 def fail(command: str, code: ExitCode, message: str) -> NoReturn:
     """Diagnostics go to stderr; the exit code says what kind of failure it was."""
     click.echo(f"jukisync {command}: {message}", err=True)
     sys.exit(code)
+
+
+def fresh_data_dir(command: str, given: Path | None) -> tuple[Path, bool]:
+    """The directory a run (demo, bench) works in, and whether it is a temporary one to
+    remove afterwards. A given one must be empty: old stores and outboxes would mix
+    with a fresh network's keys and data."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix=f"jukisync-{command}-")), True
+    if given.exists() and (not given.is_dir() or any(given.iterdir())):
+        fail(command, ExitCode.USAGE, f"--data-dir {given} must be empty or not exist yet")
+    given.mkdir(parents=True, exist_ok=True)
+    return given, False
 
 
 def open_store(command: str, path: Path) -> _core.Store:

@@ -7,10 +7,8 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from rich import box
@@ -19,27 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
 from rich.progress import Progress as Bars
 from rich.table import Table
 
+from jukisync.cli.common import fail, fresh_data_dir
 from jukisync.cli.exitcodes import ExitCode
 from jukisync.demo import DemoOptions, DemoResult, Progress, run_demo
 from jukisync.transport.base import TransportUnavailable
 
 __all__ = ["command"]
-
-
-def _fail(code: ExitCode, message: str) -> NoReturn:
-    click.echo(f"jukisync demo: {message}", err=True)
-    sys.exit(code)
-
-
-def _data_dir(given: Path | None) -> tuple[Path, bool]:
-    """The directory to run in, and whether it is a temporary one to remove after."""
-    if given is None:
-        return Path(tempfile.mkdtemp(prefix="jukisync-demo-")), True
-    if given.exists() and (not given.is_dir() or any(given.iterdir())):
-        # Old stores and outboxes would mix with a fresh network's keys and data.
-        _fail(ExitCode.USAGE, f"--data-dir {given} must be empty or not exist yet")
-    given.mkdir(parents=True, exist_ok=True)
-    return given, False
 
 
 def _bars(console: Console) -> tuple[Bars, Callable[[Progress], None]]:
@@ -196,8 +179,8 @@ def command(
     Exits 0 only if every tier converged (same chain heads, same digests).
     """
     if broker is not None and not broker.startswith(("amqp://", "amqps://")):
-        _fail(ExitCode.USAGE, f"--broker must be an amqp:// or amqps:// URL, got {broker!r}")
-    directory, temporary = _data_dir(data_dir)
+        fail("demo", ExitCode.USAGE, f"--broker must be an amqp:// or amqps:// URL, got {broker!r}")
+    directory, temporary = fresh_data_dir("demo", data_dir)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     options = DemoOptions(
@@ -220,7 +203,7 @@ def command(
         else:
             result = asyncio.run(run_demo(options))
     except TransportUnavailable as exc:
-        _fail(ExitCode.UNAVAILABLE, f"--broker: {exc}")
+        fail("demo", ExitCode.UNAVAILABLE, f"--broker: {exc}")
     finally:
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import msgspec
 
 from jukisync import keys
+from jukisync.cli.common import fail
 from jukisync.cli.exitcodes import ExitCode
 from jukisync.messages import KeyEntry, RegistryBody, SignedRegistry
 
 __all__ = ["command"]
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
-
-
-def _fail(code: ExitCode, message: str) -> NoReturn:
-    click.echo(f"jukisync keys: {message}", err=True)
-    sys.exit(int(code))
 
 
 def parse_time(text: str) -> int:
@@ -65,21 +60,21 @@ def _load_root(path: Path) -> keys.KeyPair:
     try:
         return keys.load(path)
     except keys.KeyFileError as exc:
-        _fail(ExitCode.CONFIG, str(exc))
+        fail("keys", ExitCode.CONFIG, str(exc))
 
 
 def _load_public(path: Path) -> keys.PublicKey:
     try:
         return keys.load_public(path)
     except keys.KeyFileError as exc:
-        _fail(ExitCode.CONFIG, str(exc))
+        fail("keys", ExitCode.CONFIG, str(exc))
 
 
 def _write_registry(path: Path, data: bytes) -> None:
     try:
         keys.write_atomic(path, data, 0o644, overwrite=True)
     except OSError as exc:
-        _fail(ExitCode.FAILURE, f"cannot write {path}: {exc.strerror or exc}")
+        fail("keys", ExitCode.FAILURE, f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _entry_json(e: KeyEntry) -> dict[str, Any]:
@@ -151,9 +146,9 @@ def generate(owner: str, out_dir: Path, key_id: str | None, force: bool, as_json
     try:
         secret_path, public_path = keys.save(pair, out_dir, overwrite=force)
     except FileExistsError as exc:
-        _fail(ExitCode.USAGE, f"{exc}; pass --force to replace it")
+        fail("keys", ExitCode.USAGE, f"{exc}; pass --force to replace it")
     except OSError as exc:
-        _fail(ExitCode.FAILURE, f"cannot write key files: {exc.strerror or exc}")
+        fail("keys", ExitCode.FAILURE, f"cannot write key files: {exc.strerror or exc}")
     if as_json:
         result = {
             "owner": pair.owner,
@@ -226,13 +221,13 @@ def registry(
             try:
                 version = keys.read_registry(out, root.public_key).version + 1
             except keys.KeyFileError as exc:
-                _fail(ExitCode.CONFIG, f"{exc}; pass --version to replace it")
+                fail("keys", ExitCode.CONFIG, f"{exc}; pass --version to replace it")
     try:
         data = keys.build_registry(
             entries, root.secret, version, keys.now_us() if issued_at is None else issued_at
         )
     except keys.RegistryContentError as exc:
-        _fail(ExitCode.INPUT, str(exc))
+        fail("keys", ExitCode.INPUT, str(exc))
     _write_registry(out, data)
     click.echo(f"{out}: version {version}, {len(entries)} keys")
 
@@ -290,16 +285,16 @@ def rotate(
     try:
         current = keys.read_registry(registry_file, root.public_key)
     except keys.KeyFileError as exc:
-        _fail(ExitCode.CONFIG, str(exc))
+        fail("keys", ExitCode.CONFIG, str(exc))
     new_key = _load_public(new_file)
     start = keys.now_us() if at is None else at
     try:
         entries = keys.rotate(current.entries, old_key_id, new_key.entry(not_before=start))
         data = keys.build_registry(entries, root.secret, current.version + 1, keys.now_us())
     except KeyError:
-        _fail(ExitCode.NOT_FOUND, f"{registry_file}: no key {old_key_id!r} in the registry")
+        fail("keys", ExitCode.NOT_FOUND, f"{registry_file}: no key {old_key_id!r} in the registry")
     except keys.RegistryContentError as exc:
-        _fail(ExitCode.INPUT, str(exc))
+        fail("keys", ExitCode.INPUT, str(exc))
     target = registry_file if out is None else out
     _write_registry(target, data)
     click.echo(
@@ -332,14 +327,14 @@ def _show_registry(path: Path, root: Path | None, as_json: bool) -> None:
             signed = msgspec.msgpack.decode(path.read_bytes(), type=SignedRegistry)
             body = msgspec.msgpack.decode(signed.body, type=RegistryBody)
         except ValueError as exc:
-            _fail(ExitCode.CONFIG, f"{path}: neither a key file nor a registry ({exc})")
+            fail("keys", ExitCode.CONFIG, f"{path}: neither a key file nor a registry ({exc})")
         click.echo(f"{path}: signature NOT verified (pass --root to verify)", err=True)
         verified = False
     else:
         try:
             body = keys.read_registry(path, _load_public_or_pair(root).public_key)
         except keys.KeyFileError as exc:
-            _fail(ExitCode.CONFIG, str(exc))
+            fail("keys", ExitCode.CONFIG, str(exc))
         verified = True
     if as_json:
         result = {
@@ -357,7 +352,7 @@ def _load_public_or_pair(path: Path) -> keys.PublicKey:
     try:
         key = keys.read_key_file(path, check_permissions=False)
     except keys.KeyFileError as exc:
-        _fail(ExitCode.CONFIG, str(exc))
+        fail("keys", ExitCode.CONFIG, str(exc))
     return key.public if isinstance(key, keys.KeyPair) else key
 
 
@@ -381,12 +376,12 @@ def show(file: Path, root: Path | None, as_json: bool) -> None:
     try:
         head = file.read_bytes()[:1]
     except OSError as exc:
-        _fail(ExitCode.CONFIG, f"{file}: cannot read: {exc.strerror or exc}")
+        fail("keys", ExitCode.CONFIG, f"{file}: cannot read: {exc.strerror or exc}")
     if head == b"{":  # key files are JSON objects; registries are MessagePack maps
         try:
             key = keys.read_key_file(file, check_permissions=False)
         except keys.KeyFileError as exc:
-            _fail(ExitCode.CONFIG, str(exc))
+            fail("keys", ExitCode.CONFIG, str(exc))
         _show_key(key, as_json)
     else:
         _show_registry(file, root, as_json)
