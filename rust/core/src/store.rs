@@ -767,16 +767,26 @@ impl Store {
                     number_deletes.extend(old_number.map(|k| (k.clone(), code.clone())));
                     number_puts.extend(new_number.map(|k| (k.clone(), code.clone())));
                 }
-                let (old_name, new_name) = (old.map(name_key), new.map(name_key));
-                if old_name != new_name {
-                    name_deletes.extend(old_name.map(|k| (k, code.clone())));
-                    name_puts.extend(new_name.map(|k| (k, code.clone())));
+                // Search keys are normalised text (NFKC); compare the raw fields first so
+                // the usual change (an address, a status) normalises nothing.
+                let same_person = |a: &Record, b: &Record| a.birth_date == b.birth_date && a.sex == b.sex;
+                let reading_kept =
+                    matches!((old, new), (Some(a), Some(b)) if same_person(a, b) && a.name_kana == b.name_kana);
+                if !reading_kept {
+                    let (old_name, new_name) = (old.map(name_key), new.map(name_key));
+                    if old_name != new_name {
+                        name_deletes.extend(old_name.map(|k| (k, code.clone())));
+                        name_puts.extend(new_name.map(|k| (k, code.clone())));
+                    }
                 }
-                let (old_text, new_text) =
-                    (old.map(query::name_keys).unwrap_or_default(), new.map(query::name_keys).unwrap_or_default());
-                if old_text != new_text {
-                    text_deletes.extend(old_text.into_iter().map(|k| (k, code.clone())));
-                    text_puts.extend(new_text.into_iter().map(|k| (k, code.clone())));
+                let names_kept = matches!((old, new), (Some(a), Some(b)) if same_person(a, b) && a.name == b.name && a.alias == b.alias);
+                if !names_kept {
+                    let old_text = old.map(query::name_keys).unwrap_or_default();
+                    let new_text = new.map(query::name_keys).unwrap_or_default();
+                    if old_text != new_text {
+                        text_deletes.extend(old_text.into_iter().map(|k| (k, code.clone())));
+                        text_puts.extend(new_text.into_iter().map(|k| (k, code.clone())));
+                    }
                 }
             }
             i = last + 1;
