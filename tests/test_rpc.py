@@ -7,12 +7,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aio_pika
 import pytest
 from yarl import URL
 
 from jukisync import Store
 from jukisync.query import ByCode, Denied, Found, QueryService
-from jukisync.rpc import QueryClient, QueryServer, RpcError
+from jukisync.rpc import QUERY_EXCHANGE, QueryClient, QueryServer, RpcError
 from netkit import YAMAGUCHI_CITY
 from querykit import Registry, code, make_policy, person
 
@@ -63,7 +64,11 @@ async def server(
     server = QueryServer(broker_url, service, node="national", namespace=namespace)
     await server.start()
     yield server, namespace
-    await server.close()
+    await server.close()  # its queue goes with it (auto-delete); the exchange too:
+    connection = await aio_pika.connect(broker_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(namespace + QUERY_EXCHANGE)
 
 
 async def test_granted_agency_gets_the_tasks_fields(
@@ -116,10 +121,8 @@ async def test_no_service_for_an_unknown_node(
 async def test_a_request_without_user_id_is_refused_and_logged(
     server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
 ) -> None:
-    import aio_pika
-
     from jukisync.query import decode_response, encode
-    from jukisync.rpc import QUERY_EXCHANGE, UNIDENTIFIED
+    from jukisync.rpc import UNIDENTIFIED
 
     _, namespace = server
     connection = await aio_pika.connect(agencies["agency-a"])

@@ -37,12 +37,12 @@ from jukisync.query import (
     encode,
 )
 from jukisync.transport.amqp import url_user
+from jukisync.transport.base import QUERY_EXCHANGE
 
 __all__ = ["QUERY_EXCHANGE", "QueryClient", "QueryServer", "RpcError", "query_queue_name"]
 
 log = logging.getLogger("jukisync.rpc")
 
-QUERY_EXCHANGE = "jukisync.query"
 UNIDENTIFIED = "(unidentified)"
 
 
@@ -84,10 +84,11 @@ class QueryServer:
         exchange = await self._channel.declare_exchange(
             self.namespace + QUERY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        # Queries are answered now or not at all: a classic, non-durable queue; a
-        # request lost with a restarting node is retried by the agency's timeout.
+        # Queries are answered now or not at all: a classic, non-durable queue that
+        # goes with its server, so while no node serves, a request fails at once
+        # ("no query service") instead of waiting for the agency's timeout.
         queue = await self._channel.declare_queue(
-            self.namespace + query_queue_name(self.node), durable=False, auto_delete=False
+            self.namespace + query_queue_name(self.node), durable=False, auto_delete=True
         )
         await queue.bind(exchange, routing_key=self.node)
         await queue.consume(self._on_request)

@@ -69,6 +69,7 @@ from yarl import URL
 from jukisync.transport.base import (
     CONTROL_EXCHANGE,
     FORWARD_EXCHANGE,
+    QUERY_EXCHANGE,
     UPDATES_EXCHANGE,
     Delivery,
     MessageTooLarge,
@@ -487,8 +488,8 @@ async def remove_topology(
         await channel.initialize()
         for queue in {*queues, names.dead_queue}:
             await channel.queue_delete(queue)
-        for exchange in exchange_specs(names):
-            await channel.exchange_delete(exchange.name)
+        for exchange in [*(e.name for e in exchange_specs(names)), names.exchange(QUERY_EXCHANGE)]:
+            await channel.exchange_delete(exchange)
     finally:
         await connection.close()
 

@@ -30,6 +30,7 @@ import msgspec
 __all__ = [
     "CONTROL_EXCHANGE",
     "FORWARD_EXCHANGE",
+    "QUERY_EXCHANGE",
     "UPDATES_EXCHANGE",
     "Delivery",
     "MessageTooLarge",
@@ -50,6 +51,7 @@ __all__ = [
 UPDATES_EXCHANGE = "jukisync.updates"
 FORWARD_EXCHANGE = "jukisync.forward"
 CONTROL_EXCHANGE = "jukisync.control"
+QUERY_EXCHANGE = "jukisync.query"  # request/reply for agencies (jukisync.rpc)
 
 
 class TransportUnavailable(Exception):
