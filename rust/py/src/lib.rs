@@ -69,11 +69,18 @@ fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> Res<bool> {
 }
 
 #[pyfunction]
-fn verify_batch(py: Python<'_>, items: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>) -> Res<Vec<bool>> {
+fn verify_batch(
+    py: Python<'_>,
+    items: Vec<(Bound<'_, PyBytes>, Bound<'_, PyBytes>, Bound<'_, PyBytes>)>,
+) -> Res<Vec<bool>> {
+    // Bytes are borrowed while the GIL is held (extracting `Vec<u8>` from `bytes` would
+    // go element by element), copied once, then verified with the GIL released.
+    let owned: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> =
+        items.iter().map(|(k, m, s)| (k.as_bytes().to_vec(), m.as_bytes().to_vec(), s.as_bytes().to_vec())).collect();
     py.detach(|| {
-        let keys = items.iter().map(|(k, _, _)| crypto::verifying_key(k)).collect::<Result<Vec<_>, _>>()?;
+        let keys = owned.iter().map(|(k, _, _)| crypto::verifying_key(k)).collect::<Result<Vec<_>, _>>()?;
         let checks: Vec<crypto::SigCheck<'_>> =
-            items.iter().zip(keys).map(|((_, message, sig), key)| crypto::SigCheck { key, message, sig }).collect();
+            owned.iter().zip(keys).map(|((_, message, sig), key)| crypto::SigCheck { key, message, sig }).collect();
         Ok(crypto::verify_batch(&checks))
     })
 }
