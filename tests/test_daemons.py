@@ -430,6 +430,14 @@ def test_startup_failures_exit_with_their_code_and_one_line(make_net: MakeNet) -
     # A publisher with a centre's config is refused with the config exit code.
     done = net.cli("publish", "--config", str(net.configs[centre]), "/dev/null", check=False)
     assert done.returncode == 3 and "municipality" in done.stderr
+    # A query policy that does not load: exit 3, naming the field.
+    no_policy = net.root / "no-policy.toml"
+    no_policy.write_text(
+        net.configs[centre].read_text() + f'\n[query]\npolicy = "{net.root / "absent.toml"}"\n'
+    )
+    net.kill(centre, signal.SIGTERM)
+    done = net.cli("run", "--config", str(no_policy), check=False)
+    assert done.returncode == 3 and "query.policy" in done.stderr, done.stderr
 
 
 def _reachable(port: int) -> bool:
