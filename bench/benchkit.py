@@ -12,11 +12,10 @@ import msgspec
 
 from jukisync import Record, _core
 from jukisync.bundling import ChainHead, number, seal
+from jukisync.keys import build_registry
 from jukisync.messages import (
     Envelope,
     KeyEntry,
-    RegistryBody,
-    SignedRegistry,
     StoredRecord,
     Update,
     encode,
@@ -38,8 +37,7 @@ class KeyRing:
             KeyEntry(owner=o, key_id=k, public_key=_core.public_key(s), not_before=0)
             for o, (k, s) in self.keys.items()
         ]
-        body = encode(RegistryBody(version=1, issued_at=0, entries=entries))
-        signed = encode(SignedRegistry(body=body, sig=_core.sign(self.root, body)))
+        signed = build_registry(entries, self.root, version=1, issued_at=0)
         return _core.KeyRegistry(signed, _core.public_key(self.root))
 
 

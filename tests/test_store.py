@@ -25,11 +25,10 @@ from jukisync import (
     Store,
     _core,
 )
+from jukisync.keys import build_registry
 from jukisync.messages import (
     ChangeReason,
     KeyEntry,
-    RegistryBody,
-    SignedRegistry,
     encode,
 )
 from netkit import CHIYODA, HAGI, YAMAGUCHI_CITY, KeyRing, update
@@ -134,8 +133,7 @@ def registry_with(ring: KeyRing, owner: str, **changes: int) -> KeyRegistry:
         if o == owner:
             entry = msgspec.structs.replace(entry, **changes)
         entries.append(entry)
-    body = encode(RegistryBody(version=2, issued_at=0, entries=entries))
-    signed = encode(SignedRegistry(body=body, sig=_core.sign(ring.root, body)))
+    signed = build_registry(entries, ring.root, version=2, issued_at=0)
     return KeyRegistry(signed, _core.public_key(ring.root))
 
 
