@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import threading
 import time
@@ -66,6 +67,18 @@ def _probe_broker(url: str, within_s: float) -> str | None:
     thread.start()
     thread.join(within_s + 10)
     return outcome[0] if outcome else "the probe did not finish"
+
+
+SEED_ENV = "JUKISYNC_TEST_SEED"
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A random source whose seed is printed (shown with a failure) and can be replayed
+    with JUKISYNC_TEST_SEED=N."""
+    seed = int(os.environ.get(SEED_ENV) or random.randrange(1 << 30))
+    print(f"{request.node.nodeid}: {SEED_ENV}={seed}")
+    return random.Random(seed)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import msgspec
 
+from externaltools import close_connection_async, rabbitmqctl
 from jukisync import _core, keys, synth
 from jukisync.daemon import national_queue_name
 from jukisync.messages import Update
@@ -430,23 +431,6 @@ def assert_matches_reference(net: Net, names: Sequence[str], reference: _core.St
         assert stats["pending"] == 0 and stats["halted"] == 0, (name, stats)
 
 
-def rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
-    )
-    return done.stdout
-
-
-def rabbitmqctl_usable() -> bool:
-    if shutil.which("rabbitmqctl") is None:
-        return False
-    try:
-        rabbitmqctl("list_connections", "pid")
-    except (subprocess.SubprocessError, OSError):
-        return False
-    return True
-
-
 def close_connections(pids: Iterable[int]) -> int:
     """Have the broker close every connection of these processes (their connection
     names end in `pid N`), as an operator's `rabbitmqctl close_connection` or a
@@ -461,12 +445,5 @@ def close_connections(pids: Iterable[int]) -> int:
         name = properties.split(marker, 1)[1].split('"', 1)[0]
         if name.endswith(suffixes):
             targets.append(pid)
-    closing = [
-        subprocess.Popen(
-            ["rabbitmqctl", "-q", "close_connection", pid, "jukisync test: connection cut"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for pid in targets
-    ]
+    closing = [close_connection_async(pid, "jukisync test: connection cut") for pid in targets]
     return sum(p.wait(60) == 0 for p in closing)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import shutil
 import socket
 import ssl
 import subprocess
@@ -24,6 +23,7 @@ import uvloop
 from yarl import URL
 
 from conftest import AmqpKit
+from externaltools import rabbitmqctl, require_rabbitmqctl, require_tool
 from jukisync.demo import DemoOptions, run_demo
 from jukisync.transport.amqp import (
     CONTENT_TYPE,
@@ -73,14 +73,16 @@ async def take(subscription: Subscription, n: int, timeout: float = WAIT_S) -> l
     return got
 
 
-async def nothing_more(subscription: Subscription, wait_s: float = 0.3) -> bool:
-    """True if no delivery comes within `wait_s` (a bounded wait for an absence)."""
-    iterator = subscription.__aiter__()
-    try:
-        await asyncio.wait_for(iterator.__anext__(), wait_s)
-    except TimeoutError:
-        return True
-    return False
+MARKER = b"marker: sent after everything else"
+
+
+async def next_is_marker(subscription: Subscription) -> bool:
+    """True if the next delivery is the marker the caller published after everything
+    else: whatever should not have come would have come before it (queues are FIFO).
+    An absence proved by order, not by waiting."""
+    [delivery] = await take(subscription, 1)
+    await delivery.ack()
+    return delivery.body == MARKER
 
 
 def bodies(deliveries: Sequence[Delivery]) -> list[bytes]:
@@ -100,36 +102,19 @@ async def raw_channel(kit: AmqpKit) -> tuple[aio_pika.abc.AbstractConnection, ai
 # --- cutting connections -------------------------------------------------------------
 
 
-def _rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
-    )
-    return done.stdout
-
-
-def _rabbitmqctl_usable() -> bool:
-    if shutil.which("rabbitmqctl") is None:
-        return False
-    try:
-        _rabbitmqctl("list_connections", "pid")
-    except (subprocess.SubprocessError, OSError):
-        return False
-    return True
-
-
 async def cut_by_broker(transport: AmqpTransport) -> None:
     """The broker closes the connection (as on a broker restart or an operator's
     `rabbitmqctl close_connection`), found by its connection name."""
 
     def run() -> int:
-        listing = _rabbitmqctl("list_connections", "pid", "client_properties")
+        listing = rabbitmqctl("list_connections", "pid", "client_properties")
         pids = [
             line.split("\t", 1)[0]
             for line in listing.splitlines()
             if f'{{"connection_name","{transport.name}"}}' in line
         ]
         for pid in pids:
-            _rabbitmqctl("close_connection", pid, "jukisync test: connection cut")
+            rabbitmqctl("close_connection", pid, "jukisync test: connection cut")
         return len(pids)
 
     assert await asyncio.to_thread(run) == 1, f"no single connection named {transport.name!r}"
@@ -148,8 +133,7 @@ Cutter = Callable[[AmqpTransport], Awaitable[None]]
 @pytest.fixture(params=["broker-closes", "client-fails"])
 def cut(request: pytest.FixtureRequest) -> Cutter:
     if request.param == "broker-closes":
-        if not _rabbitmqctl_usable():
-            pytest.skip("rabbitmqctl is not usable here to close a connection")
+        require_rabbitmqctl()
         return cut_by_broker
     return cut_by_client
 
@@ -290,10 +274,11 @@ async def test_publish_confirm_consume_ack(amqp: AmqpKit) -> None:
         await d.ack()
     await subscription.close()
 
-    again = centre.consume_bundles(queue, ["35"])
-    assert await nothing_more(again)
-    await again.close()
     assert await centre.queue_depth(queue) == 0
+    await publisher.publish_bundle(YAMAGUCHI_CITY, MARKER)
+    again = centre.consume_bundles(queue, ["35"])
+    assert await next_is_marker(again)
+    await again.close()
 
 
 @broker
@@ -329,7 +314,8 @@ async def test_unacked_deliveries_come_back_redelivered(amqp: AmqpKit) -> None:
     centre = amqp.transport("centre")
     await centre.declare_bundle_queue("q", ["35"])
     sent = [f"b{i}".encode() for i in range(5)]
-    await amqp.transport("publisher").publish_bundles(YAMAGUCHI_CITY, sent)
+    publisher = amqp.transport("publisher")
+    await publisher.publish_bundles(YAMAGUCHI_CITY, sent)
 
     first = centre.consume_bundles("q", ["35"])
     got = await take(first, 5)
@@ -344,7 +330,8 @@ async def test_unacked_deliveries_come_back_redelivered(amqp: AmqpKit) -> None:
     assert all(d.redelivered for d in back)
     for d in back:
         await d.ack()
-    assert await nothing_more(second)
+    await publisher.publish_bundle(YAMAGUCHI_CITY, MARKER)
+    assert await next_is_marker(second)
 
 
 @broker
@@ -364,7 +351,8 @@ async def test_two_centres_on_the_same_prefectures_each_get_every_bundle(amqp: A
         assert sorted(bodies(got)) == [b"chiyoda", b"hagi", b"yamaguchi"]
         for d in got:
             await d.ack()
-        assert await nothing_more(subscription)
+        await publisher.publish_bundle(YAMAGUCHI_CITY, MARKER)
+        assert await next_is_marker(subscription)
 
 
 @broker
@@ -410,7 +398,10 @@ async def test_control_flow_reaches_only_its_origin(amqp: AmqpKit) -> None:
     assert delivery.routing_key == "ctl.352039"
     assert delivery.user_id == "guest"
     await delivery.ack()
-    assert await nothing_more(hagi.consume_control(HAGI))
+    marker = ResendRequest(HAGI, 1, "marker")
+    await centre.request_resend(marker)
+    [first] = await take(hagi.consume_control(HAGI), 1)
+    assert decode_resend(first.body) == marker  # nothing of Yamaguchi's came before it
 
 
 @broker
@@ -421,12 +412,10 @@ async def test_prefetch_bounds_unacked_deliveries(amqp: AmqpKit) -> None:
     await amqp.transport("publisher").publish_bundles(YAMAGUCHI_CITY, sent)
     subscription = centre.consume_bundles("q", ["35"], prefetch=3)
     got = await take(subscription, 3)
-    assert await nothing_more(subscription)
     assert await centre.queue_depth("q") == 7  # the broker holds back the rest
     await got[0].ack()
     [fourth] = await take(subscription, 1)
     assert fourth.body == b"b3"
-    assert await nothing_more(subscription)
     assert await centre.queue_depth("q") == 6
 
 
@@ -508,11 +497,10 @@ async def test_quorum_by_default_classic_selectable(amqp: AmqpKit) -> None:
 
 @broker
 async def test_connection_is_named_for_operators(amqp: AmqpKit) -> None:
-    if not _rabbitmqctl_usable():
-        pytest.skip("rabbitmqctl is not usable here")
+    require_rabbitmqctl()
     transport = amqp.transport("centre-a")
     await transport.connect(timeout=WAIT_S)
-    listing = await asyncio.to_thread(_rabbitmqctl, "list_connections", "client_properties")
+    listing = await asyncio.to_thread(rabbitmqctl, "list_connections", "client_properties")
     assert f'{{"connection_name","{transport.name}"}}' in listing
 
 
@@ -757,8 +745,7 @@ async def tls_front(
 
 @broker
 async def test_tls_with_private_ca_and_client_certificate(amqp: AmqpKit, tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make test certificates")
+    require_tool("openssl")
     server_cert, server_key = _self_signed(tmp_path, "localhost")
     client_cert, client_key = _self_signed(tmp_path, "centre-a")
     async with tls_front(amqp.url, server_cert, server_key, client_cert) as port:

@@ -3,7 +3,6 @@ purge, with their exit codes."""
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import json
 from pathlib import Path
@@ -11,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jukisync import _core, storedir
-from jukisync.audit import JST, fiscal_year
+from jukisync import _core, clock, storedir
+from jukisync.audit import fiscal_year
 from jukisync.cli import main
 from jukisync.cli.exitcodes import ExitCode
 from jukisync.messages import ChangeReason
@@ -107,7 +106,13 @@ def test_confirm_inline_and_to_a_file(setup: tuple[Path, Path], tmp_path: Path) 
     assert status == ExitCode.USAGE
 
 
-def test_audit_commands(setup: tuple[Path, Path]) -> None:
+DAYTIME = "2026-06-10T10:00:00+09:00"  # a weekday morning in Japan, FY2026
+
+
+def test_audit_commands(setup: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every query of this test is logged at one daytime instant (JUKISYNC_NOW), so the
+    # anomalies found do not depend on the hour the suite runs at.
+    monkeypatch.setenv(clock.NOW_ENV, DAYTIME)
     store, policy = setup
     run(
         "search",
@@ -126,7 +131,8 @@ def test_audit_commands(setup: tuple[Path, Path]) -> None:
         run("confirm", *common(setup, "agency-n"), "--task", "T-FULL", code(YAMAGUCHI_CITY, 1))
 
     base = ["--store", str(store), "--policy", str(policy)]
-    fy = fiscal_year(dt.datetime.now(JST))
+    fy = fiscal_year(clock.now())
+    assert fy == 2026
     status, out = run("audit", "usage", *base, "--fiscal-year", str(fy), "--json")
     assert status == 0, out
     report = json.loads(out)
@@ -146,7 +152,7 @@ def test_audit_commands(setup: tuple[Path, Path]) -> None:
 
     status, out = run("audit", "anomalies", *base, "--json")
     assert status == ExitCode.FAILURE, out  # three refusals of agency-n within minutes
-    assert json.loads(out.splitlines()[0])["kind"] == "repeated_denials"
+    assert [json.loads(line)["kind"] for line in out.splitlines()] == ["repeated_denials"]
 
     status, out = run("audit", "verify", "--store", str(store), "--json")
     assert status == 0, out
@@ -162,6 +168,37 @@ def test_audit_commands(setup: tuple[Path, Path]) -> None:
     assert status == 0 and json.loads(out)["purged"] == 0, out
     status, out = run("audit", "purge", *base, "--requester", "auditor")
     assert status == ExitCode.USAGE  # not a terminal, no --yes
+
+
+@pytest.mark.parametrize(
+    ("instant", "late"),
+    [
+        ("2026-06-10T02:30:00+09:00", True),
+        ("2026-06-09T17:30:00+00:00", True),  # the same instant, given in UTC
+        ("2026-06-10T12:00:00+09:00", False),
+        ("2027-03-31T23:59:59", True),  # no offset: Japan time
+    ],
+)
+def test_late_night_use_is_judged_in_japan_time(
+    setup: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, instant: str, late: bool
+) -> None:
+    monkeypatch.setenv(clock.NOW_ENV, instant)
+    store, policy = setup
+    run("confirm", *common(setup), "--task", "T-FULL", code(YAMAGUCHI_CITY, 1))
+    status, out = run(
+        "audit", "anomalies", "--store", str(store), "--policy", str(policy), "--json"
+    )
+    kinds = [json.loads(line)["kind"] for line in out.splitlines()]
+    assert ("late_night" in kinds) is late, out
+    assert status == (ExitCode.FAILURE if late else 0)
+
+
+def test_a_malformed_fixed_clock_is_a_config_error(
+    setup: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(clock.NOW_ENV, "yesterday")
+    status, out = run("confirm", *common(setup), "--task", "T-FULL", code(YAMAGUCHI_CITY, 1))
+    assert status == ExitCode.CONFIG and "JUKISYNC_NOW" in out, out
 
 
 def test_missing_store_and_bad_policy(setup: tuple[Path, Path], tmp_path: Path) -> None:

@@ -161,8 +161,10 @@ async def test_the_publisher_starts_and_accepts_while_the_broker_is_down(
     p.add_many([update(ORIGIN, n) for n in range(6)])
     node.notify()
     drained = asyncio.ensure_future(node.drain())
-    await asyncio.sleep(0.05)
-    assert not drained.done() and node.unavailable
+    async with asyncio.timeout(10):  # a bound, not a pace: it polls a state
+        while not node.unavailable:
+            await asyncio.sleep(0.005)
+    assert not drained.done()
     network.available = True
     await asyncio.wait_for(drained, 10)
     assert network.depth("q") == 3 and not node.unavailable

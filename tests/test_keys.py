@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import stat
@@ -15,7 +16,7 @@ import nacl.signing
 import pytest
 from click.testing import CliRunner
 
-from jukisync import _core, keys
+from jukisync import _core, clock, keys
 from jukisync.cli import main
 from jukisync.cli.exitcodes import ExitCode
 from jukisync.cli.keys import format_time, parse_time
@@ -474,6 +475,8 @@ def test_cli_registry_show_and_rotate(tmp_path: Path, keydir: dict[str, Path]) -
 
     new = run("generate", "--owner", "352012", "--out", tmp_path / "new", "--json")
     new_info = json.loads(new.stdout)
+    # The switch is a year after today, whatever year the suite runs in.
+    at = (clock.now() + dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M")
     rotated = run(
         "rotate",
         "--root",
@@ -485,11 +488,11 @@ def test_cli_registry_show_and_rotate(tmp_path: Path, keydir: dict[str, Path]) -
         "--new",
         new_info["public_file"],
         "--at",
-        "2032-01-01T00:00",
+        at,
     )
     assert rotated.exit_code == 0, rotated.stderr
     body = keys.read_registry(reg, root_pub)
-    switch = parse_time("2032-01-01T00:00")
+    switch = parse_time(at)
     assert body.version == 3
     assert [(e.key_id, e.not_before, e.not_after) for e in body.entries][1:] == [
         (new_info["key_id"], switch, None)

@@ -22,12 +22,11 @@ import io
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Final
-from zoneinfo import ZoneInfo
 
 import msgspec
 from rich.table import Table
 
-from jukisync import _core
+from jukisync import _core, clock
 from jukisync.policy import Basis, Catalogue, Kind, Policy, Thresholds
 
 __all__ = [
@@ -56,7 +55,7 @@ __all__ = [
     "usage_table",
 ]
 
-JST: Final = ZoneInfo("Asia/Tokyo")
+JST: Final = clock.JST
 QUERY_KINDS: Final = frozenset(k.value for k in Kind)
 DISCLOSE_KIND: Final = "disclose"
 DISCLOSE_TASK: Final = "disclosure"  # the task logged for a resident's own disclosure
@@ -336,7 +335,7 @@ def purge(
     """Remove the entries older than the retention period; the purge is logged."""
     if years < 1:
         raise ValueError(f"retention of {years} years: must be at least 1")
-    now = now if now is not None else to_micros(dt.datetime.now(JST))
+    now = now if now is not None else clock.now_us()
     return store.audit_purge(
         retention_cutoff(now, years), requester=requester, task=PURGE_TASK, time=now
     )

@@ -18,13 +18,12 @@ import dataclasses
 import hashlib
 import os
 import re
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
 
-from jukisync import _core
+from jukisync import _core, clock
 from jukisync.codes import is_valid_local_government_code
 from jukisync.messages import KeyEntry, RegistryBody, SignedRegistry, encode
 
@@ -134,7 +133,7 @@ class KeyPair:
 
 
 def now_us() -> int:
-    return time.time_ns() // 1000
+    return clock.now_us()
 
 
 def validate_owner(owner: str) -> str:

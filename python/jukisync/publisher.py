@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
-from jukisync import _core, codes
+from jukisync import _core, clock, codes
 from jukisync.bundling import (
     BundlePolicy,
     ChainHead,
@@ -37,10 +37,6 @@ class PublisherError(Exception):
     """An operation the publisher cannot carry out (range not retained, bad reissue...)."""
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class Publisher:
     """One origin's publisher: the only writer of that origin's chain.
 
@@ -61,7 +57,7 @@ class Publisher:
         retain_confirmed: int = 10_000,
         map_size: int = 1 << 30,
         validate: Validator = codes.validate_update,
-        clock_us: Callable[[], int] = _now_us,
+        clock_us: Callable[[], int] = clock.now_us,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not codes.is_valid_local_government_code(origin):

@@ -24,7 +24,6 @@ import csv
 import datetime as dt
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Final
@@ -32,6 +31,7 @@ from typing import Annotated, Final
 import msgspec
 
 from jukisync import _core
+from jukisync import clock as clock_mod
 from jukisync.codes import is_valid_juminhyo_code, is_valid_kojin_bango
 from jukisync.messages import Sex
 from jukisync.policy import Decision, Denial, Field, Kind, Policy
@@ -187,10 +187,6 @@ def decode_response(data: bytes) -> Response:
 _FIELD_ORDER: Final = tuple(f.value for f in Field)
 
 
-def _now_micros() -> int:
-    return time.time_ns() // 1000
-
-
 class QueryService:
     """Answers queries against one tier store under one policy.
 
@@ -203,7 +199,7 @@ class QueryService:
         store: _core.Store,
         policy: Policy,
         *,
-        clock: Callable[[], int] = _now_micros,
+        clock: Callable[[], int] = clock_mod.now_us,
         out_dir: str | os.PathLike[str] | None = None,
         inline_limit: int = 100_000,
     ) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
+from jukisync import clock
 from jukisync.cli.exitcodes import ExitCode
 
 __all__ = ["ExitCode", "main"]
@@ -42,7 +44,17 @@ def main() -> None:
       jukisync keys generate --out keys/  # a signing key pair
       jukisync gen --residents 10000 --changes 5000 --out changes.jsonl
       jukisync lookup --store data/national 12345678901
+
+    \b
+    Environment:
+      JUKISYNC_NOW  fix the wall clock at an ISO 8601 time (Japan time without an
+                    offset), for tests and for replaying a past day's reports
     """
+    try:
+        clock.now_us()
+    except clock.ClockError as exc:
+        click.echo(f"jukisync: {exc}", err=True)
+        sys.exit(ExitCode.CONFIG)
 
 
 for _name in _SUBCOMMANDS:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jukisync import audit as audit_mod
+from jukisync import clock
 from jukisync.cli.common import fail, open_store, store_option
 from jukisync.cli.exitcodes import ExitCode
 from jukisync.cli.querykit import load_policy, policy_option, requester_option
@@ -41,7 +42,7 @@ def command() -> None:
 
 
 def _this_fiscal_year() -> int:
-    return audit_mod.fiscal_year(dt.datetime.now(audit_mod.JST))
+    return audit_mod.fiscal_year(clock.now())
 
 
 @command.command(
@@ -267,7 +268,7 @@ def purge(
     """Remove audit entries older than the retention period."""
     policy = load_policy("audit purge", policy_path)
     years = years if years is not None else policy.retention_years
-    now = audit_mod.to_micros(dt.datetime.now(audit_mod.JST))
+    now = clock.now_us()
     cutoff = audit_mod.from_micros(audit_mod.retention_cutoff(now, years))
     if not yes:
         if not sys.stdin.isatty():
