@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from jukisync import Record, _core
-from jukisync.bundling import ChainHead, number, seal
-from jukisync.keys import build_registry
-from jukisync.messages import (
+from jukisync.publisher.bundling import ChainHead, number, seal
+from jukisync.trust.keys import build_registry
+from jukisync.wire.messages import (
     Envelope,
     KeyEntry,
     StoredRecord,

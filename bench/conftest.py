@@ -1,4 +1,4 @@
-"""Shared fixtures of the benchmarks: a synthetic population (jukisync.synth), signed
+"""Shared fixtures of the benchmarks: a synthetic population (jukisync.sim.synth), signed
 bundles of it, a tier store holding it, and an `lmdb`-package baseline holding the same
 record bytes. Sizes come from the environment so a quick run stays quick:
 
@@ -20,7 +20,8 @@ import msgspec
 import pytest
 
 from benchkit import Chains, KeyRing, stored_record_bytes
-from jukisync import Store, synth
+from jukisync import Store
+from jukisync.sim import synth
 
 RECORDS = int(os.environ.get("JUKISYNC_BENCH_RECORDS", "1000000"))
 _RESULTS: dict[str, tuple[float, str]] = {}  # name -> (per-second figure, unit)

@@ -20,8 +20,9 @@ import pytest
 
 from benchkit import Chains, stored_record_bytes  # noqa: F401  (fixtures use it)
 from conftest import report
-from jukisync import Store, _core, synth
-from jukisync.messages import BundleBody, ChangeFamily, Envelope, StoredRecord, Update
+from jukisync import Store, _core
+from jukisync.sim import synth
+from jukisync.wire.messages import BundleBody, ChangeFamily, Envelope, StoredRecord, Update
 
 SIGNATURES = 1000
 MESSAGE_BYTES = 256

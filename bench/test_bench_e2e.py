@@ -24,7 +24,7 @@ import pytest
 import uvloop
 
 from conftest import report
-from jukisync.e2e_bench import BenchOptions, BenchResult, make_workload, probe_broker, run_bench
+from jukisync.sim.bench import BenchOptions, BenchResult, make_workload, probe_broker, run_bench
 
 UPDATES = int(os.environ.get("JUKISYNC_BENCH_E2E_UPDATES", "500000"))
 PUBLISHERS = int(os.environ.get("JUKISYNC_BENCH_E2E_PUBLISHERS", "8"))

@@ -26,8 +26,9 @@ import msgspec
 import pytest
 
 from conftest import RECORDS, report
-from jukisync import Store, _core, synth
-from jukisync.messages import StoredRecord
+from jukisync import Store, _core
+from jukisync.sim import synth
+from jukisync.wire.messages import StoredRecord
 
 SINGLE_LOOKUPS = 20_000
 AUDITED_LOOKUPS = 300

@@ -28,10 +28,10 @@ from pathlib import Path
 import msgspec
 
 from externaltools import close_connection_async, rabbitmqctl
-from jukisync import _core, keys, synth
-from jukisync.daemon import national_queue_name
-from jukisync.messages import Update
-from jukisync.outbox import Outbox
+from jukisync import _core
+from jukisync.publisher.outbox import Outbox
+from jukisync.sim import synth
+from jukisync.tier.daemon import national_queue_name
 from jukisync.transport.amqp import (
     AmqpOptions,
     AmqpTransport,
@@ -40,6 +40,8 @@ from jukisync.transport.amqp import (
     control_queue_name,
     remove_topology,
 )
+from jukisync.trust import keys
+from jukisync.wire.messages import Update
 
 YAMAGUCHI_CITY = "352039"  # 山口市
 UBE = "352021"  # 宇部市

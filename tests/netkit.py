@@ -10,8 +10,8 @@ import datetime as dt
 import time
 
 from jukisync import _core
-from jukisync.codes import kojin_bango_check_digit
-from jukisync.messages import (
+from jukisync.wire.codes import kojin_bango_check_digit
+from jukisync.wire.messages import (
     ChangeReason,
     KeyEntry,
     RegistryBody,

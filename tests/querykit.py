@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 
 from jukisync import Store
-from jukisync.messages import ChangeReason, Sex, Update
-from jukisync.policy import Policy, load_policy
+from jukisync.query.policy import Policy, load_policy
+from jukisync.wire.messages import ChangeReason, Sex, Update
 from netkit import HAGI, YAMAGUCHI_CITY, KeyRing, update
 from storekit import Origin
 

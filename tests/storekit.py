@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import msgspec
 
 from jukisync import _core
-from jukisync.bundling import ChainHead, number, seal
-from jukisync.messages import BundleBody, Envelope, Update, encode
+from jukisync.publisher.bundling import ChainHead, number, seal
+from jukisync.wire.messages import BundleBody, Envelope, Update, encode
 from netkit import KeyRing
 
 

@@ -24,7 +24,7 @@ from yarl import URL
 
 from conftest import AmqpKit
 from externaltools import rabbitmqctl, require_rabbitmqctl, require_tool
-from jukisync.demo import DemoOptions, run_demo
+from jukisync.sim.demo import DemoOptions, run_demo
 from jukisync.transport.amqp import (
     CONTENT_TYPE,
     AmqpDelivery,

@@ -14,7 +14,7 @@ import lmdb
 import msgspec
 import pytest
 
-from jukisync.audit import (
+from jukisync.query.audit import (
     JST,
     anomalies,
     disclose,
@@ -31,7 +31,7 @@ from jukisync.audit import (
     usage_json,
     usage_table,
 )
-from jukisync.policy import load_catalogue
+from jukisync.query.policy import load_catalogue
 from netkit import YAMAGUCHI_CITY
 from querykit import Registry, code, make_policy, person
 

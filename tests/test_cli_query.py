@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jukisync import _core, clock, storedir
-from jukisync.audit import fiscal_year
+from jukisync import _core, clock
 from jukisync.cli import main
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.messages import ChangeReason
+from jukisync.exitcodes import ExitCode
+from jukisync.query.audit import fiscal_year
+from jukisync.trust import storedir
+from jukisync.wire.messages import ChangeReason
 from netkit import HAGI, YAMAGUCHI_CITY
 from querykit import Registry, code, person, write_policy
 

@@ -10,9 +10,10 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from jukisync import _core, storedir
+from jukisync import _core
 from jukisync.cli import main
-from jukisync.cli.exitcodes import ExitCode
+from jukisync.exitcodes import ExitCode
+from jukisync.trust import storedir
 from netkit import CHIYODA, YAMAGUCHI_CITY, KeyRing, update
 from storekit import Origin
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jukisync import codes
-from jukisync.codes import (
+from jukisync.wire import codes
+from jukisync.wire.codes import (
     LOCAL_GOVERNMENTS,
     YAMAGUCHI_MUNICIPALITIES,
     CodeError,
@@ -24,7 +24,7 @@ from jukisync.codes import (
     register_juminhyo_check,
     validate_update,
 )
-from jukisync.messages import ChangeReason, Sex, Update
+from jukisync.wire.messages import ChangeReason, Sex, Update
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=1)
 

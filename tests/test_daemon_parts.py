@@ -15,12 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jukisync import _core, lockfile
-from jukisync.bundling import ENVELOPE_OVERHEAD, BundlePolicy, chunk
-from jukisync.codes import CodeError
-from jukisync.node import NodeConfig, NodeFailed, TierNode
-from jukisync.observability import HttpEndpoint, NodeMetrics
-from jukisync.publisher import Publisher
-from jukisync.publishing import PublisherFailed, PublisherNode
+from jukisync.publisher.bundling import ENVELOPE_OVERHEAD, BundlePolicy, chunk
+from jukisync.publisher.node import PublisherFailed, PublisherNode
+from jukisync.publisher.origin import Publisher
+from jukisync.tier.node import NodeConfig, NodeFailed, TierNode
+from jukisync.tier.observability import HttpEndpoint, NodeMetrics
 from jukisync.transport.base import (
     Delivery,
     MessageTooLarge,
@@ -28,6 +27,7 @@ from jukisync.transport.base import (
     TransportUnavailable,
 )
 from jukisync.transport.inprocess import InProcessNetwork, InProcessTransport
+from jukisync.wire.codes import CodeError
 from netkit import YAMAGUCHI_CITY, KeyRing, update
 
 ORIGIN = YAMAGUCHI_CITY

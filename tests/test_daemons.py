@@ -39,10 +39,11 @@ from daemonkit import (
     write_updates,
 )
 from externaltools import require_rabbitmqctl
-from jukisync import _core, keys
-from jukisync.messages import BundleBody, Envelope, Update, encode
-from jukisync.outbox import Outbox
-from jukisync.publisher import Publisher
+from jukisync import _core
+from jukisync.publisher.origin import Publisher
+from jukisync.publisher.outbox import Outbox
+from jukisync.trust import keys
+from jukisync.wire.messages import BundleBody, Envelope, Update, encode
 
 pytestmark = pytest.mark.broker
 
@@ -456,8 +457,8 @@ async def test_the_national_daemon_answers_queries_over_rpc(
 ) -> None:
     from yarl import URL
 
-    from jukisync.query import ByCode, Denied, Found
-    from jukisync.rpc import QueryClient
+    from jukisync.query.rpc import QueryClient
+    from jukisync.query.service import ByCode, Denied, Found
     from querykit import CATALOGUE, POLICY, write_policy
 
     user = URL(broker_url).user or "guest"

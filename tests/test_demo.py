@@ -12,12 +12,12 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from jukisync.bundling import BundlePolicy
 from jukisync.cli import ExitCode, main
-from jukisync.demo import DemoOptions, DemoResult
-from jukisync.messages import ChangeReason
-from jukisync.network import Network, NetworkSpec
-from jukisync.storedir import ROOT_FILE
+from jukisync.publisher.bundling import BundlePolicy
+from jukisync.sim.demo import DemoOptions, DemoResult
+from jukisync.sim.network import Network, NetworkSpec
+from jukisync.trust.storedir import ROOT_FILE
+from jukisync.wire.messages import ChangeReason
 from netkit import HAGI, update
 
 SMALL = ["--residents", "1500", "--changes", "1500", "--bundle-size", "50"]

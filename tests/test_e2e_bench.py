@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from jukisync.cli import main
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.e2e_bench import (
+from jukisync.exitcodes import ExitCode
+from jukisync.sim.bench import (
     BenchOptions,
     Bundle,
     _interleave,
@@ -25,7 +25,7 @@ from jukisync.e2e_bench import (
     make_workload,
     percentiles,
 )
-from jukisync.messages import BundleBody, Envelope
+from jukisync.wire.messages import BundleBody, Envelope
 
 broker = pytest.mark.broker
 

@@ -16,11 +16,12 @@ import nacl.signing
 import pytest
 from click.testing import CliRunner
 
-from jukisync import _core, clock, keys
+from jukisync import _core, clock
 from jukisync.cli import main
-from jukisync.cli.exitcodes import ExitCode
 from jukisync.cli.keys import format_time, parse_time
-from jukisync.messages import KeyEntry, RegistryBody, SignedRegistry
+from jukisync.exitcodes import ExitCode
+from jukisync.trust import keys
+from jukisync.wire.messages import KeyEntry, RegistryBody, SignedRegistry
 
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in µs
 YEAR = 365 * 24 * 3600 * 1_000_000

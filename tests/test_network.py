@@ -15,10 +15,10 @@ import msgspec
 import pytest
 
 from jukisync import _core
-from jukisync.bundling import BundlePolicy
-from jukisync.messages import BundleBody, Envelope, decode_body, decode_envelope, encode
-from jukisync.network import Network, NetworkSpec
-from jukisync.publisher import Publisher
+from jukisync.publisher.bundling import BundlePolicy
+from jukisync.publisher.origin import Publisher
+from jukisync.sim.network import Network, NetworkSpec
+from jukisync.wire.messages import BundleBody, Envelope, decode_body, decode_envelope, encode
 from netkit import CHIYODA, HAGI, YAMAGUCHI_CITY, update
 
 UBE = "352021"  # 宇部市

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jukisync.policy import (
+from jukisync.query.policy import (
     Basis,
     CatalogueError,
     Denial,

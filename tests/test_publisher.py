@@ -13,12 +13,12 @@ import msgspec
 import pytest
 
 from jukisync import _core
-from jukisync.bundling import BundlePolicy, ChainHead, Linger, number, rechain, seal
-from jukisync.codes import CodeError
-from jukisync.messages import ZERO_HASH, BundleBody, decode_body, decode_envelope, encode
-from jukisync.outbox import OutboxEntry, OutboxError
-from jukisync.publisher import Publisher, PublisherError
-from jukisync.update_file import BadLine, feed, read_updates
+from jukisync.publisher.bundling import BundlePolicy, ChainHead, Linger, number, rechain, seal
+from jukisync.publisher.input import BadLine, feed, read_updates
+from jukisync.publisher.origin import Publisher, PublisherError
+from jukisync.publisher.outbox import OutboxEntry, OutboxError
+from jukisync.wire.codes import CodeError
+from jukisync.wire.messages import ZERO_HASH, BundleBody, decode_body, decode_envelope, encode
 from netkit import HAGI, YAMAGUCHI_CITY, update
 
 ORIGIN = YAMAGUCHI_CITY

@@ -14,8 +14,7 @@ import msgspec
 import pytest
 
 from jukisync import Store, _core
-from jukisync.messages import ChangeReason, Sex, Update
-from jukisync.query import (
+from jukisync.query.service import (
     CONFIRM_STATUSES,
     ByCode,
     ByNumber,
@@ -28,6 +27,7 @@ from jukisync.query import (
     decode_response,
     encode,
 )
+from jukisync.wire.messages import ChangeReason, Sex, Update
 from netkit import HAGI, YAMAGUCHI_CITY, kojin_bango
 from querykit import Registry, code, make_policy, person
 

@@ -12,8 +12,8 @@ import pytest
 from yarl import URL
 
 from jukisync import Store
-from jukisync.query import ByCode, Denied, Found, QueryService
-from jukisync.rpc import QUERY_EXCHANGE, QueryClient, QueryServer, RpcError
+from jukisync.query.rpc import QUERY_EXCHANGE, QueryClient, QueryServer, RpcError
+from jukisync.query.service import ByCode, Denied, Found, QueryService
 from netkit import YAMAGUCHI_CITY
 from querykit import Registry, code, make_policy, person
 
@@ -57,7 +57,7 @@ async def server(
     for agency, url in agencies.items():
         text = text.replace(f'id = "{agency}"', f'id = "{URL(url).user}"')
     (policy_dir / "policy.toml").write_text(text, encoding="utf-8")
-    from jukisync.policy import load_policy
+    from jukisync.query.policy import load_policy
 
     service = QueryService(store, load_policy(policy_dir / "policy.toml"))
     namespace = f"t{uuid.uuid4().hex[:8]}."
@@ -121,8 +121,8 @@ async def test_no_service_for_an_unknown_node(
 async def test_a_request_without_user_id_is_refused_and_logged(
     server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
 ) -> None:
-    from jukisync.query import decode_response, encode
-    from jukisync.rpc import UNIDENTIFIED
+    from jukisync.query.rpc import UNIDENTIFIED
+    from jukisync.query.service import decode_response, encode
 
     _, namespace = server
     connection = await aio_pika.connect(agencies["agency-a"])

@@ -25,8 +25,8 @@ from jukisync import (
     Store,
     _core,
 )
-from jukisync.keys import build_registry
-from jukisync.messages import (
+from jukisync.trust.keys import build_registry
+from jukisync.wire.messages import (
     ChangeReason,
     KeyEntry,
     encode,
@@ -342,7 +342,7 @@ def test_store_is_plain_lmdb_readable_from_another_process(net: Net) -> None:
     script = textwrap.dedent(
         """
         import sys, lmdb, msgspec
-        from jukisync.messages import StoredRecord
+        from jukisync.wire.messages import StoredRecord
         env = lmdb.open(sys.argv[1], readonly=True, max_dbs=16, lock=sys.argv[2] == "lock")
         records = env.open_db(b"records", create=False)
         with env.begin(db=records) as txn:

@@ -19,11 +19,12 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jukisync import codes, synth
 from jukisync.cli import main
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.messages import ChangeFamily, ChangeReason, Sex, Update, decode_update
-from jukisync.update_file import BadLine, read_updates
+from jukisync.exitcodes import ExitCode
+from jukisync.publisher.input import BadLine, read_updates
+from jukisync.sim import synth
+from jukisync.wire import codes
+from jukisync.wire.messages import ChangeFamily, ChangeReason, Sex, Update, decode_update
 
 R = ChangeReason
 JST = dt.timezone(dt.timedelta(hours=9))

@@ -18,7 +18,7 @@ import nacl.exceptions
 import nacl.signing
 import pytest
 
-from jukisync import messages
+from jukisync.wire import messages
 
 VECTORS_DIR = Path(__file__).parent / "vectors"
 DATA: dict[str, Any] = json.loads((VECTORS_DIR / "vectors.json").read_text(encoding="utf-8"))

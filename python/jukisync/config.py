@@ -18,8 +18,8 @@ from typing import Annotated
 
 import msgspec
 
-from jukisync import codes
 from jukisync.transport.amqp import AmqpOptions
+from jukisync.wire import codes
 
 __all__ = [
     "AggregatorConfig",

@@ -69,8 +69,8 @@ from typing import Any
 import msgspec
 import nacl.signing
 
-from jukisync.codes import validate_update
-from jukisync.messages import (
+from jukisync.wire.codes import validate_update
+from jukisync.wire.messages import (
     ZERO_HASH,
     Attestation,
     BundleBody,

@@ -8,7 +8,7 @@ import sys
 import click
 
 from jukisync import clock
-from jukisync.cli.exitcodes import ExitCode
+from jukisync.exitcodes import ExitCode
 
 __all__ = ["ExitCode", "main"]
 

@@ -13,12 +13,12 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from jukisync import audit as audit_mod
 from jukisync import clock
 from jukisync.cli.common import fail, open_store, store_option
-from jukisync.cli.exitcodes import ExitCode
 from jukisync.cli.querykit import load_policy, policy_option, requester_option
-from jukisync.codes import is_valid_juminhyo_code
+from jukisync.exitcodes import ExitCode
+from jukisync.query import audit as audit_mod
+from jukisync.wire.codes import is_valid_juminhyo_code
 
 __all__ = ["command"]
 

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from jukisync.cli.common import fail, fresh_data_dir
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.e2e_bench import (
+from jukisync.exitcodes import ExitCode
+from jukisync.sim.bench import (
     TARGET_PACED_RATE,
     BenchError,
     BenchOptions,

@@ -10,8 +10,9 @@ from typing import NoReturn
 
 import click
 
-from jukisync import _core, storedir
-from jukisync.cli.exitcodes import ExitCode
+from jukisync import _core
+from jukisync.exitcodes import ExitCode
+from jukisync.trust import storedir
 
 __all__ = ["fail", "fresh_data_dir", "open_store", "store_option"]
 

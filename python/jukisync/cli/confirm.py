@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from jukisync.cli.common import fail, open_store, store_option
-from jukisync.cli.exitcodes import ExitCode
 from jukisync.cli.querykit import load_policy, policy_option, requester_option, task_option
-from jukisync.query import Denied, QueryService
+from jukisync.exitcodes import ExitCode
+from jukisync.query.service import Denied, QueryService
 
 __all__ = ["command"]
 

@@ -18,8 +18,8 @@ from rich.progress import Progress as Bars
 from rich.table import Table
 
 from jukisync.cli.common import fail, fresh_data_dir
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.demo import DemoOptions, DemoResult, Progress, run_demo
+from jukisync.exitcodes import ExitCode
+from jukisync.sim.demo import DemoOptions, DemoResult, Progress, run_demo
 from jukisync.transport.base import TransportUnavailable
 
 __all__ = ["command"]

@@ -17,9 +17,9 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from jukisync import synth
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.messages import Update
+from jukisync.exitcodes import ExitCode
+from jukisync.sim import synth
+from jukisync.wire.messages import Update
 
 __all__ = ["command"]
 

@@ -10,10 +10,10 @@ from typing import Any
 import click
 import msgspec
 
-from jukisync import keys
 from jukisync.cli.common import fail
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.messages import KeyEntry, RegistryBody, SignedRegistry
+from jukisync.exitcodes import ExitCode
+from jukisync.trust import keys
+from jukisync.wire.messages import KeyEntry, RegistryBody, SignedRegistry
 
 __all__ = ["command"]
 

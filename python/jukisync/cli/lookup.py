@@ -9,11 +9,11 @@ import click
 from rich.cells import cell_len
 
 from jukisync.cli.common import fail, open_store, store_option
-from jukisync.cli.exitcodes import ExitCode
 from jukisync.cli.querykit import load_policy
-from jukisync.codes import is_valid_juminhyo_code
-from jukisync.messages import ChangeReason
-from jukisync.query import Denied, QueryService
+from jukisync.exitcodes import ExitCode
+from jukisync.query.service import Denied, QueryService
+from jukisync.wire.codes import is_valid_juminhyo_code
+from jukisync.wire.messages import ChangeReason
 
 __all__ = ["command"]
 

@@ -38,16 +38,17 @@ from typing import NoReturn
 import click
 
 from jukisync import config as node_config
-from jukisync import keys, lockfile
-from jukisync.bundling import BundlePolicy
+from jukisync import lockfile
 from jukisync.cli.common import fail
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.messages import Update
-from jukisync.outbox import OutboxError
-from jukisync.publisher import Publisher, PublisherError
-from jukisync.publishing import PublisherFailed, PublisherNode
+from jukisync.exitcodes import ExitCode
+from jukisync.publisher.bundling import BundlePolicy
+from jukisync.publisher.input import BadLine, read_updates
+from jukisync.publisher.node import PublisherFailed, PublisherNode
+from jukisync.publisher.origin import Publisher, PublisherError
+from jukisync.publisher.outbox import OutboxError
 from jukisync.transport.amqp import AmqpTransport
-from jukisync.update_file import BadLine, read_updates
+from jukisync.trust import keys
+from jukisync.wire.messages import Update
 
 __all__ = ["ATTESTATION_ROOM", "command"]
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from jukisync import _core
 from jukisync.cli.common import fail, open_store, store_option
-from jukisync.cli.exitcodes import ExitCode
+from jukisync.exitcodes import ExitCode
 
 __all__ = ["command"]
 

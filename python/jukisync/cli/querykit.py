@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from jukisync import policy as policy_mod
 from jukisync.cli.common import fail
-from jukisync.cli.exitcodes import ExitCode
-from jukisync.policy import Policy
+from jukisync.exitcodes import ExitCode
+from jukisync.query import policy as policy_mod
+from jukisync.query.policy import Policy
 
 __all__ = ["load_policy", "policy_option", "requester_option", "task_option"]
 

@@ -13,7 +13,7 @@ import click
 
 from jukisync import config as node_config
 from jukisync.cli.common import fail
-from jukisync.cli.exitcodes import ExitCode
+from jukisync.exitcodes import ExitCode
 
 __all__ = ["command"]
 
@@ -91,7 +91,7 @@ def command(config_path: Path, wait: bool, log_level: str) -> None:
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # no `*_created` series
 
-    from jukisync.daemon import Daemon, StartupError  # after the CLI is set up: no cycle
+    from jukisync.tier.daemon import Daemon, StartupError  # after the CLI is set up: no cycle
 
     daemon = Daemon(loaded)
 

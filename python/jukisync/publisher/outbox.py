@@ -21,8 +21,8 @@ from pathlib import Path
 import lmdb
 import msgspec
 
-from jukisync.bundling import ChainHead
-from jukisync.messages import Update, encode
+from jukisync.publisher.bundling import ChainHead
+from jukisync.wire.messages import Update, encode
 
 __all__ = ["Change", "Outbox", "OutboxEntry", "OutboxError"]
 

@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jukisync import synth
-from jukisync.bundling import BundlePolicy
-from jukisync.messages import Update
-from jukisync.network import NATIONAL, Network, NetworkSpec, TierReport
+from jukisync.publisher.bundling import BundlePolicy
+from jukisync.sim import synth
+from jukisync.sim.network import NATIONAL, Network, NetworkSpec, TierReport
 from jukisync.transport.amqp import AmqpNetwork, AmqpOptions
+from jukisync.wire.messages import Update
 
 __all__ = ["DemoOptions", "DemoResult", "Progress", "run_demo"]
 

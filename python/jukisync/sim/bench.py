@@ -46,10 +46,10 @@ import aio_pika.abc
 import msgspec
 from yarl import URL
 
-from jukisync import _core, keys, synth
-from jukisync.bundling import ChainHead, number, seal
-from jukisync.messages import Envelope, Update, encode
-from jukisync.node import NodeConfig, TierNode
+from jukisync import _core
+from jukisync.publisher.bundling import ChainHead, number, seal
+from jukisync.sim import synth
+from jukisync.tier.node import NodeConfig, TierNode
 from jukisync.transport.amqp import AmqpNetwork, AmqpOptions, QueueType
 from jukisync.transport.base import (
     Delivery,
@@ -58,6 +58,8 @@ from jukisync.transport.base import (
     Transport,
     bundle_key,
 )
+from jukisync.trust import keys
+from jukisync.wire.messages import Envelope, Update, encode
 
 __all__ = [
     "TARGET_MAX_BUNDLE",

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
-from jukisync import _core, clock, codes
-from jukisync.bundling import (
+from jukisync import _core, clock
+from jukisync.publisher.bundling import (
     BundlePolicy,
     ChainHead,
     Linger,
@@ -25,8 +25,9 @@ from jukisync.bundling import (
     rechain,
     seal,
 )
-from jukisync.messages import Envelope, Update, decode_body, decode_envelope, encode
-from jukisync.outbox import Change, Outbox, OutboxEntry, OutboxError
+from jukisync.publisher.outbox import Change, Outbox, OutboxEntry, OutboxError
+from jukisync.wire import codes
+from jukisync.wire.messages import Envelope, Update, decode_body, decode_envelope, encode
 
 __all__ = ["OutboxEntry", "OutboxError", "Publisher", "PublisherError"]
 

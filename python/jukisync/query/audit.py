@@ -27,7 +27,7 @@ import msgspec
 from rich.table import Table
 
 from jukisync import _core, clock
-from jukisync.policy import Basis, Catalogue, Kind, Policy, Thresholds
+from jukisync.query.policy import Basis, Catalogue, Kind, Policy, Thresholds
 
 __all__ = [
     "DISCLOSE_KIND",

@@ -24,8 +24,8 @@ from pathlib import Path
 import msgspec
 
 from jukisync import _core, clock
-from jukisync.codes import is_valid_local_government_code
-from jukisync.messages import KeyEntry, RegistryBody, SignedRegistry, encode
+from jukisync.wire.codes import is_valid_local_government_code
+from jukisync.wire.messages import KeyEntry, RegistryBody, SignedRegistry, encode
 
 __all__ = [
     "KeyFileError",

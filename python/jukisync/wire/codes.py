@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from jukisync.messages import ChangeReason, Update
+from jukisync.wire.messages import ChangeReason, Update
 
 __all__ = [
     "LOCAL_GOVERNMENTS",

@@ -29,7 +29,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from jukisync.query import (
+from jukisync.query.service import (
     QueryService,
     Request,
     Response,

@@ -24,8 +24,8 @@ from typing import Any
 
 import msgspec
 
-from jukisync.outbox import OutboxEntry
-from jukisync.publisher import Publisher, PublisherError
+from jukisync.publisher.origin import Publisher, PublisherError
+from jukisync.publisher.outbox import OutboxEntry
 from jukisync.transport.base import (
     MessageTooLarge,
     Subscription,

@@ -33,16 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jukisync import _core, keys, lockfile, storedir
-from jukisync.cli.exitcodes import ExitCode
+from jukisync import _core, lockfile
 from jukisync.config import AggregatorConfig, NationalConfig, QueryServiceConfig, TrustConfig
-from jukisync.node import NodeConfig, Role, TierNode
-from jukisync.observability import HttpEndpoint, NodeMetrics
-from jukisync.policy import PolicyError, load_policy
-from jukisync.query import QueryService
-from jukisync.rpc import QueryServer
+from jukisync.exitcodes import ExitCode
+from jukisync.query.policy import PolicyError, load_policy
+from jukisync.query.rpc import QueryServer
+from jukisync.query.service import QueryService
+from jukisync.tier.node import NodeConfig, Role, TierNode
+from jukisync.tier.observability import HttpEndpoint, NodeMetrics
 from jukisync.transport.amqp import AmqpTransport, TopologyError, bundle_queue_name
 from jukisync.transport.base import TransportUnavailable
+from jukisync.trust import keys, storedir
 
 __all__ = [
     "Daemon",

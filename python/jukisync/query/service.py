@@ -32,9 +32,9 @@ import msgspec
 
 from jukisync import _core
 from jukisync import clock as clock_mod
-from jukisync.codes import is_valid_juminhyo_code, is_valid_kojin_bango
-from jukisync.messages import Sex
-from jukisync.policy import Decision, Denial, Field, Kind, Policy
+from jukisync.query.policy import Decision, Denial, Field, Kind, Policy
+from jukisync.wire.codes import is_valid_juminhyo_code, is_valid_kojin_bango
+from jukisync.wire.messages import Sex
 
 __all__ = [
     "CONFIRM_STATUSES",

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from jukisync import codes
-from jukisync.messages import Update, decode_update
+from jukisync.wire import codes
+from jukisync.wire.messages import Update, decode_update
 
 __all__ = ["BadLine", "FeedReport", "feed", "read_updates"]
 

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from jukisync import _core, keys, storedir
-from jukisync.bundling import BundlePolicy
-from jukisync.messages import Update
-from jukisync.node import NodeConfig, TierNode
-from jukisync.publisher import Publisher
-from jukisync.publishing import PublisherNode
+from jukisync import _core
+from jukisync.publisher.bundling import BundlePolicy
+from jukisync.publisher.node import PublisherNode
+from jukisync.publisher.origin import Publisher
+from jukisync.tier.node import NodeConfig, TierNode
 from jukisync.transport.base import Transport
 from jukisync.transport.inprocess import InProcessNetwork
+from jukisync.trust import keys, storedir
+from jukisync.wire.messages import Update
 
 __all__ = ["Network", "NetworkSpec", "TierReport"]
 

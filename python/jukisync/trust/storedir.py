@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jukisync import _core, keys
+from jukisync import _core
+from jukisync.trust import keys
 
 __all__ = [
     "REGISTRY_FILE",

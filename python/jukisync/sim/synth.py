@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from jukisync.codes import kojin_bango_check_digit, local_government_check_digit
-from jukisync.messages import ChangeReason, Sex, Update
+from jukisync.wire.codes import kojin_bango_check_digit, local_government_check_digit
+from jukisync.wire.messages import ChangeReason, Sex, Update
 
 __all__ = [
     "DEFAULT_AS_OF",

@@ -43,7 +43,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from jukisync._core import ApplyResult, Store
-from jukisync.node import TierNode
+from jukisync.tier.node import TierNode
 
 __all__ = ["HttpEndpoint", "NodeMetrics"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from jukisync.messages import ZERO_HASH, BundleBody, Update, encode
+from jukisync.wire.messages import ZERO_HASH, BundleBody, Update, encode
 
 __all__ = [
     "ENVELOPE_OVERHEAD",
