@@ -39,6 +39,7 @@ from jukisync.exitcodes import ExitCode
 from jukisync.query.policy import PolicyError, load_policy
 from jukisync.query.rpc import QueryServer
 from jukisync.query.service import QueryService
+from jukisync.tier.audit_metrics import AuditAnomalyCollector
 from jukisync.tier.node import NodeConfig, Role, TierNode
 from jukisync.tier.observability import HttpEndpoint, NodeMetrics
 from jukisync.transport.amqp import AmqpTransport, TopologyError, bundle_queue_name
@@ -193,6 +194,7 @@ class Daemon:
         self.transport: AmqpTransport | None = None
         self.http: HttpEndpoint | None = None
         self.queries: QueryServer | None = None
+        self.metrics: NodeMetrics | None = None
         self._stop: asyncio.Event | None = None
         self.stop_requested = False
 
@@ -294,6 +296,7 @@ class Daemon:
         )
         self.node = node
         metrics = NodeMetrics(node)
+        self.metrics = metrics
         node.observers.append(metrics.observe)
         if config.http.port:
             self.http = HttpEndpoint(
@@ -358,6 +361,8 @@ class Daemon:
         except PolicyError as exc:
             raise StartupError(ExitCode.CONFIG, f"query.policy: {exc}") from None
         service = QueryService(store, policy, out_dir=query.out_dir)
+        if self.metrics is not None:
+            self.metrics.registry.register(AuditAnomalyCollector(store, policy.thresholds))
         self.queries = QueryServer(
             self.config.broker.url,
             service,
