@@ -42,7 +42,9 @@ def test_quiet_log_reports_zero_for_every_kind(
 
 @settings(max_examples=25, deadline=None)
 @given(hours_ago=st.lists(st.integers(min_value=1, max_value=47), min_size=1, max_size=8))
-def test_night_queries_in_the_window_count(tmp_path_factory: pytest.TempPathFactory, hours_ago: list[int]) -> None:
+def test_night_queries_in_the_window_count(
+    tmp_path_factory: pytest.TempPathFactory, hours_ago: list[int]
+) -> None:
     store = _core.Store(
         str(tmp_path_factory.mktemp("s") / "store"), role="national", registry=KeyRing().registry()
     )

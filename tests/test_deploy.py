@@ -180,9 +180,7 @@ def test_alert_rules_unit_tests_pass() -> None:
         ('kind="security"', 'kind="halt"'),
     ],
 )
-def test_weakened_rules_fail_their_unit_tests(
-    tmp_path: Path, original: str, weakened: str
-) -> None:
+def test_weakened_rules_fail_their_unit_tests(tmp_path: Path, original: str, weakened: str) -> None:
     require_tool("promtool")
     text = ALERTS.read_text(encoding="utf-8")
     assert original in text
@@ -311,7 +309,9 @@ def test_reference_lists_every_field_of_every_role() -> None:
 
 def test_config_reference_check_detects_drift(tmp_path: Path) -> None:
     stale = tmp_path / "configuration.md"
-    stale.write_text(configdoc.render().replace("`broker.prefetch`", "`broker.prefetched`"), encoding="utf-8")
+    stale.write_text(
+        configdoc.render().replace("`broker.prefetch`", "`broker.prefetched`"), encoding="utf-8"
+    )
     result = CliRunner().invoke(main, ["config", "reference", "--check", str(stale)])
     assert result.exit_code == 1
     missing = CliRunner().invoke(main, ["config", "reference", "--check", str(tmp_path / "x")])

@@ -1,4 +1,5 @@
 # Type stub for the Rust extension `jukisync._core` (rust/py). Checked by mypy.stubtest.
+import os
 from typing import Literal, TypeAlias, final
 
 __all__ = [
@@ -204,6 +205,9 @@ class Store:
     @property
     def role(self) -> str: ...
     def set_registry(self, registry: KeyRegistry) -> None: ...
+    def copy_compacted(self, dest_dir: str | os.PathLike[str]) -> int:
+        """A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`
+        (refused if that exists); its size in bytes."""
     def apply(self, envelopes: list[bytes], received_at: int | None = None) -> list[ApplyResult]:
         """Verify and apply a batch in one write transaction, GIL released."""
 

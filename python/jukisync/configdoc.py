@@ -185,7 +185,9 @@ def _walk(cls: type[msgspec.Struct], prefix: str) -> Iterator[Key]:
                 f"{prefix}{field.encode_name}",
                 f"{cls.__name__}.{field.name}",
                 "table" + (" (optional)" if isinstance(field.type, mi.UnionType) else ""),
-                "required" if field.required else "(defaults below)"
+                "required"
+                if field.required
+                else "(defaults below)"
                 if struct_info.default is not None
                 else "(none)",
                 described,
@@ -255,7 +257,7 @@ def render() -> str:
     }
     for role, role_keys in keys().items():
         lines += [
-            f"## `role = \"{role}\"`: {titles.get(role, role)}",
+            f'## `role = "{role}"`: {titles.get(role, role)}',
             "",
             "| key | type | default | meaning |",
             "|---|---|---|---|",

@@ -27,6 +27,10 @@ _SUBCOMMANDS = [
     "audit",
     "bench",
     "config",
+    "snapshot",
+    "bootstrap",
+    "backup",
+    "restore",
 ]
 
 

@@ -161,6 +161,12 @@ impl Store {
         role_name(self.inner.role())
     }
 
+    /// A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`;
+    /// its size in bytes.
+    fn copy_compacted(&self, py: Python<'_>, dest_dir: PathBuf) -> Res<u64> {
+        Ok(py.detach(|| self.inner.copy_compacted(&dest_dir))?)
+    }
+
     fn set_registry(&self, registry: &KeyRegistry) {
         self.inner.set_registry(registry.inner.clone());
     }

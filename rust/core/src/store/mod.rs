@@ -26,6 +26,9 @@ mod apply;
 mod forward;
 mod quarantine;
 mod reads;
+mod snapshot;
+
+pub use snapshot::DATA_FILE;
 
 pub use crate::query::{Access, Lookup, Search};
 
