@@ -171,7 +171,9 @@ def test_bootstrap_refuses_a_forged_envelope_in_a_signed_snapshot(centre: Centre
     changelog = env.open_db(b"changelog")
     with env.begin(write=True, db=changelog) as txn:
         key = YAMAGUCHI_CITY.encode() + (2).to_bytes(8, "big")
-        entry = bytes(txn.get(key))
+        stored = txn.get(key)
+        assert stored is not None
+        entry = bytes(stored)
         envelope = msgspec.msgpack.decode(entry[40:], type=Envelope)
         at = entry.index(envelope.sig)
         txn.put(key, entry[:at] + bytes([entry[at] ^ 1]) + entry[at + 1 :])
@@ -199,7 +201,9 @@ def test_bootstrap_carries_an_operator_release_over(centre: Centre) -> None:
     bad = msgspec.structs.replace(update(YAMAGUCHI_CITY, 2), kojin_bango="983205673210")
     results = live.apply([origin.bundle([update(YAMAGUCHI_CITY, 1)]), origin.bundle([bad])])
     assert [r.status for r in results] == ["applied", "rejected"]
-    live.release(results[1].quarantine_id)
+    qid = results[1].quarantine_id
+    assert qid is not None
+    live.release(qid)
     live.apply([origin.bundle([update(YAMAGUCHI_CITY, 3)])])
     del live
     gc.collect()
