@@ -31,6 +31,7 @@ _SUBCOMMANDS = [
     "bootstrap",
     "backup",
     "restore",
+    "selfcheck",
 ]
 
 
