@@ -424,3 +424,85 @@ def test_archive_members_must_match_the_manifest(centre: Centre, tmp_path: Path)
         dst.addfile(info, __import__("io").BytesIO(b""))
     with pytest.raises(snapshots.ArchiveError):
         snapshots.verify_archive(extra, None, key.public)
+
+
+def test_bootstrap_keeps_halts_evidence_and_the_audit_trail(centre: Centre) -> None:
+    live = centre.open()
+    good, other = centre.origins
+    bad = msgspec.structs.replace(update(YAMAGUCHI_CITY, 2), kojin_bango="983205673210")
+    forged = other.bundle([update(CHIYODA, 1)])[:-5] + b"XXXXX"
+    results = live.apply([good.bundle([update(YAMAGUCHI_CITY, 1)]), good.bundle([bad]), forged])
+    assert [r.status for r in results] == ["applied", "rejected", "rejected"]
+    for n in range(20):  # queries answered by this node: its provision records
+        live.lookup(f"{n:011d}", requester="agency-a", task="T1")
+    audit_head = live.audit_head()
+    del live
+    gc.collect()
+    out = centre.tmp / "snap.tar"
+    assert (
+        cli(
+            "snapshot",
+            "--store",
+            str(centre.path),
+            "--key",
+            str(centre.key_file),
+            "--out",
+            str(out),
+        )[0]
+        == 0
+    )
+    new = centre.tmp / "new"
+    code, output = cli(
+        "bootstrap", "--snapshot", str(out), "--store", str(new),
+        "--root", str(centre.root_file), "--json",
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["quarantined"] == 2 and report["halted"] == [YAMAGUCHI_CITY]
+    assert report["audit_entries"] == 20
+    rebuilt = _core.Store(str(new), role="national", registry=storedir.load_registry(new))
+    assert rebuilt.audit_head() == audit_head
+    assert rebuilt.audit_verify().ok
+    assert {e.kind for e in rebuilt.quarantine()} == {"halt", "security"}
+    assert set(rebuilt.halted()) == {YAMAGUCHI_CITY}
+
+
+def test_bootstrap_refuses_a_rewritten_audit_trail(centre: Centre) -> None:
+    live = centre.open()
+    live.apply(centre.bundles(2))
+    for n in range(5):
+        live.lookup(f"{n:011d}", requester="agency-a", task="T1")
+    del live
+    gc.collect()
+    env = lmdb.open(str(centre.path), max_dbs=16)
+    audit = env.open_db(b"audit")
+    with env.begin(write=True, db=audit) as txn:
+        key = (2).to_bytes(8, "big")
+        stored = txn.get(key)
+        assert stored is not None
+        entry = bytearray(stored)
+        at = bytes(entry).index(b"agency-a")
+        entry[at] = ord("A")  # "Agency-a": someone else asked, says the rewritten log
+        txn.put(key, bytes(entry))
+    env.close()
+    out = centre.tmp / "snap.tar"
+    assert (
+        cli(
+            "snapshot",
+            "--store",
+            str(centre.path),
+            "--key",
+            str(centre.key_file),
+            "--out",
+            str(out),
+        )[0]
+        == 0
+    )
+    new = centre.tmp / "new"
+    code, output = cli(
+        "bootstrap", "--snapshot", str(out), "--store", str(new),
+        "--root", str(centre.root_file), "--json",
+    )  # fmt: skip
+    assert code == ExitCode.FAILURE
+    assert any("audit" in p for p in json.loads(output.splitlines()[0])["problems"])
+    assert not new.exists()

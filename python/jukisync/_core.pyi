@@ -208,6 +208,10 @@ class Store:
     def copy_compacted(self, dest_dir: str | os.PathLike[str]) -> int:
         """A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`
         (refused if that exists); its size in bytes."""
+
+    def copy_audit_from(self, source: Store) -> int:
+        """Carry `source`'s query audit trail into this store (whose trail is empty),
+        in append mode; the entries copied. Verify with `audit_verify` after."""
     def apply(self, envelopes: list[bytes], received_at: int | None = None) -> list[ApplyResult]:
         """Verify and apply a batch in one write transaction, GIL released."""
 

@@ -100,11 +100,16 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_FACTS = ("heads", "records", "digest", "audit")
+
+
 def _store_facts(store: _core.Store) -> dict[str, Any]:
+    first, last, head = store.audit_head()
     return {
         "heads": {o: {"seq": s, "hash": h.hex()} for o, (s, h) in store.chain_heads().items()},
         "records": store.stats()["records"],
         "digest": store.digest(""),
+        "audit": {"first": first, "last": last, "head": head.hex()},
     }
 
 
@@ -277,7 +282,7 @@ def verify_archive(
             )
             facts = _store_facts(copy)
             del copy
-            for field in ("heads", "records", "digest"):
+            for field in _FACTS:
                 if facts[field] != manifest.raw[field]:
                     raise ArchiveError(f"{archive}: the copy's {field} differ from the manifest")
         return manifest
@@ -301,6 +306,9 @@ class Rebuild:
     envelopes: int = 0
     updates: int = 0
     released: int = 0  # operator releases carried over (validly signed, content accepted)
+    quarantined: int = 0  # open quarantine entries re-applied (rejected again, kept)
+    halted: list[str] = dataclasses.field(default_factory=list)  # origins halted again
+    audit_entries: int = 0  # query audit trail carried over (hash chain verified)
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -342,17 +350,51 @@ def rebuild(source: _core.Store, target: _core.Store, manifest: Manifest) -> Reb
             if reached < next_seq and not report.problems:
                 report.problems.append(f"{origin}: no progress past seq {reached}")
             next_seq = reached + 1
+    if not report.problems:
+        _carry_quarantine(source, target, report)
+    if not report.problems:
+        _carry_audit(source, target, report)
     facts = _store_facts(target)
-    if facts["heads"] != manifest.raw["heads"]:
-        report.problems.append("the rebuilt chain heads differ from the manifest's")
-    if facts["digest"] != manifest.raw["digest"]:
-        report.problems.append("the rebuilt records' digest differs from the manifest's")
-    if facts["records"] != manifest.raw["records"]:
-        report.problems.append(
-            f"the rebuilt store holds {facts['records']} records, the manifest "
-            f"{manifest.raw['records']}"
-        )
+    for field, what in (
+        ("heads", "chain heads"),
+        ("digest", "records' digest"),
+        ("records", "record count"),
+        ("audit", "audit trail head"),
+    ):
+        if facts[field] != manifest.raw[field]:
+            report.problems.append(f"the rebuilt {what} differ from the manifest's")
     return report
+
+
+def _carry_quarantine(source: _core.Store, target: _core.Store, report: Rebuild) -> None:
+    """Open quarantine entries are evidence (forgeries) or an origin's halt awaiting an
+    operator: re-applied, they are verified and rejected again for what they are, so
+    the new store halts the same origins and keeps the same evidence."""
+    for entry in source.quarantine():
+        result = target.apply([entry.envelope])[0]
+        report.quarantined += 1
+        if result.status != "rejected":
+            report.problems.append(
+                f"quarantine entry {entry.id} was {result.status} when re-applied, "
+                f"not rejected ({entry.reason})"
+            )
+    report.halted = sorted(target.halted())
+    if set(report.halted) != set(source.halted()):
+        report.problems.append(
+            f"halted origins differ: {sorted(source.halted())} in the snapshot, "
+            f"{report.halted} rebuilt"
+        )
+
+
+def _carry_audit(source: _core.Store, target: _core.Store, report: Rebuild) -> None:
+    """The query audit trail (provision records, kept for years) is hash-chained, not
+    signed: carried over whole and its chain verified in the new store."""
+    report.audit_entries = target.copy_audit_from(source)
+    verification = target.audit_verify()
+    if not verification.ok:
+        report.problems.append(
+            f"the carried audit trail does not verify: {verification.problems[:3]}"
+        )
 
 
 def check_restored(target: Path, manifest: Manifest, root_public: bytes | None) -> str | None:
@@ -367,7 +409,7 @@ def check_restored(target: Path, manifest: Manifest, root_public: bytes | None) 
         )
         facts = _store_facts(store)
         del store
-        for field in ("heads", "records", "digest"):
+        for field in _FACTS:
             if facts[field] != manifest.raw[field]:
                 return f"the restored store's {field} differ from the backup's manifest"
         return None

@@ -68,7 +68,9 @@ attestations batch-verified, keys checked in the registry, chains and sequence
 numbers checked); the rebuilt chain heads and record digest must equal the signed
 manifest's. Then start the node (`jukisync run`): it catches up from the announced
 heads and resends. Bundles released by an operator in the old store are released
-again (they are validly signed; the release is reported).
+again (they are validly signed; the release is reported); open quarantine entries are
+re-applied (rejected again: the same origins halt, the evidence is kept); the query
+audit trail is carried over and its hash chain verified against the manifest.
 
 \b
 Exit codes:

@@ -167,6 +167,13 @@ impl Store {
         Ok(py.detach(|| self.inner.copy_compacted(&dest_dir))?)
     }
 
+    /// Carry `source`'s query audit trail into this store (whose trail is empty), in
+    /// append mode; the number of entries copied. Verify with `audit_verify` after.
+    fn copy_audit_from(&self, py: Python<'_>, source: PyRef<'_, Store>) -> Res<u64> {
+        let source: &Store = &source;
+        Ok(py.detach(|| self.inner.copy_audit_from(&source.inner))?)
+    }
+
     fn set_registry(&self, registry: &KeyRegistry) {
         self.inner.set_registry(registry.inner.clone());
     }

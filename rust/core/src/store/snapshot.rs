@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use heed::CompactionOption;
+use heed::{CompactionOption, PutFlags};
 
 use super::Store;
 use crate::error::{CoreError, Result};
@@ -25,6 +25,42 @@ impl Store {
         let file = self.env.copy_to_path(&dest, CompactionOption::Enabled)?;
         file.sync_all().map_err(err)?;
         Ok(file.metadata().map_err(err)?.len())
+    }
+}
+
+/// The audit trail's keys in the shared meta database (see `audit.rs`).
+const AUDIT_META_KEYS: [&[u8]; 2] = [b"audit:head", b"audit:anchor"];
+
+impl Store {
+    /// Carry the query audit trail of `source` (a snapshot being bootstrapped from)
+    /// into this store, whose trail must be empty: entries, index and chain head, in
+    /// one write transaction, appended in key order (LMDB's append mode: no page
+    /// splits). The trail is hash-chained, not signed: the caller verifies the chain
+    /// in this store afterwards (`audit_verify`). Returns the entries copied.
+    pub fn copy_audit_from(&self, source: &Store) -> Result<u64> {
+        let from = source.env.read_txn()?;
+        let mut txn = self.env.write_txn()?;
+        if !self.dbs.audit.entries.is_empty(&txn)? || !self.dbs.audit.index.is_empty(&txn)? {
+            return Err(CoreError::Store("this store already has an audit trail; not merging two".into()));
+        }
+        let mut copied = 0;
+        for (src, dst, counted) in [
+            (source.dbs.audit.entries, self.dbs.audit.entries, true),
+            (source.dbs.audit.index, self.dbs.audit.index, false),
+        ] {
+            for item in src.iter(&from)? {
+                let (k, v) = item?;
+                dst.put_with_flags(&mut txn, PutFlags::APPEND, k, v)?;
+                copied += u64::from(counted);
+            }
+        }
+        for key in AUDIT_META_KEYS {
+            if let Some(v) = source.dbs.audit.meta.get(&from, key)? {
+                self.dbs.audit.meta.put(&mut txn, key, v)?;
+            }
+        }
+        txn.commit()?;
+        Ok(copied)
     }
 }
 
@@ -71,5 +107,26 @@ mod tests {
         let txn = copy.env.read_txn().expect("txn");
         assert_eq!(copy.dbs.meta.get(&txn, b"k450").expect("get"), Some(&[7u8; 100][..]));
         assert_eq!(copy.dbs.meta.get(&txn, b"k1").expect("get"), None);
+    }
+
+    #[test]
+    fn audit_trail_is_carried_over_once_and_verifies() {
+        use crate::store::Access;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = open(&dir.path().join("old"));
+        for i in 0..50u64 {
+            let access =
+                Access { time: 1_000 + i, requester: "agency".into(), task: "T1".into(), detail: String::new() };
+            source.lookup(&format!("{i:011}"), &access).expect("lookup");
+        }
+        let target = open(&dir.path().join("new"));
+        assert_eq!(target.copy_audit_from(&source).expect("copy"), 50);
+        let verified = target.audit_verify(&[]).expect("verify");
+        assert!(verified.problems.is_empty());
+        assert_eq!(verified.entries, 50);
+        assert!(target.copy_audit_from(&source).is_err()); // never merges two trails
+        let access = Access { time: 2_000, requester: "agency".into(), task: "T1".into(), detail: String::new() };
+        target.lookup("00000000001", &access).expect("the chain goes on");
+        assert!(target.audit_verify(&[]).expect("verify").problems.is_empty());
     }
 }
