@@ -28,6 +28,7 @@ Examples:
   jukisync run --config config/aggregator.toml
   jukisync run --config config/national.toml --wait      # start before the broker
   curl -s localhost:9464/healthz; curl -s localhost:9464/metrics
+  kill -HUP $(pidof jukisync)   # reload trust.registry (new keys, rotations, revocations)
 
 \b
 Exit codes:
@@ -109,6 +110,7 @@ def command(config_path: Path, wait: bool, log_level: str) -> None:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload_registry)
         return await daemon.run(wait=wait)
 
     try:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jukisync.cli.common import open_store, store_option
+from jukisync.trust import storedir
 
 __all__ = ["command"]
 
@@ -38,6 +39,8 @@ def command(store_path: Path, heads: bool, prefixes: tuple[str, ...], as_json: b
     store = open_store("status", store_path)
     stats = store.stats()
     report: dict[str, object] = {"store": str(store_path), "stats": stats, "halted": store.halted()}
+    # The registry beside the store: the one its daemon uses (rewritten on reload).
+    report["registry_version"] = storedir.load_registry(store_path).version
     if heads:
         report["heads"] = {
             o: {"seq": s, "hash": h.hex()} for o, (s, h) in store.chain_heads().items()
@@ -53,6 +56,7 @@ def command(store_path: Path, heads: bool, prefixes: tuple[str, ...], as_json: b
     for key in sorted(stats):
         table.add_row(key, f"{stats[key]:,}")
     console.print(table)
+    console.print(f"registry version {report['registry_version']}")
     for origin, why in sorted(store.halted().items()):
         console.print(f"[bold red]halted[/] {origin}: {why}")
     if heads:

@@ -42,6 +42,7 @@ from jukisync.query.service import QueryService
 from jukisync.tier.audit_metrics import AuditAnomalyCollector
 from jukisync.tier.node import NodeConfig, Role, TierNode
 from jukisync.tier.observability import HttpEndpoint, NodeMetrics
+from jukisync.tier.registry_reload import RegistryHolder
 from jukisync.transport.amqp import AmqpTransport, TopologyError, bundle_queue_name
 from jukisync.transport.base import TransportUnavailable
 from jukisync.trust import keys, storedir
@@ -195,8 +196,25 @@ class Daemon:
         self.http: HttpEndpoint | None = None
         self.queries: QueryServer | None = None
         self.metrics: NodeMetrics | None = None
+        self.registry: RegistryHolder | None = None
         self._stop: asyncio.Event | None = None
         self.stop_requested = False
+
+    def reload_registry(self) -> bool:
+        """SIGHUP: read, verify and swap in the registry of `trust.registry`."""
+        if self.registry is None:
+            log.warning("registry reload: the node has not started yet")
+            return False
+
+        def load() -> tuple[bytes, bytes]:
+            trust = self.config.trust
+            try:
+                root = storedir.read_root_public(trust.root_public_key)
+            except storedir.StoreDirError as exc:
+                raise ValueError(str(exc)) from None
+            return Path(trust.registry).read_bytes(), root
+
+        return self.registry.reload(load)
 
     def request_stop(self) -> None:
         """Stop consuming, finish the batch in hand, commit, close (safe to call twice)."""
@@ -228,6 +246,7 @@ class Daemon:
             "connected": connected,
             "consuming": consuming,
             "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
+            "registry_version": None if self.registry is None else self.registry.version,
         }
         if transport is not None and not connected and transport.last_error is not None:
             details["broker_error"] = str(transport.last_error)
@@ -295,8 +314,12 @@ class Daemon:
             self.transport,
         )
         self.node = node
+        self.registry = RegistryHolder(
+            store, config.store, trust.registry.version, trust.registry_bytes
+        )
         metrics = NodeMetrics(node)
         self.metrics = metrics
+        metrics.registry.register(self.registry)
         node.observers.append(metrics.observe)
         if config.http.port:
             self.http = HttpEndpoint(
