@@ -397,10 +397,14 @@ def test_outbox_backup_and_restore_keep_the_origin_chain(tmp_path: Path) -> None
         "--root", str(tmp_path / "root.pub"), "--signer", str(pub_file),
     )  # fmt: skip
     assert code == ExitCode.CONFIG  # the root key file is missing
-    (tmp_path / "root.pub").write_text(_core.public_key(_core.generate_signing_key()).hex())
+    # An outbox has no registry: the municipality's own key, pinned, is the trust.
     code, output = cli(
         "restore", "--backup", result["backup"], "--outbox", str(restored),
-        "--root", str(tmp_path / "root.pub"), "--signer", str(pub_file),
+    )  # fmt: skip
+    assert code == ExitCode.CONFIG  # signed by a key nobody vouched for
+    code, output = cli(
+        "restore", "--backup", result["backup"], "--outbox", str(restored),
+        "--signer", str(pub_file),
     )  # fmt: skip
     assert code == 0, output
     again = Publisher(HAGI, secret, "352047-k1", restored, sync=False)

@@ -99,9 +99,7 @@ def command(
     assert source is not None
     if not (source / "data.mdb").is_file():
         fail(_NAME, ExitCode.NOT_FOUND, f"no {kind} at {source} (no data.mdb)")
-    root, pinned = (None, None)
-    if root_path is not None:
-        root, pinned = load_trust(_NAME, root_path, signer_path)
+    root, pinned = load_trust(_NAME, root_path, signer_path)
     if pinned is None:
         pinned = key.public  # our own key signed it: verify against it
     store = open_store(_NAME, source) if kind == "store" else None

@@ -43,10 +43,11 @@ signer_option = click.option(
 
 
 def load_trust(
-    command: str, root_path: Path, signer_path: Path | None
-) -> tuple[bytes, keys.PublicKey | None]:
+    command: str, root_path: Path | None, signer_path: Path | None
+) -> tuple[bytes | None, keys.PublicKey | None]:
+    """The root public key and the pinned signer the operator gave (each optional)."""
     try:
-        root = storedir.read_root_public(root_path)
+        root = storedir.read_root_public(root_path) if root_path is not None else None
         pinned = keys.load_public(signer_path) if signer_path is not None else None
     except (storedir.StoreDirError, keys.KeyFileError) as exc:
         fail(command, ExitCode.CONFIG, str(exc))
@@ -76,11 +77,11 @@ audit trail is carried over and its hash chain verified against the manifest.
 Exit codes:
   0    built and verified
   1    verification failed (nothing is left at --store)
+  2    a store already exists at --store
   3    untrusted: the registry does not verify against --root, or the manifest's
        signer is neither in the registry nor the pinned --signer
   4    the archive is unreadable or does not match its manifest
   5    no archive at --snapshot
-  2    a store already exists at --store
 """,
 )
 @click.option(
@@ -110,6 +111,7 @@ def command(
     if (store_path / "data.mdb").exists():
         fail(_NAME, ExitCode.USAGE, f"{store_path} already holds a store")
     root, pinned = load_trust(_NAME, root_path, signer_path)
+    assert root is not None  # --root is required here
     created = not store_path.exists()
     try:
         with snapshots.extracted(archive) as (manifest, manifest_bytes, signature, data):

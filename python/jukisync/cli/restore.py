@@ -85,11 +85,7 @@ def command(
         fail(_NAME, ExitCode.NOT_FOUND, f"{archive}: no such file")
     if (target / "data.mdb").exists():
         fail(_NAME, ExitCode.USAGE, f"{target} already holds a {kind}; move it aside first")
-    root, pinned = (None, None)
-    if root_path is not None or signer_path is not None:
-        if root_path is None:
-            raise click.UsageError("--signer needs --root")
-        root, pinned = load_trust(_NAME, root_path, signer_path)
+    root, pinned = load_trust(_NAME, root_path, signer_path)
     try:
         manifest = snapshots.verify_archive(archive, root, pinned)
         if manifest.kind != kind:
