@@ -32,6 +32,7 @@ _SUBCOMMANDS = [
     "backup",
     "restore",
     "selfcheck",
+    "reseed",
 ]
 
 
