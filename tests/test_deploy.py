@@ -32,12 +32,16 @@ from jukisync.query.policy import Thresholds
 from jukisync.tier.audit_metrics import AuditAnomalyCollector
 from jukisync.tier.node import NodeConfig, TierNode
 from jukisync.tier.observability import NodeMetrics
+from jukisync.tier.registry_reload import RegistryHolder
 from jukisync.transport.inprocess import InProcessNetwork
 from netkit import KeyRing
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+UNITS = sorted((DEPLOY / "systemd").glob("*.service")) + sorted(
+    (DEPLOY / "systemd").glob("*.timer")
+)
+DAEMONS = [u for u in UNITS if u.suffix == ".service" and "backup" not in u.name]
 JUKISYNC = Path(sys.executable).parent / "jukisync"
 SHIPPED_EXEC = "/usr/local/bin/jukisync"
 
@@ -64,15 +68,24 @@ def test_units_cover_each_daemon() -> None:
         "jukisync-national.service",
         "jukisync-aggregator@.service",
         "jukisync-publisher@.service",
+        "jukisync-backup@.service",
+        "jukisync-backup@.timer",
     }
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", DAEMONS, ids=lambda p: p.name)
+def test_daemons_restart_on_failure_only(unit: Path) -> None:
+    service = _unit(unit)["Service"]
+    assert service["Restart"] == "on-failure"
+    assert "3" in service["RestartPreventExitStatus"].split()  # bad config: no restart loop
+    if "publisher" not in unit.name:  # tier daemons reload their registry on SIGHUP
+        assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+
+
+@pytest.mark.parametrize("unit", [u for u in UNITS if u.suffix == ".service"], ids=lambda p: p.name)
 def test_unit_is_hardened(unit: Path) -> None:
     service = _unit(unit)["Service"]
     assert service["User"] == "jukisync"
-    assert service["Restart"] == "on-failure"
-    assert "3" in service["RestartPreventExitStatus"].split()  # bad config: no restart loop
     for key, value in {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
@@ -97,6 +110,8 @@ def _instantiated(tmp_path: Path, transform: str = "") -> list[str]:
     for unit in UNITS:
         text = unit.read_text(encoding="utf-8").replace(SHIPPED_EXEC, str(JUKISYNC)) + transform
         name = unit.name.replace("@.", "@example.")
+        if unit.name == "jukisync-backup@.service":  # its argument file is optional here
+            text = text.replace("EnvironmentFile=/", "EnvironmentFile=-/")
         (tmp_path / name).write_text(text, encoding="utf-8")
         names.append(name)
     return names
@@ -136,6 +151,8 @@ EXPECTED_ALERTS = {
     "JukisyncDisconnected",
     "JukisyncQuarantineGrowing",
     "JukisyncForgedBundles",
+    "JukisyncRegistryReloadRefused",
+    "JukisyncRegistryVersionsDiffer",
     "JukisyncAuditAnomaly",
 }
 
@@ -178,6 +195,7 @@ def test_alert_rules_unit_tests_pass() -> None:
         ("jukisync_origin_lag_seconds) > 300", "jukisync_origin_lag_seconds) > 30000"),
         ("(jukisync_origin_halted) == 1", "(jukisync_origin_halted) == 2"),
         ('kind="security"', 'kind="halt"'),
+        ("min(jukisync_registry_version) > 0", "min(jukisync_registry_version) > 5"),
     ],
 )
 def test_weakened_rules_fail_their_unit_tests(tmp_path: Path, original: str, weakened: str) -> None:
@@ -254,8 +272,8 @@ def test_dashboard_and_alerts_name_exported_metrics(tmp_path: Path) -> None:
 
 
 def _exported_metrics(tmp_path: Path) -> set[str]:
-    """Sample names of a real node's metrics registry, with the audit collector a
-    node answering queries adds."""
+    """Sample names of a real node's metrics registry, with the collectors a daemon
+    adds (the audit anomalies of a node answering queries, the registry in use)."""
     ring = KeyRing()
     store = _core.Store(str(tmp_path / "store"), role="national", registry=ring.registry())
     node = TierNode(
@@ -265,6 +283,7 @@ def _exported_metrics(tmp_path: Path) -> set[str]:
     )
     metrics = NodeMetrics(node)
     metrics.registry.register(AuditAnomalyCollector(store, Thresholds()))
+    metrics.registry.register(RegistryHolder(store, str(tmp_path / "store"), 1, b""))
     names = set()
     for family in metrics.registry.collect():
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
