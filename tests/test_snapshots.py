@@ -463,11 +463,15 @@ def test_bootstrap_keeps_halts_evidence_and_the_audit_trail(centre: Centre) -> N
     assert code == 0, output
     report = json.loads(output)
     assert report["quarantined"] == 2 and report["halted"] == [YAMAGUCHI_CITY]
+    assert report["forward_backlog"] == 1  # the applied bundle, not forwarded yet
     assert report["audit_entries"] == 20
     rebuilt = _core.Store(str(new), role="national", registry=storedir.load_registry(new))
     assert rebuilt.audit_head() == audit_head
     assert rebuilt.audit_verify().ok
     assert {e.kind for e in rebuilt.quarantine()} == {"halt", "security"}
+    # The new centre forwards what the old one had not, the same attested envelope.
+    [(_, forwarded)] = rebuilt.forward_batch()
+    assert forwarded == rebuilt.changes(YAMAGUCHI_CITY, 1)[0]
     assert set(rebuilt.halted()) == {YAMAGUCHI_CITY}
 
 

@@ -212,6 +212,10 @@ class Store:
     def copy_audit_from(self, source: Store) -> int:
         """Carry `source`'s query audit trail into this store (whose trail is empty),
         in append mode; the entries copied. Verify with `audit_verify` after."""
+
+    def copy_forward_backlog_from(self, source: Store) -> int:
+        """Queue `source`'s forward backlog here (bundles applied, not yet forwarded):
+        entries of this store's change log; the number queued."""
     def apply(self, envelopes: list[bytes], received_at: int | None = None) -> list[ApplyResult]:
         """Verify and apply a batch in one write transaction, GIL released."""
 

@@ -309,6 +309,7 @@ class Rebuild:
     quarantined: int = 0  # open quarantine entries re-applied (rejected again, kept)
     halted: list[str] = dataclasses.field(default_factory=list)  # origins halted again
     audit_entries: int = 0  # query audit trail carried over (hash chain verified)
+    forward_backlog: int = 0  # bundles the centre had not forwarded yet, queued again
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -354,6 +355,10 @@ def rebuild(source: _core.Store, target: _core.Store, manifest: Manifest) -> Reb
         _carry_quarantine(source, target, report)
     if not report.problems:
         _carry_audit(source, target, report)
+    if not report.problems:
+        # Pointers into the change log just re-verified: the new centre forwards the
+        # same signed, attested envelopes the old one had not forwarded yet.
+        report.forward_backlog = target.copy_forward_backlog_from(source)
     facts = _store_facts(target)
     for field, what in (
         ("heads", "chain heads"),

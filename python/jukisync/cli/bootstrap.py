@@ -71,7 +71,8 @@ manifest's. Then start the node (`jukisync run`): it catches up from the announc
 heads and resends. Bundles released by an operator in the old store are released
 again (they are validly signed; the release is reported); open quarantine entries are
 re-applied (rejected again: the same origins halt, the evidence is kept); the query
-audit trail is carried over and its hash chain verified against the manifest.
+audit trail is carried over and its hash chain verified against the manifest; a
+centre's forward backlog is queued again.
 
 \b
 Exit codes:

@@ -174,6 +174,13 @@ impl Store {
         Ok(py.detach(|| self.inner.copy_audit_from(&source.inner))?)
     }
 
+    /// Queue `source`'s forward backlog here (entries of this store's change log);
+    /// the number queued.
+    fn copy_forward_backlog_from(&self, py: Python<'_>, source: PyRef<'_, Store>) -> Res<u64> {
+        let source: &Store = &source;
+        Ok(py.detach(|| self.inner.copy_forward_backlog_from(&source.inner))?)
+    }
+
     fn set_registry(&self, registry: &KeyRegistry) {
         self.inner.set_registry(registry.inner.clone());
     }

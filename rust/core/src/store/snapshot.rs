@@ -64,6 +64,32 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Carry `source`'s forward backlog (bundles an aggregation centre applied but had
+    /// not forwarded to national yet) into this store, rebuilt from `source`'s change
+    /// log: each entry names a change-log entry, which this store must hold too (it
+    /// then forwards the same signed, attested envelope). Returns the entries queued.
+    pub fn copy_forward_backlog_from(&self, source: &Store) -> Result<u64> {
+        let from = source.env.read_txn()?;
+        let mut txn = self.env.write_txn()?;
+        let mut queued = 0;
+        for item in source.dbs.forward.iter(&from)? {
+            let (_, log_key) = item?;
+            if self.dbs.changelog.get(&txn, log_key)?.is_none() {
+                return Err(CoreError::Store(format!(
+                    "the forward backlog names change-log entry {} this store does not hold",
+                    hex::encode(log_key)
+                )));
+            }
+            let id = self.next_id(&mut txn, "next_forward_id")?;
+            self.dbs.forward.put(&mut txn, &id.to_be_bytes(), log_key)?;
+            queued += 1;
+        }
+        txn.commit()?;
+        Ok(queued)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
