@@ -24,7 +24,7 @@ import aio_pika.exceptions
 import aiormq.exceptions
 from yarl import URL
 
-from jukisync import _core, clock
+from jukisync import _core, clock, snapshots
 from jukisync.config import (
     AggregatorConfig,
     BrokerConfig,
@@ -263,6 +263,18 @@ def _store_items(store_dir: Path, map_size: int) -> list[Item]:
     except (storedir.StoreDirError, _core.JukisyncError) as exc:
         return [Item("store state", 0, f"cannot open {store_dir}: {exc}", "repair or restore it")]
     items = [_audit_item(store), _store_state_item(store)]
+    inconsistent = snapshots.consistency_problems(store)
+    if inconsistent is not None:
+        items.append(
+            Item("store check", 3, "consistent (`jukisync check`)")
+            if not inconsistent
+            else Item(
+                "store check",
+                0,
+                f"{len(inconsistent)} inconsistencies: {inconsistent[0]}",
+                "run `jukisync check` and repair from a peer (`jukisync reconcile --repair`)",
+            )
+        )
     del store  # one environment per path and process: close before anyone reopens
     return items
 

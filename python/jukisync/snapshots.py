@@ -368,7 +368,19 @@ def rebuild(source: _core.Store, target: _core.Store, manifest: Manifest) -> Reb
     ):
         if facts[field] != manifest.raw[field]:
             report.problems.append(f"the rebuilt {what} differ from the manifest's")
+    if not report.problems:
+        report.problems += [f"check: {p}" for p in consistency_problems(target) or []]
     return report
+
+
+def consistency_problems(store: _core.Store) -> list[str] | None:
+    """The store's own consistency check (`Store.check`: indexes, Merkle sums, heads
+    against the change log, signatures, audit chain), or None in a build whose core
+    has no check yet."""
+    check = getattr(store, "check", None)
+    if check is None:
+        return None
+    return [f"{kind}: {detail}" for kind, detail in check()]
 
 
 def _carry_quarantine(source: _core.Store, target: _core.Store, report: Rebuild) -> None:
@@ -413,10 +425,13 @@ def check_restored(target: Path, manifest: Manifest, root_public: bytes | None) 
             require_attestation=False,
         )
         facts = _store_facts(store)
+        inconsistent = consistency_problems(store)
         del store
         for field in _FACTS:
             if facts[field] != manifest.raw[field]:
                 return f"the restored store's {field} differ from the backup's manifest"
+        if inconsistent:
+            return f"`check` finds the restored store inconsistent: {inconsistent[:3]}"
         return None
     env = lmdb.open(str(target), readonly=True, max_dbs=4, create=False)
     try:
