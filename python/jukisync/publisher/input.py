@@ -16,7 +16,7 @@ import msgspec
 from jukisync.wire import codes
 from jukisync.wire.messages import Update, decode_update
 
-__all__ = ["BadLine", "FeedReport", "feed", "read_updates"]
+__all__ = ["BadLine", "FeedReport", "LineError", "feed", "parse_line", "read_updates"]
 
 Validator = Callable[[Update], None]
 
@@ -36,6 +36,37 @@ class FeedReport:
     bad: list[BadLine] = field(default_factory=list)
 
 
+class LineError(ValueError):
+    """A line that is not an update; the message says why (for `FILE:LINE: reason`)."""
+
+
+def parse_line(raw: bytes | str) -> Update:
+    """The update of one JSON line, with `seq` 1 (the file's is not trusted); raises
+    `LineError` saying what is wrong: bytes that are not UTF-8, not JSON, a field of
+    the wrong type or value (named by its path, e.g. `$.sex`)."""
+    try:
+        return msgspec.structs.replace(decode_update(raw), seq=1)
+    except UnicodeDecodeError as exc:
+        raise LineError(_not_utf8(raw, exc)) from None
+    except msgspec.ValidationError as exc:  # msgspec names the path, e.g. `$.sex`
+        raise LineError(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise LineError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise LineError("not valid JSON: nested too deeply") from None
+
+
+def _not_utf8(raw: bytes | str, exc: UnicodeDecodeError) -> str:
+    # msgspec's error counts from the start of the string value: find the byte in the
+    # whole line instead, so the operator can locate it.
+    if isinstance(raw, bytes):
+        try:
+            raw.decode()
+        except UnicodeDecodeError as whole:
+            exc = whole
+    return f"not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at byte {exc.start + 1}"
+
+
 def read_updates(
     lines: Iterable[bytes | str], validate: Validator = codes.validate_update
 ) -> Iterator[tuple[int, Update] | BadLine]:
@@ -48,12 +79,10 @@ def read_updates(
         if not text:
             continue
         try:
-            update = msgspec.structs.replace(decode_update(text), seq=1)
+            update = parse_line(text)
             validate(update)
-        except msgspec.ValidationError as exc:  # msgspec names the path, e.g. `$.sex`
+        except LineError as exc:
             yield BadLine(line_no, str(exc))
-        except msgspec.DecodeError as exc:
-            yield BadLine(line_no, f"not valid JSON: {exc}")
         except codes.CodeError as exc:
             yield BadLine(line_no, str(exc))
         else:
