@@ -161,6 +161,7 @@ def test_outbox_resumes_after_crash(make: object, key: bytes, clock: FakeClock) 
     p.confirm(p.unconfirmed()[:1])
     # A crash: the process dies without flush or close; the environment is reopened.
     p._outbox._env.close()
+    p._lock.release()  # the kernel drops a dead process's flock
     q = make()  # type: ignore[operator]
     assert q.next_seq == 6 and q.open_count == 2
     assert [(e.first_seq, e.last_seq) for e in q.unconfirmed()] == []  # 1-3 was confirmed

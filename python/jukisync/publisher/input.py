@@ -51,6 +51,11 @@ def parse_line(raw: bytes | str) -> Update:
     except msgspec.ValidationError as exc:  # msgspec names the path, e.g. `$.sex`
         raise LineError(str(exc)) from None
     except msgspec.DecodeError as exc:
+        if isinstance(raw, bytes):  # bad bytes outside a string: say so, not "JSON"
+            try:
+                raw.decode()
+            except UnicodeDecodeError as bad:
+                raise LineError(_not_utf8(raw, bad)) from None
         raise LineError(f"not valid JSON: {exc}") from None
     except RecursionError:
         raise LineError("not valid JSON: nested too deeply") from None

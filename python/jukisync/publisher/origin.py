@@ -145,7 +145,8 @@ class Publisher:
         if not isinstance(update, Update):
             raise codes.CodeError("update", update, "not a jukisync Update")
         try:
-            encoded = encode(update)
+            # `seq` is the publisher's to give (`number`): whatever the caller put there.
+            encoded = encode(msgspec.structs.replace(update, seq=0))
             update = _strict_update.decode(encoded)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise codes.CodeError(_field_of(exc), update, str(exc)) from None
