@@ -37,8 +37,10 @@ KEY = _core.generate_signing_key()
 _DIGITS = "0123456789"
 _TEXT = st.text(
     alphabet=st.sampled_from(
-        list("山口太郎 　ヤマグチタロウやまぐちabcー・-1\ufffd\x00\n\t\x7f\u2028\u0301\u3099")
-        + ["\u0085", "\ufeff", "\u200b", "\u180e"]
+        [
+            *"山口太郎 　ヤマグチタロウやまぐちabcー・-1\ufffd\x00\n\t\x7f\u2028\u0301\u3099",
+            *("\u0085", "\ufeff", "\u200b", "\u180e"),
+        ]
     ),
     max_size=12,
 ) | st.text(max_size=8)
@@ -308,7 +310,7 @@ def test_a_rewritten_file_is_refused(tmp_path: Path, change: str) -> None:
         _write(data, [update(ORIGIN, i) for i in range(10, 16)])
     else:
         _write(data, [update(ORIGIN, 0)])
-    with pytest.raises(FeedError, match="lines 1-4 .* rewritten"):
+    with pytest.raises(FeedError, match=r"lines 1-4 .* rewritten"):
         Feed(p, str(data))
     fresh = _fed(p, data, resume=False)  # the operator says every line is new
     assert fresh.report.accepted == (6 if change == "rewritten" else 1)

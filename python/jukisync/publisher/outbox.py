@@ -232,6 +232,20 @@ class Outbox:
                 return None
             return self._entry_decoder.decode(cursor.value()).first_seq
 
+    # --- raw reading (operators' checks of a possibly damaged outbox) ---------------
+    def raw_open(self) -> list[tuple[int, bytes]]:
+        """(seq, stored bytes) of each open update, undecoded."""
+        with self._env.begin(db=self._open) as txn:
+            return [(_seq(bytes(k)), bytes(v)) for k, v in txn.cursor()]
+
+    def raw_bundles(self) -> list[tuple[int, bytes, bool]]:
+        """(last_seq key, stored bytes, confirmed) of each retained bundle, undecoded."""
+        with self._env.begin() as txn:
+            return [
+                (_seq(bytes(k)), bytes(v), txn.get(k, db=self._unconfirmed) is None)
+                for k, v in txn.cursor(db=self._bundles)
+            ]
+
     def find(self, body_hash: bytes) -> OutboxEntry | None:
         """The retained bundle with this body hash (a linear scan: operators' path)."""
         for entry in self.bundles_from(0):
