@@ -50,7 +50,7 @@ from jukisync.publisher.configured import (
     transport_for,
 )
 from jukisync.publisher.feed import STDIN, Feed, FeedError, FeedReport
-from jukisync.publisher.input import BadLine
+from jukisync.publisher.input import BadLine, input_schema
 from jukisync.publisher.node import PublisherFailed, PublisherNode
 from jukisync.publisher.origin import Publisher, PublisherError
 
@@ -216,6 +216,12 @@ async def _until_delivered(node: PublisherNode, stop: asyncio.Event, timeout: fl
     return True
 
 
+def _print_schema(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(json.dumps(input_schema(), ensure_ascii=False, indent=2))
+        ctx.exit(0)
+
+
 @click.command(
     _NAME,
     epilog="""\b
@@ -254,6 +260,14 @@ Exit codes:
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help='Municipality config (role = "municipality").',
+)
+@click.option(
+    "--print-schema",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_print_schema,
+    help="Print the JSON Schema of an input line (docs/update.schema.json) and exit.",
 )
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @click.option(
