@@ -6,6 +6,7 @@ resume by position in an append-only file."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
 import subprocess
 import sys
@@ -331,5 +332,20 @@ def test_a_half_written_last_line_is_read_once_complete(tmp_path: Path) -> None:
     got = next(lines)
     assert got.line_no == 2 and isinstance(got.item, Update)
     assert got.item.juminhyo_code == update(ORIGIN, 2).juminhyo_code
+    assert got.position is not None and got.position.offset == data.stat().st_size
     feed._stop.set()
+    p.close()
+
+
+def test_what_an_older_publish_recorded_is_taken_over(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    _write(data, [update(ORIGIN, i) for i in range(5)])
+    p = publisher(tmp_path / "o")
+    p.add_many([update(ORIGIN, i) for i in range(3)])
+    # The old `publish` kept "3 lines accepted" under the hash of the whole file.
+    digest = hashlib.sha256(data.read_bytes()).digest()
+    p.add_many([], progress=(b"file:" + digest, (3).to_bytes(8, "big")))
+    feed = _fed(p, data)
+    assert feed.report.resumed_after_line == 3 and feed.report.accepted == 2
+    assert p.next_seq == 6
     p.close()

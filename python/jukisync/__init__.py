@@ -1,7 +1,8 @@
 """jukisync: replication engine for Japan's resident identity records.
 
 Municipal systems embed the publisher with `jukisync.open_publisher(config)`
-(`jukisync.publisher.embedded`); the tier store is `jukisync.Store` (the Rust core).
+(`jukisync.publisher.embedded`) and hand it `jukisync.UpdateLine`s (the input format,
+`docs/input-format.md`); the tier store is `jukisync.Store` (the Rust core).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from jukisync._core import (
 
 if TYPE_CHECKING:
     from jukisync.publisher.embedded import open_publisher
+    from jukisync.publisher.input import UpdateLine
 
 __all__ = [
     "ApplyResult",
@@ -35,6 +37,7 @@ __all__ = [
     "SignatureError",
     "Store",
     "StoreError",
+    "UpdateLine",
     "open_publisher",
 ]
 
@@ -46,4 +49,8 @@ def __getattr__(name: str) -> Any:
         from jukisync.publisher.embedded import open_publisher
 
         return open_publisher
+    if name == "UpdateLine":
+        from jukisync.publisher.input import UpdateLine
+
+        return UpdateLine
     raise AttributeError(f"module 'jukisync' has no attribute {name!r}")

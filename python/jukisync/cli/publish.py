@@ -169,7 +169,8 @@ async def _publish(
                 click.echo(f"jukisync {_NAME}: {exc}", err=True)
                 return int(ExitCode.INPUT)
         summary.delivered = await _until_delivered(node, stop, timeout)
-        if summary.delivered and follow and not stop.is_set():
+        # A followed file has no end but a signal; a stream ends when it closes.
+        if summary.delivered and follow and summary.file != STDIN and not stop.is_set():
             click.echo(
                 f"jukisync {_NAME}: {publisher.origin}: all confirmed; serving resend "
                 "requests until SIGTERM",
@@ -279,8 +280,8 @@ Exit codes:
 @click.option(
     "--follow",
     is_flag=True,
-    help="Stream: publish lines appended to FILE (or stdin until it closes) as they come, "
-    "and serve resend requests until SIGTERM/SIGINT.",
+    help="Stream: publish lines as they come. FILE: lines appended to it, serving resend "
+    "requests, until SIGTERM/SIGINT; '-': stdin until it closes (then deliver and exit).",
 )
 @click.option(
     "--timeout",

@@ -25,7 +25,9 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from jukisync import clock
 from jukisync.publisher.configured import load_config, open_configured, transport_for
+from jukisync.publisher.input import UpdateLine
 from jukisync.publisher.node import PublisherNode
 from jukisync.publisher.origin import Publisher
 from jukisync.wire.messages import Update
@@ -65,17 +67,20 @@ class EmbeddedPublisher:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     # --- accepting -------------------------------------------------------------------
-    def add(self, update: Update) -> int:
-        """Validate, number and durably accept one update; returns its sequence number.
-        Raises `codes.CodeError` naming the field when the update is invalid (nothing
-        is kept then)."""
+    def add(self, update: Update | UpdateLine) -> int:
+        """Validate, number and durably accept one update (an `UpdateLine`, the input
+        format, or a wire `Update`); returns its sequence number. Raises
+        `codes.CodeError` naming the field when the update is invalid (nothing is kept
+        then)."""
         return self.add_many([update])[0]
 
-    def add_many(self, updates: Sequence[Update]) -> list[int]:
+    def add_many(self, updates: Sequence[Update | UpdateLine]) -> list[int]:
         """Accept several updates in one transaction, all or none."""
-        for update in updates:  # in the caller's thread: errors are the caller's
+        now = clock.now_us()
+        wire = [u.to_update(now) if isinstance(u, UpdateLine) else u for u in updates]
+        for update in wire:  # in the caller's thread: errors are the caller's
             self._publisher.validate(update)
-        return self._call(self._add(list(updates)))
+        return self._call(self._add(wire))
 
     async def _add(self, updates: list[Update]) -> list[int]:
         seqs = self._publisher.add_many(updates)

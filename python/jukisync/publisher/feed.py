@@ -108,7 +108,9 @@ class Feed:
             if recorded is not None:
                 self._start = msgspec.msgpack.decode(recorded, type=FeedPosition)
                 self._check_prefix(self._start)
-                self.report.resumed_after_line = self._start.line
+            else:
+                self._start = self._legacy_position() or self._start
+            self.report.resumed_after_line = self._start.line
         self.report.last_line = self._start.line
 
     @property
@@ -119,6 +121,29 @@ class Feed:
     @property
     def resumable(self) -> bool:
         return self.path != STDIN
+
+    def _legacy_position(self) -> FeedPosition | None:
+        """Where an older `publish` left this very content: it recorded the count of
+        lines accepted under the SHA-256 of the whole file (`file:<digest>`, u64)."""
+        digest = hashlib.sha256()
+        try:
+            with open(self.path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+            recorded = self.publisher.progress(b"file:" + digest.digest())
+            if recorded is None:
+                return None
+            lines = int.from_bytes(recorded, "big")
+            prefix = hashlib.sha256()
+            offset = 0
+            with open(self.path, "rb") as f:
+                for _ in range(lines):
+                    raw = f.readline()
+                    prefix.update(raw)
+                    offset += len(raw)
+        except OSError as exc:
+            raise FeedError(f"{self.path}: {exc.strerror or exc}") from None
+        return FeedPosition(offset, lines, prefix.digest())
 
     def _check_prefix(self, position: FeedPosition) -> None:
         digest = hashlib.sha256()
@@ -158,7 +183,7 @@ class Feed:
         while not self._stop.is_set():
             raw = f.readline()
             if raw.endswith(b"\n"):
-                offset += len(raw)
+                offset += len(partial) + len(raw)
                 yield partial + raw, offset
                 partial = b""
                 continue
