@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from jukisync import Store, _core, lockfile
 from jukisync.publisher.bundling import BundlePolicy
@@ -349,3 +350,80 @@ def test_what_an_older_publish_recorded_is_taken_over(tmp_path: Path) -> None:
     assert feed.report.resumed_after_line == 3 and feed.report.accepted == 2
     assert p.next_seq == 6
     p.close()
+
+
+class AppendOnlyFeed(RuleBasedStateMachine):
+    """A file that grows (whole lines, bad lines, half-written lines) and is fed again
+    and again, with crashes between feeds: every valid line is accepted exactly once,
+    in file order, whatever the interleaving; a half-written last line is neither lost
+    nor taken in two pieces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name)
+        self.data = self.dir / "in.jsonl"
+        self.data.write_bytes(b"")
+        self.written: list[str] = []  # juminhyo codes of the valid complete lines
+        self.pending = b""  # the start of a line not yet ended
+        self.n = 0
+        self.p = publisher(self.dir / "o")
+
+    @rule(count=st.integers(1, 5), bad=st.booleans())
+    def append_lines(self, count: int, bad: bool) -> None:
+        chunk = self.pending  # the end of a half-written line first
+        self.pending = b""
+        for _ in range(count):
+            u = update(ORIGIN, self.n)
+            self.n += 1
+            if bad and self.n % 2:
+                chunk += b'{"not": "an update"}\n'
+            else:
+                chunk += msgspec.json.encode(u) + b"\n"
+                self.written.append(u.juminhyo_code)
+        with self.data.open("ab") as f:
+            f.write(chunk)
+
+    @rule(cut=st.integers(1, 40))
+    def append_half_a_line(self, cut: int) -> None:
+        """A line still being written: its end comes with the next append."""
+        if self.pending:
+            return
+        u = update(ORIGIN, self.n)
+        self.n += 1
+        line = msgspec.json.encode(u) + b"\n"
+        self.written.append(u.juminhyo_code)
+        with self.data.open("ab") as f:
+            f.write(line[:cut])
+        self.pending = line[cut:]
+
+    @rule(chunk=st.integers(1, 4))
+    def feed(self, chunk: int) -> None:
+        _fed(self.p, self.data, chunk=chunk)
+
+    @rule()
+    def crash_and_reopen(self) -> None:
+        self.p._outbox._env.close()  # no flush, no close: as if killed
+        self.p._lock.release()
+        self.p = publisher(self.dir / "o")
+
+    @invariant()
+    def each_accepted_line_once_in_order(self) -> None:
+        accepted = [u.juminhyo_code for u in self._accepted()]
+        assert accepted == self.written[: len(accepted)]
+
+    def _accepted(self) -> list[Update]:
+        sealed = [u for e in self.p.resend(1) for u in _body(e.envelope).updates]
+        return sealed + self.p._outbox.open_updates()
+
+    def teardown(self) -> None:
+        with self.data.open("ab") as f:
+            f.write(self.pending)
+        _fed(self.p, self.data)
+        assert [u.juminhyo_code for u in self._accepted()] == self.written
+        self.p.close()
+        self.tmp.cleanup()
+
+
+AppendOnlyFeed.TestCase.settings = settings(max_examples=40, stateful_step_count=12, deadline=None)
+test_append_only_feed = AppendOnlyFeed.TestCase

@@ -166,7 +166,8 @@ class Feed:
 
     # --- reading (any thread) ---------------------------------------------------------
     def _raw_lines(self) -> Iterator[tuple[bytes, int]]:
-        """(line without its newline, offset after it), from the start position."""
+        """(line with its newline if it has one, offset after it), from the start
+        position. Only the last line of a file that is not followed may lack it."""
         if self.path == STDIN:
             yield from self._lines_of(sys.stdin.buffer, 0, stream=True)
             return
@@ -211,6 +212,22 @@ class Feed:
         for raw, offset in self._raw_lines():
             line_no += 1
             position = None
+            if digest is not None and not raw.endswith(b"\n"):
+                # The last line of the file, without its newline: complete JSON is a
+                # line like any other; anything else may be a line still being written,
+                # so it is left unconsumed for the next run instead of being lost.
+                item = self._parse(line_no, raw.strip(), origin)
+                if isinstance(item, BadLine) and item.error.startswith("not valid JSON"):
+                    yield _Line(
+                        line_no,
+                        BadLine(
+                            line_no,
+                            f"{item.error}; the last line has no newline: left unread, it is "
+                            "read again once the file has grown",
+                        ),
+                        None,
+                    )
+                    return
             if digest is not None:
                 digest.update(raw)
                 position = FeedPosition(offset, line_no, digest.copy().digest())
