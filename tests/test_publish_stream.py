@@ -4,6 +4,7 @@ file publishes appended lines, and the README's embedding example runs as writte
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import subprocess
@@ -160,3 +161,23 @@ def test_embedding_with_the_broker_down_keeps_everything(make_net: MakeNet, tmp_
     proc = net.publish(YAMAGUCHI_CITY, data)
     assert proc.wait() == 0, proc.output()
     assert until(lambda: _head(net, centre) == 30)
+
+
+def test_lines_with_bad_bytes_are_reported_and_the_rest_published(
+    make_net: MakeNet, tmp_path: Path, rng: random.Random
+) -> None:
+    net = make_net(origins=[YAMAGUCHI_CITY])
+    [centre] = net.centres
+    net.start_and_wait(net.national, centre)
+    lines = _lines(40, seed=10)
+    bad = sorted(rng.sample(range(40), 5))
+    for i in bad:  # a byte that is no UTF-8 inside the name, as a faulty export writes
+        lines[i] = lines[i].replace(b'"name":"', b'"name":"\xff', 1)
+    data = tmp_path / "changes.jsonl"
+    data.write_bytes(b"".join(lines))
+    proc = net.publish(YAMAGUCHI_CITY, data)
+    assert proc.wait() == 4, proc.output()  # INPUT: the valid ones went out all the same
+    for i in bad:
+        assert f"{data}:{i + 1}: not valid UTF-8: byte 0xff" in proc.output()
+    assert "Traceback" not in proc.output()
+    assert until(lambda: _head(net, centre) == 40 - len(bad))

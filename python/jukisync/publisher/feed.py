@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import os
 import queue
@@ -35,7 +36,7 @@ from jukisync.publisher.origin import Publisher
 from jukisync.wire import codes
 from jukisync.wire.messages import Update
 
-__all__ = ["STDIN", "Feed", "FeedError", "FeedPosition", "FeedReport"]
+__all__ = ["STDIN", "Feed", "FeedError", "FeedPosition", "FeedReport", "Skipped"]
 
 STDIN = "-"
 _CHUNK = 1000  # updates accepted per outbox transaction, at most
@@ -64,12 +65,19 @@ class FeedReport:
     last_line: int = 0
 
 
+class Skipped(enum.Enum):
+    """A line with no update that is no error either."""
+
+    BLANK = "blank"
+    OTHER_ORIGIN = "another municipality's (--skip-others)"
+
+
 @dataclass(frozen=True, slots=True)
 class _Line:
     """One line read: its update (or why it has none) and the position after it."""
 
     line_no: int
-    item: Update | BadLine | None  # None: another municipality's, skipped
+    item: Update | BadLine | Skipped
     position: FeedPosition | None  # None for streams (not resumable)
 
 
@@ -233,16 +241,16 @@ class Feed:
                 position = FeedPosition(offset, line_no, digest.copy().digest())
             text = raw.strip()
             if not text:
-                yield _Line(line_no, BadLine(line_no, ""), position)  # blank: no update
+                yield _Line(line_no, Skipped.BLANK, position)
                 continue
             yield _Line(line_no, self._parse(line_no, text, origin), position)
 
-    def _parse(self, line_no: int, text: bytes, origin: str) -> Update | BadLine | None:
+    def _parse(self, line_no: int, text: bytes, origin: str) -> Update | BadLine | Skipped:
         try:
             update = parse_line(text)
             if update.municipality != origin:
                 if self.skip_others and codes.is_valid_local_government_code(update.municipality):
-                    return None
+                    return Skipped.OTHER_ORIGIN
                 raise codes.CodeError(
                     "municipality",
                     update.municipality,
@@ -262,13 +270,12 @@ class Feed:
             self.report.last_line = line.line_no
             position = line.position or position
             if isinstance(line.item, BadLine):
-                if line.item.error:  # blank lines are no error
-                    self.report.invalid += 1
-                    if self.on_bad is not None:
-                        self.on_bad(line.item)
-            elif line.item is None:
+                self.report.invalid += 1
+                if self.on_bad is not None:
+                    self.on_bad(line.item)
+            elif line.item is Skipped.OTHER_ORIGIN:
                 self.report.skipped_other_origins += 1
-            else:
+            elif isinstance(line.item, Update):
                 batch.append(line.item)
         progress = None
         if position is not None:
@@ -297,7 +304,7 @@ class Feed:
         for line in self.lines():
             if isinstance(line.item, Update):
                 updates.append(line.item)
-            elif isinstance(line.item, BadLine) and line.item.error:
+            elif isinstance(line.item, BadLine):
                 bad.append(line.item)
                 if self.on_bad is not None:
                     self.on_bad(line.item)
