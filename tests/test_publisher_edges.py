@@ -157,12 +157,7 @@ def _core_verdict(candidate: Update) -> str:
     return "applied" if result.status == "applied" else f"{result.status}: {result.reason}"
 
 
-# Where the publisher is deliberately stricter than the core: an optional text that is
-# present but blank, line/paragraph separators (not Cc, but line breaks all the same).
-_STRICTER = ("must not be empty or blank", "U+2028", "U+2029", "U+0085")
-
-
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=mutated_updates())
 def test_the_publisher_and_the_centres_agree(case: tuple[Update, list[str]]) -> None:
     candidate, fields = case
@@ -174,10 +169,8 @@ def test_the_publisher_and_the_centres_agree(case: tuple[Update, list[str]]) -> 
         core = _core_verdict(msgspec.structs.replace(candidate, seq=1))
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
         core = "cannot be encoded"
-    if refused is None:  # never sign what a centre would halt on
-        assert core == "applied", (fields, candidate, core)
-    elif core == "applied":
-        assert any(s in str(refused) for s in _STRICTER), (fields, candidate, refused)
+    # One rule set: never sign what a centre would halt on, never refuse what it takes.
+    assert (refused is None) == (core == "applied"), (fields, candidate, refused, core)
 
 
 # --- 2. one publisher per outbox --------------------------------------------------------

@@ -7,7 +7,10 @@
 
 `validate_update` is what a publisher runs before signing: content that fails it, if
 signed anyway, makes every tier halt the origin (DESIGN.md §3), so it is cheaper to
-refuse it at the source.
+refuse it at the source. It is the same rule set as the centres' core
+(`rust/core/src/validate.rs`, with the origin given): `tests/test_publisher_edges.py`
+checks on generated updates that the two accept and refuse exactly the same ones
+(with no registered 住民票コード check, which only this side can have).
 """
 
 from __future__ import annotations
