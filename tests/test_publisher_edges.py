@@ -26,6 +26,7 @@ from jukisync.publisher.bundling import BundlePolicy
 from jukisync.publisher.feed import Feed, FeedError
 from jukisync.publisher.input import BadLine
 from jukisync.publisher.origin import Publisher
+from jukisync.wire import codes
 from jukisync.wire.codes import CodeError
 from jukisync.wire.messages import ChangeReason, Update
 from netkit import CHIYODA, HAGI, YAMAGUCHI_CITY, KeyRing, update
@@ -133,6 +134,69 @@ def test_every_invalid_update_is_refused_and_the_outbox_opens(
         q = publisher(Path(tmp))  # whatever was accepted can be read back
         assert q.next_seq == (3 if accepted else 2), fields
         q.flush()
+        q.close()
+
+
+def _wrong_check_digit(first11: str) -> str:
+    return first11 + str((codes.kojin_bango_check_digit(first11) + 1) % 10)
+
+
+_BAD_TEXT = st.one_of(
+    st.just(""),
+    st.sampled_from([" ", "\u3000"]),
+    st.builds(
+        lambda a, c, b: a + c + b,
+        st.text("山口太郎", max_size=3),
+        st.sampled_from(["\ufffd", "\x00", "\n", "\x7f", "\u0085", "\u2028", "\u2029", "カ\u3099"]),
+        st.text("山口太郎", max_size=3),
+    ),
+    st.integers(257, 400).map(lambda n: "山" * n),
+    st.integers(0, 9),  # not a string at all
+)
+# Values of each field that are always wrong (with the base update's other fields).
+INVALID_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "juminhyo_code": st.text(alphabet=_DIGITS + "a１-", max_size=14).filter(
+        lambda s: not (len(s) == 11 and s.isascii() and s.isdigit())
+    ),
+    "previous_juminhyo_code": _CODE,  # only a code change may carry it
+    "kojin_bango": st.text(alphabet=_DIGITS, min_size=11, max_size=11).map(_wrong_check_digit)
+    | st.text(alphabet=_DIGITS + "x１", max_size=14).filter(lambda s: len(s) != 12),
+    "name": _BAD_TEXT,
+    "name_kana": st.builds(
+        lambda a, c: a + c, st.text("ヤマグチ", max_size=4), st.sampled_from("やaA漢ｱ1\ufffd")
+    ),
+    "former_surname": _BAD_TEXT,
+    "alias": _BAD_TEXT,
+    "birth_date": st.dates(dt.date(2024, 4, 2), dt.date(2100, 1, 1))  # after changed_on
+    | st.dates(dt.date(1, 1, 1), dt.date(1799, 12, 31))
+    | st.sampled_from(["1990-02-30", "x", 19900101]),
+    "sex": st.integers(-5, 300).filter(lambda n: n not in (1, 2)) | st.sampled_from(["1", None]),
+    "address": _BAD_TEXT,
+    "municipality": st.sampled_from([HAGI, CHIYODA, "352030", "000001", "35203", "３５２０３９"]),
+    "reason": st.text(max_size=20).filter(lambda s: s not in set(ChangeReason)),
+    "changed_on": st.dates(dt.date(1800, 1, 1), dt.date(1989, 12, 31))  # before birth
+    | st.sampled_from(["2099-13-01", "today", None]),
+    "recorded_at": st.integers(-(1 << 40), -1) | st.sampled_from(["now", 1.5]),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), field=st.sampled_from(sorted(INVALID_VALUES)))
+def test_every_class_of_invalid_field_is_refused(data: st.DataObject, field: str) -> None:
+    base = update(ORIGIN, data.draw(st.integers(0, 5000)))
+    value = data.draw(INVALID_VALUES[field], label=field)
+    candidate = msgspec.structs.replace(base, **{field: value})
+    with tempfile.TemporaryDirectory() as tmp:
+        p = publisher(Path(tmp))
+        with pytest.raises(CodeError) as info:
+            p.add(candidate)
+        named = {field} | (
+            {"birth_date", "changed_on"} if "date" in field or "changed" in field else set()
+        )
+        assert info.value.field in named, info.value
+        p.close()
+        q = publisher(Path(tmp))  # nothing was kept, and the outbox opens
+        assert q.next_seq == 1 and q.open_count == 0
         q.close()
 
 
