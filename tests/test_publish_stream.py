@@ -16,7 +16,15 @@ import msgspec
 import pytest
 
 import jukisync
-from daemonkit import YAMAGUCHI_CITY, Net, synthetic_updates, until, write_updates
+from daemonkit import (
+    YAMAGUCHI_CITY,
+    Net,
+    close_connections,
+    synthetic_updates,
+    until,
+    write_updates,
+)
+from externaltools import require_rabbitmqctl
 from jukisync import lockfile
 from jukisync.publisher.outbox import Outbox
 
@@ -74,6 +82,29 @@ def test_a_pipe_at_a_steady_rate_is_confirmed_while_it_is_open(make_net: MakeNet
     pipe.close()  # end of the stream: the publisher delivers the rest and exits
     assert proc.wait() == 0, proc.output()
     assert until(lambda: _head(net, centre) == len(lines))
+
+
+def test_a_stream_rides_out_a_cut_connection_while_its_input_is_silent(
+    make_net: MakeNet,
+) -> None:
+    require_rabbitmqctl()
+    net = make_net(origins=[YAMAGUCHI_CITY], max_updates=50, linger_s=0.05)
+    [centre] = net.centres
+    net.start_and_wait(net.national, centre)
+    lines = _lines(90, seed=11)
+    proc = net.publish(YAMAGUCHI_CITY, "-", "--follow", stdin=subprocess.PIPE)
+    pipe = proc.popen.stdin
+    assert pipe is not None
+    for part in (lines[:30], lines[30:60], lines[60:]):
+        pipe.writelines(part)
+        pipe.flush()
+        done = lines.index(part[-1]) + 1
+        assert until(lambda n=done: _head(net, centre) >= n or not proc.alive()), proc.output()
+        # The input falls silent; the broker drops the publisher meanwhile.
+        assert close_connections([proc.pid]) >= 1
+    pipe.close()
+    assert proc.wait() == 0, proc.output()
+    assert _head(net, centre) == len(lines)
 
 
 def test_a_followed_file_publishes_appended_lines(make_net: MakeNet, tmp_path: Path) -> None:
