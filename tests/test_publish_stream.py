@@ -177,6 +177,9 @@ def test_embedding_with_the_broker_down_keeps_everything(make_net: MakeNet, tmp_
     with jukisync.open_publisher(config, drain_timeout=0.5) as publisher:
         seqs = publisher.add_many(updates)  # store-and-forward: accepted all the same
         assert seqs == list(range(1, 31))
+        open_updates, unconfirmed = publisher.pending()
+        assert open_updates + unconfirmed > 0  # nothing confirmed without a broker
+        assert not publisher.drain(timeout=0.2)
         with pytest.raises(lockfile.LockHeld):  # one publisher per outbox
             jukisync.open_publisher(config)
     outbox = Outbox(net.outbox_dir(YAMAGUCHI_CITY), YAMAGUCHI_CITY)

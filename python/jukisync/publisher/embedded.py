@@ -88,12 +88,12 @@ class EmbeddedPublisher:
         return seqs
 
     # --- state -----------------------------------------------------------------------
-    def unconfirmed_count(self) -> int:
-        """Sealed bundles the broker has not confirmed yet."""
-        return self._call(self._unconfirmed())
+    def pending(self) -> tuple[int, int]:
+        """(updates not yet in a bundle, sealed bundles the broker has not confirmed)."""
+        return self._call(self._pending())
 
-    async def _unconfirmed(self) -> int:
-        return self._publisher.unconfirmed_count() + (1 if self._publisher.open_count else 0)
+    async def _pending(self) -> tuple[int, int]:
+        return self._publisher.open_count, self._publisher.unconfirmed_count()
 
     def drain(self, timeout: float | None = None) -> bool:
         """Seal what is open and wait (at most `timeout` seconds, default
