@@ -54,7 +54,9 @@ class Publisher:
 
     `add` returns once the update is durable in the outbox with its sequence number;
     bundles are cut at `policy.max_updates` or, by `cut_due`, `policy.linger_s`
-    after their first update.
+    after their first update. It holds the outbox's lock (`LOCK_FILE`) from
+    construction to `close`: a second publisher on the outbox, in this process or
+    another, raises `lockfile.LockHeld`.
     """
 
     def __init__(
