@@ -239,7 +239,8 @@ async def _publish(
     transport = AmqpTransport(
         broker.url, name=f"jukisync publisher {loaded.origin} pid {os.getpid()}", options=broker
     )
-    node = PublisherNode(publisher, transport)  # it knows the transport's message limit
+    # It knows the transport's message limit.
+    node = PublisherNode(publisher, transport, announce_s=loaded.announce_interval_s)
     try:
         await node.start()
         for updates, last_line in reader.chunks() if reader is not None else ():
