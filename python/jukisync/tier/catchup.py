@@ -9,8 +9,9 @@
   with its centre key, so a tier that starts after an origin went quiet still learns
   what exists;
 - **repairs**: every `resend_interval_s` it compares, per origin, its chain head with
-  the highest announced head and with what waits in pending. Behind and not halted,
-  it asks for the range from its head on. An aggregator asks the origin first
+  the highest announced head and with what waits in pending. Behind, not halted, and
+  its head unmoved for `answer_wait_s` (so bundles merely in flight cost nothing), it
+  asks for the range from its head on. An aggregator asks the origin first
   (`ctl.<origin>`, served from the outbox); when that is unroutable or brings nothing
   within `answer_wait_s`, it asks its twin (`repair.<pref>.<origin>`, served from the
   twin's change log as signed, attested envelopes re-published on the updates
@@ -122,7 +123,8 @@ class CatchUp:
         self.heads_refused = 0
         self.repairs_served = 0  # bundles re-sent for another tier
         self.last_applied_us: dict[str, int] = {}  # origin -> wall time of the last apply
-        self._progress: dict[str, tuple[int, float]] = {}  # pending origin -> (head, since)
+        # Behind origins -> (applied seq, since when it has not moved).
+        self._progress: dict[str, tuple[int, float]] = {}
         self.listening_since: float | None = None  # monotonic: heads consumer registered
 
     # --- lifetime ----------------------------------------------------------------------
@@ -189,7 +191,8 @@ class CatchUp:
         return out
 
     def stuck_s(self, origin: str) -> float:
-        """How long bundles of `origin` have waited in pending with its head unmoved."""
+        """How long `origin` has been behind (or had bundles in pending) with its head
+        unmoved, as of the last repair pass."""
         progress = self._progress.get(origin)
         return 0.0 if progress is None else time.monotonic() - progress[1]
 
@@ -338,7 +341,7 @@ class CatchUp:
         now = time.monotonic()
         for entry in lags:
             origin = entry.origin
-            if entry.pending:
+            if entry.pending or entry.lag.seqs:
                 progress = self._progress.get(origin)
                 if progress is None or progress[0] != entry.applied_seq:
                     self._progress[origin] = (entry.applied_seq, now)
@@ -353,6 +356,8 @@ class CatchUp:
                 continue
             if entry.halted:
                 continue  # an operator's matter: asking cannot help
+            if now - self._progress[origin][1] < self.node.config.answer_wait_s:
+                continue  # behind, but moving (or only just seen): traffic in flight
             await self.ask(origin, entry.applied_seq + 1, entry)
 
     async def ask(self, origin: str, from_seq: int, why: OriginLag | None = None) -> None:
