@@ -9,6 +9,7 @@ Every wait polls with a bound; health is sampled before the store, so a sample
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import urllib.error
 import urllib.request
@@ -66,6 +67,12 @@ def _metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def _log_lines(net: Net, name: str) -> list[str]:
+    """The lines of a daemon's log (without the kit's `===` command headers)."""
+    text = net.procs[name].log.read_text()
+    return [line for line in text.splitlines() if line and not line.startswith("=== ")]
+
+
 def _converges_degraded_until_done(net: Net, name: str) -> list[dict[str, object]]:
     """Poll `name`'s /healthz and store until it holds every origin's head and says
     ok; every sample taken while behind must be non-200. Returns the samples."""
@@ -100,11 +107,17 @@ def test_late_centre_converges_from_its_twin(make_net: MakeNet, tmp_path: Path) 
     net.publish_all(data)  # every origin publishes, is confirmed, and exits
     net.wait_converged([east, net.national])
 
-    net.start(west)
+    net.start(west, "--log-format", "json")
     _converges_degraded_until_done(net, west)
 
     assert_matches_reference(net, [east, west, net.national], net.reference())
-    assert "asked the twin centre" in net.procs[west].output()
+    lines = [json.loads(line) for line in _log_lines(net, west)]
+    assert any("asked the twin centre" in line["message"] for line in lines)
+    assert any(line["message"].startswith(f"{west}: applied ") for line in lines)
+    for line in lines:
+        # ISO 8601 with its offset, e.g. 2026-12-01T21:45:03.120+00:00
+        assert dt.datetime.fromisoformat(line["time"]).utcoffset() is not None, line
+        assert line["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     assert "from the change log" in net.procs[east].output()
     code, text = _get(net.ports[west], "/metrics")
     assert code == 200

@@ -314,39 +314,47 @@ class TierNode:
             stats.updates_applied += result.updates
             if result.origin is not None:
                 self.catchup.on_applied(result.origin)
+                # An applied bundle means the origin flows again (released, superseded).
+                stats.halted_origins.discard(result.origin)
+            if result.pending_rejected is not None:
+                self._account_rejected(result.pending_rejected, " (found while draining pending)")
         elif status == "duplicate":
             stats.duplicates += 1
         elif status == "gap":
             stats.gaps += 1
-        elif result.kind == "security":
+        else:
+            self._account_rejected(result, "")
+
+    def _account_rejected(self, result: ApplyResult, where: str) -> None:
+        stats = self.stats
+        if result.kind == "security":
             stats.security_events += 1
             security_log.warning(
-                "%s: security event: bundle claiming origin %s seq %s-%s rejected (%s); "
+                "%s: security event%s: bundle claiming origin %s seq %s-%s rejected (%s); "
                 "quarantine #%s; the origin's genuine stream carries on",
                 self.name,
+                where,
                 result.origin,
                 result.first_seq,
                 result.last_seq,
                 result.reason,
                 result.quarantine_id,
             )
-        else:
-            stats.halts += 1
-            if result.origin is not None:
-                stats.halted_origins.add(result.origin)
-            log.error(
-                "%s: origin %s HALTED at seq %s-%s: %s; quarantine #%s awaits an operator "
-                "(jukisync quarantine release|drop)",
-                self.name,
-                result.origin,
-                result.first_seq,
-                result.last_seq,
-                result.reason,
-                result.quarantine_id,
-            )
-        if status == "applied" and result.origin is not None:
-            # An applied bundle means the origin flows again (released, or superseded).
-            stats.halted_origins.discard(result.origin)
+            return
+        stats.halts += 1
+        if result.origin is not None:
+            stats.halted_origins.add(result.origin)
+        log.error(
+            "%s: origin %s HALTED%s at seq %s-%s: %s; quarantine #%s awaits an operator "
+            "(jukisync quarantine release|drop)",
+            self.name,
+            result.origin,
+            where,
+            result.first_seq,
+            result.last_seq,
+            result.reason,
+            result.quarantine_id,
+        )
 
     def _log_batch(self, results: Sequence[ApplyResult], redelivered: int = 0) -> None:
         """One info line per applied batch, or a summary per `batch_log_s` when busy

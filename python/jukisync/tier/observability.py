@@ -229,6 +229,9 @@ class NodeMetrics:
             if status == "applied":
                 self.applied_bundles.labels(origin).inc(1 + result.released)
                 self.applied_updates.labels(origin).inc(result.updates)
+                found = result.pending_rejected  # rejected while draining pending
+                if found is not None:
+                    self.rejected.labels(found.origin or _UNKNOWN, found.kind or _UNKNOWN).inc()
             elif status == "duplicate":
                 self.duplicates.labels(origin).inc()
             elif status == "gap":
