@@ -4,6 +4,7 @@ trust/heads.py): the rules, over the whole class of inputs where it is wide."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -19,7 +20,7 @@ from jukisync.wire.messages import (
     decode_heads_message,
     encode,
 )
-from netkit import KeyRing
+from netkit import KeyRing, update
 
 ORIGIN = "352039"
 OTHER = "352021"
@@ -185,3 +186,38 @@ def test_heads_messages_refuse_unknown_fields() -> None:
     raw["extra"] = 1
     with pytest.raises(msgspec.ValidationError):
         decode_heads_message(msgspec.msgpack.encode(raw))
+
+
+def test_publisher_announces_its_confirmed_head(tmp_path: Path) -> None:
+    """Only what the transport confirmed is announced: the centres can have it."""
+    from jukisync.publisher.bundling import BundlePolicy
+    from jukisync.publisher.origin import Publisher
+
+    ring = KeyRing()
+    key_id, secret = ring.add(ORIGIN)
+    publisher = Publisher(
+        ORIGIN,
+        secret,
+        key_id,
+        tmp_path / "outbox",
+        policy=BundlePolicy(max_updates=2),
+        sync=False,
+        clock_us=lambda: NOW,
+    )
+    try:
+        assert publisher.announcement() is None  # nothing sealed yet
+        publisher.add_many([update(ORIGIN, i) for i in range(1, 6)])
+        publisher.flush()
+        sealed = publisher.unconfirmed()
+        assert [e.last_seq for e in sealed] == [2, 4, 5]
+        assert publisher.announcement() is None  # sealed, none confirmed
+        publisher.confirm(sealed[:2])
+        message = publisher.announcement()
+        assert message is not None
+        announcement = decode_heads_message(message)
+        assert isinstance(announcement, HeadAnnouncement)
+        head = verify_head(announcement, ring.registry(), now_us=NOW)
+        assert (head.origin, head.seq, head.hash) == (ORIGIN, 4, sealed[1].hash)
+        assert head.relayed_by is None and head.announced_at == NOW
+    finally:
+        publisher.close()

@@ -101,3 +101,72 @@ def test_json_log_lines_carry_time_with_offset() -> None:
     stamp = text.split(" ", 1)[0]
     assert dt.datetime.fromisoformat(stamp).utcoffset() is not None
     assert text.endswith("INFO jukisync.node: x y")
+
+
+async def test_health_is_degraded_while_behind_or_halted_and_ok_when_caught_up(
+    tmp_path: Path,
+) -> None:
+    """Daemon.health over a running national node (in-process transport): behind an
+    announced head (signed by the origin) → degraded with the reason, and ok once the
+    bundles are applied; a halted origin → degraded."""
+    import asyncio
+    import types
+
+    from jukisync.config import HealthConfig, NationalConfig, TrustConfig
+    from jukisync.tier.daemon import Daemon
+    from jukisync.trust.heads import sign_head
+    from jukisync.wire.messages import Head
+
+    ring = KeyRing()
+    origin = Origin(ring, ORIGIN)
+    bundles = [origin.bundle([update(ORIGIN, i)]) for i in range(1, 4)]
+    store = _core.Store(
+        str(tmp_path / "store"),
+        role="national",
+        registry=ring.registry(),
+        require_attestation=False,
+    )
+    network = InProcessNetwork()
+    node = TierNode(
+        NodeConfig(name="n", role="national", queue="q", heads_queue="heads.n"),
+        store,
+        network.transport("n"),
+        registry=ring.registry(),
+    )
+    config = NationalConfig(
+        store=str(tmp_path / "store"),
+        trust=TrustConfig(root_public_key="unused", registry="unused"),
+        health=HealthConfig(max_lag_seqs=0, settle_s=0.001),
+    )
+    daemon = Daemon(config)
+    daemon.node = node
+    daemon.transport = types.SimpleNamespace(  # type: ignore[assignment]
+        connected=True, last_error=None, connections_opened=1
+    )
+    await node.start()
+    try:
+        for _ in range(500):  # bounded polls: hearing heads, then settle_s has passed
+            if daemon.health()[0]:
+                break
+            await asyncio.sleep(0.01)
+        assert daemon.health()[0], daemon.health()[1]
+        head = Head(origin=ORIGIN, seq=3, hash=origin.head.hash, created_at=1, announced_at=1)
+        message = sign_head(head, ring.key_id(ORIGIN), ring.secret(ORIGIN))
+        await network.transport("o").publish_heads(f"head.35.{ORIGIN}", message)
+        for _ in range(500):
+            if node.catchup.book.known(ORIGIN) is not None:
+                break
+            await asyncio.sleep(0.01)
+        healthy, details = daemon.health()
+        assert not healthy and details["status"] == "degraded"
+        assert any(f"origin {ORIGIN} behind by 3 seqs" in r for r in details["reasons"])
+        assert details["behind"][ORIGIN]["announced_seq"] == 3
+        assert [r.status for r in store.apply(bundles)] == ["applied"] * 3
+        healthy, details = daemon.health()
+        assert healthy and details["reasons"] == [], details
+        bad = msgspec.structs.replace(update(ORIGIN, 4), kojin_bango="983205673210")
+        assert store.apply([origin.bundle([bad])])[0].kind == "halt"
+        healthy, details = daemon.health()
+        assert not healthy and any("halted" in r for r in details["reasons"])
+    finally:
+        await node.stop(graceful=False)

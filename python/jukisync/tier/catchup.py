@@ -17,9 +17,9 @@
   twin's change log as signed, attested envelopes re-published on the updates
   exchange), and alternates while nothing comes. National asks the centres to
   re-forward. Each request asks for at most `repair_max_bundles` bundles; the next
-  one goes out when those arrived (so an announcement far ahead costs one bounded
-  request per interval, never a storm), and a `RequestLimiter` caps requests per
-  origin and overall;
+  one goes, to the source that answered, when those arrived (so an announcement far
+  ahead costs one bounded request per interval, never a storm), and a
+  `RequestLimiter` caps requests per origin and overall;
 - **serves repairs** (aggregator): a repair request of another tier for an origin of
   its prefectures is answered from the change log, rate-limited per requester and
   origin.
@@ -245,7 +245,7 @@ class CatchUp:
         signer, node = self.signer, self.node
         assert signer is not None
         heads = await asyncio.to_thread(node.store.chain_heads)
-        heard = 0
+        messages = []
         for origin, (seq, hash_) in sorted(heads.items()):
             if origin[:2] not in node.config.prefectures:
                 continue
@@ -260,14 +260,16 @@ class CatchUp:
                 announced_at=clock.now_us(),
                 relayed_by=signer.centre,
             )
-            try:
-                await node.transport.publish_heads(
-                    head_key(origin), sign_head(head, signer.key_id, signer.secret)
-                )
-            except TransportUnavailable:
-                continue
-            heard += 1
-        return heard
+            messages.append((head_key(origin), sign_head(head, signer.key_id, signer.secret)))
+        # All in flight at once (one channel keeps them in order); unheard ones are fine.
+        results = await asyncio.gather(
+            *(node.transport.publish_heads(key, message) for key, message in messages),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, TransportUnavailable):
+                raise result
+        return sum(result is None for result in results)
 
     async def _created_at_of(self, origin: str, seq: int) -> int | None:
         key = (origin, seq)
@@ -336,7 +338,7 @@ class CatchUp:
 
     async def repair_once(self) -> None:
         """One pass over the origins: ask for what is missing where it is due."""
-        node = self.node
+        node, cfg = self.node, self.node.config
         lags = await asyncio.to_thread(self.lags, self.origins())
         now = time.monotonic()
         for entry in lags:
@@ -356,8 +358,16 @@ class CatchUp:
                 continue
             if entry.halted:
                 continue  # an operator's matter: asking cannot help
-            if now - self._progress[origin][1] < self.node.config.answer_wait_s:
+            quiet = now - self._progress[origin][1]  # since its head last moved
+            asked = self._asked.get(origin)
+            if asked is None and quiet < cfg.answer_wait_s:
                 continue  # behind, but moving (or only just seen): traffic in flight
+            if (
+                asked is not None
+                and asked.from_seq <= entry.applied_seq
+                and quiet < 0.5 * (cfg.resend_interval_s)
+            ):
+                continue  # the answer is still coming in: ask for more once it stops
             await self.ask(origin, entry.applied_seq + 1, entry)
 
     async def ask(self, origin: str, from_seq: int, why: OriginLag | None = None) -> None:
@@ -372,10 +382,12 @@ class CatchUp:
         source: Source
         if cfg.role == "national":
             source = "centres"
-        elif progressed or (asked is not None and asked.source == "twin"):
+        elif asked is None:
             source = "origin"
+        elif progressed:
+            source = asked.source  # it answered: ask it for the next range
         else:
-            source = "twin"
+            source = "twin" if asked.source == "origin" else "origin"
         if not self.limiter.allow(origin, now):
             return
         if asked is None and why is not None:
