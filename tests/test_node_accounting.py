@@ -164,6 +164,13 @@ async def test_health_is_degraded_while_behind_or_halted_and_ok_when_caught_up(
         assert [r.status for r in store.apply(bundles)] == ["applied"] * 3
         healthy, details = daemon.health()
         assert healthy and details["reasons"] == [], details
+        # A head of seq 3 with another hash, heard by a fresh book: the tier holds seq 3
+        # with its own hash, so they disagree (a fork, or this tier diverged).
+        node.catchup.book = type(node.catchup.book)()
+        node.catchup.book.observe(msgspec.structs.replace(head, hash=b"\7" * 32))
+        healthy, details = daemon.health()
+        assert not healthy and any("differs from the announced" in r for r in details["reasons"])
+        node.catchup.book = type(node.catchup.book)()
         bad = msgspec.structs.replace(update(ORIGIN, 4), kojin_bango="983205673210")
         assert store.apply([origin.bundle([bad])])[0].kind == "halt"
         healthy, details = daemon.health()

@@ -86,6 +86,7 @@ class OriginLag:
     pending: int  # bundles waiting in pending
     lag: Lag
     halted: bool
+    diverged: bool = False  # applied the announced seq, yet with another hash
 
 
 @dataclass(slots=True)
@@ -174,7 +175,7 @@ class CatchUp:
         now = clock.now_us()
         out = []
         for origin in sorted(origins | set(halted) | set(heads)):
-            applied = heads.get(origin, (0, b""))[0]
+            applied, applied_hash = heads.get(origin, (0, b""))
             waiting = store.pending(origin)
             top = max((last for _, last in waiting), default=0)
             head = known.get(origin)
@@ -186,6 +187,7 @@ class CatchUp:
                     len(waiting),
                     lag(applied, head, top, now),
                     origin in halted,
+                    head is not None and head.seq == applied and head.hash != applied_hash,
                 )
             )
         return out

@@ -280,6 +280,11 @@ class Daemon:
                     "lag_seqs": lag.seqs,
                     "lag_seconds": round(lag.seconds, 3),
                 }
+            if entry.diverged:
+                reasons.append(
+                    f"origin {origin}: head at seq {entry.applied_seq} differs from the "
+                    "announced one (a fork or divergence: reconcile)"
+                )
             if entry.halted:
                 continue
             if lag.seqs > bounds.max_lag_seqs or lag.seconds > bounds.max_lag_s:
