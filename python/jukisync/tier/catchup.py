@@ -163,12 +163,15 @@ class CatchUp:
         (call on the event loop: these sets change there)."""
         return set(self.book.origins()) | set(self.gap_origins)
 
-    def lags(self, origins: set[str] | None = None) -> list[OriginLag]:
+    def lags(
+        self, origins: set[str] | None = None, gap_origins: set[str] | None = None
+    ) -> list[OriginLag]:
         """Each origin held, announced, with a gap or halted, with its lag. Reads the
-        store: from a worker thread pass `origins` taken on the loop."""
+        store: from a worker thread pass `origins` and `gap_origins` taken on the loop."""
         if origins is None:
             origins = self.origins()
         known = {o: self.book.known(o) for o in origins}
+        gapped = set(self.gap_origins) if gap_origins is None else gap_origins
         store = self.node.store
         heads = store.chain_heads()
         halted = store.halted()
@@ -176,7 +179,9 @@ class CatchUp:
         out = []
         for origin in sorted(origins | set(halted) | set(heads)):
             applied, applied_hash = heads.get(origin, (0, b""))
-            waiting = store.pending(origin)
+            # Only origins that reported a gap (or are halted) can have bundles waiting:
+            # no pending read per origin held (a national store holds every origin).
+            waiting = store.pending(origin) if origin in gapped or origin in halted else []
             top = max((last for _, last in waiting), default=0)
             head = known.get(origin)
             out.append(
@@ -341,7 +346,7 @@ class CatchUp:
     async def repair_once(self) -> None:
         """One pass over the origins: ask for what is missing where it is due."""
         node, cfg = self.node, self.node.config
-        lags = await asyncio.to_thread(self.lags, self.origins())
+        lags = await asyncio.to_thread(self.lags, self.origins(), set(self.gap_origins))
         now = time.monotonic()
         for entry in lags:
             origin = entry.origin

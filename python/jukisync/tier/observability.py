@@ -128,7 +128,7 @@ class _StoreCollector:
                 labels=["origin"],
             ),
         }
-        for entry in node.catchup.lags(set(self.metrics.origins)):
+        for entry in node.catchup.lags(set(self.metrics.origins), set(self.metrics.gap_origins)):
             o = [entry.origin]
             families["announced"].add_metric(o, entry.announced_seq)
             families["pending"].add_metric(o, entry.pending)
@@ -177,6 +177,7 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         # Copied on the loop by `set_state`, read by the collector in another thread.
         self.origins: frozenset[str] = frozenset()
+        self.gap_origins: frozenset[str] = frozenset()
         self.last_applied_us: dict[str, int] = {}
         self.reconnects = 0
         r = self.registry
@@ -241,6 +242,7 @@ class NodeMetrics:
 
     def set_state(self, *, up: bool, connected: bool, consuming: bool, reconnects: int) -> None:
         self.origins = frozenset(self.node.catchup.origins())
+        self.gap_origins = frozenset(self.node.catchup.gap_origins)
         self.last_applied_us = dict(self.node.catchup.last_applied_us)
         self.reconnects = reconnects
         self.up.set(int(up))
