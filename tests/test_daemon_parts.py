@@ -248,7 +248,9 @@ async def test_http_endpoint_answers_health_metrics_and_nothing_else(tmp_path: P
         0,
         health=lambda: (healthy[0], {"status": "ok" if healthy[0] else "starting"}),
         metrics=metrics,
-        refresh=lambda: metrics.set_state(up=True, connected=healthy[0], consuming=False),
+        refresh=lambda: metrics.set_state(
+            up=True, connected=healthy[0], consuming=False, reconnects=0
+        ),
     )
     await endpoint.start()
     assert endpoint._server is not None
