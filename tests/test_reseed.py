@@ -1,4 +1,4 @@
-"""`jukisync reseed`: a municipality's outbox lost (or restored old) is brought up to a
+"""`jukisync outbox reseed`: a municipality's outbox lost (or restored old) is brought up to a
 centre's chain head from the centre's signed change log, so publishing resumes
 without a fork; a forged change log or a diverged outbox is refused."""
 
@@ -91,7 +91,7 @@ def cli(*args: str) -> tuple[int, str]:
 
 def _reseed(s: Setup, *extra: str) -> tuple[int, str]:
     return cli(
-        "reseed", "--config", str(s.config), "--from-store", str(s.store_dir),
+        "outbox", "reseed", "--config", str(s.config), "--from-store", str(s.store_dir),
         "--root", str(s.root_file), "--json", *extra,
     )  # fmt: skip
 
@@ -217,14 +217,17 @@ def test_reseed_from_a_snapshot_and_usage_errors(tmp_path: Path) -> None:
     )
     shutil.rmtree(s.outbox)
     code, output = cli(
-        "reseed", "--config", str(s.config), "--from-snapshot", str(snap),
+        "outbox", "reseed", "--config", str(s.config), "--from-snapshot", str(snap),
         "--root", str(s.root_file), "--json",
     )  # fmt: skip
     assert code == 0, output
     assert json.loads(output)["after"] == 6
-    assert cli("reseed", "--config", str(s.config), "--root", str(s.root_file))[0] == ExitCode.USAGE
+    assert (
+        cli("outbox", "reseed", "--config", str(s.config), "--root", str(s.root_file))[0]
+        == ExitCode.USAGE
+    )
     missing = cli(
-        "reseed", "--config", str(s.config), "--from-store", str(tmp_path / "none"),
+        "outbox", "reseed", "--config", str(s.config), "--from-store", str(tmp_path / "none"),
         "--root", str(s.root_file),
     )  # fmt: skip
     assert missing[0] == ExitCode.NOT_FOUND

@@ -98,6 +98,27 @@ DESCRIPTIONS: dict[str, str] = {
     "gap to fill); beyond it they are resent later.",
     "_StoreLimits.map_size": "LMDB map size in bytes: the store's largest size.",
     "_StoreLimits.max_batch": "Deliveries applied in one write transaction at most.",
+    "AggregatorConfig.replication": "Head announcements and repair of divergence (keys below).",
+    "NationalConfig.replication": "Head announcements and repair of divergence.",
+    "AggregatorConfig.health": "When `/healthz` says degraded (keys below).",
+    "NationalConfig.health": "When `/healthz` says degraded.",
+    "MunicipalityConfig.announce_interval_s": "The publisher announces its signed "
+    "confirmed head at start, after each confirmed batch and this often.",
+    "ReplicationConfig.announce_interval_s": "An aggregator relays the heads it holds this often.",
+    "ReplicationConfig.resend_interval_s": "How often the node compares its heads with "
+    "the announced ones and asks for what it lacks.",
+    "ReplicationConfig.answer_wait_s": "Without an answer from the origin by then, ask "
+    "the twin centre (national: the centres).",
+    "ReplicationConfig.repair_max_bundles": "Bundles asked for per repair request at most.",
+    "ReplicationConfig.max_requests_per_s": "Repair requests per second at most, overall.",
+    "HealthConfig.max_lag_seqs": "Degraded when an origin is more than this many "
+    "sequence numbers behind its announced head.",
+    "HealthConfig.max_lag_s": "Degraded when an origin is more than this many seconds "
+    "behind its announced head.",
+    "HealthConfig.pending_stuck_s": "Degraded when bundles wait in pending while the "
+    "origin's head has not moved for this long.",
+    "HealthConfig.settle_s": "Not degraded for lag during this long after the node "
+    "began hearing heads (default: two `replication.announce_interval_s`).",
     "QueryServiceConfig.policy": "The query policy file (who may use which task; audit "
     "retention; anomaly thresholds).",
     "QueryServiceConfig.out_dir": "Where large batch confirmations are written; absent: "

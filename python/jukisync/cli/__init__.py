@@ -22,6 +22,7 @@ _SUBCOMMANDS = [
     "status",
     "run",
     "publish",
+    "outbox",
     "search",
     "confirm",
     "audit",
@@ -32,7 +33,6 @@ _SUBCOMMANDS = [
     "backup",
     "restore",
     "selfcheck",
-    "reseed",
 ]
 
 

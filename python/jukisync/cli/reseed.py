@@ -1,4 +1,4 @@
-"""`jukisync reseed`: bring a lost or old outbox's chain head up to a centre's."""
+"""`jukisync outbox reseed`: bring a lost or old outbox's chain head up to a centre's."""
 
 from __future__ import annotations
 
@@ -13,26 +13,26 @@ from jukisync import _core, lockfile, snapshots
 from jukisync import config as node_config
 from jukisync.cli.bootstrap import load_trust, root_option
 from jukisync.cli.common import fail
-from jukisync.cli.publish import LOCK_FILE
 from jukisync.exitcodes import ExitCode
+from jukisync.publisher.origin import LOCK_FILE
 from jukisync.publisher.outbox import Outbox, OutboxError
 from jukisync.publisher.reseed import ReseedError, reseed
 from jukisync.trust import storedir
 
 __all__ = ["command"]
 
-_NAME = "reseed"
+_NAME = "outbox reseed"
 
 
 @click.command(
-    _NAME,
+    "reseed",
     epilog="""\b
 Examples:
   # the municipality's disk was lost: a fresh outbox, reseeded from a centre's snapshot
-  jukisync reseed --config /etc/jukisync/municipality-352039.toml \\
+  jukisync outbox reseed --config /etc/jukisync/municipality-352039.toml \\
       --from-snapshot centre-east.tar --root keys/root.pub.json
   # an outbox restored from an old backup, caught up from a centre's store
-  jukisync reseed --config config/municipality.toml --from-store data/centre-east \\
+  jukisync outbox reseed --config config/municipality.toml --from-store data/centre-east \\
       --root keys/root.pub.json --json
 
 Every adopted bundle is checked as the origin's own: signed by its key in the

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -47,6 +47,8 @@ class RegistryHolder:
     registry_bytes: bytes
     failures: int = 0
     reloads: int = 0
+    # Others verifying with the registry (the node's head-announcement checks).
+    also: list[Callable[[_core.KeyRegistry], None]] = field(default_factory=list)
 
     def replace(self, registry_bytes: bytes, root_public: bytes) -> bool:
         """Swap in a new registry; False when it is the one in use (same bytes).
@@ -67,6 +69,8 @@ class RegistryHolder:
                 "registry a new version"
             )
         self.store.set_registry(registry)
+        for user in self.also:
+            user(registry)
         storedir.write_trust(self.store_dir, registry_bytes, root_public)
         self.version, self.registry_bytes = registry.version, registry_bytes
         self.reloads += 1
