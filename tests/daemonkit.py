@@ -341,8 +341,7 @@ class Net:
         environment per process), read while the daemon writes it."""
         if name not in self._stores:
             self._stores[name] = _core.Store(
-                str(self.store_dir(name)),
-                role="national",
+                str(self.store_dir(name)),  # as the role its daemon recorded
                 registry=self.registry(),
                 require_attestation=False,
                 map_size=MAP_SIZE,

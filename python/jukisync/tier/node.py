@@ -64,6 +64,7 @@ class NodeConfig:
     forward_batch: int = 512
     resend_interval_s: float = 1.0  # minimum spacing of resend requests per origin
     retry_s: float = 0.2  # back-off when the transport is unavailable
+    forward_poll_s: float = 1.0  # how often the forward outbox is read without a wake-up
 
 
 @dataclass(slots=True)
@@ -343,7 +344,10 @@ class TierNode:
     # --- forwarding (aggregator) -------------------------------------------------------
     async def _forward_loop(self) -> None:
         while True:
-            await self._forward_wake.wait()
+            # Also look now and then without a wake-up: an operator's `quarantine
+            # release` (another process) queues forwards this node did not apply.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._forward_wake.wait(), self.config.forward_poll_s)
             self._forward_wake.clear()
             async with self._forward_lock:
                 await self._drain_forwards()
