@@ -63,6 +63,8 @@ def make_net(broker_url: str, tmp_path: Path) -> Iterator[MakeNet]:
     for net in nets:
         net.stop_all()
         net.remove_topology()
+    for net in nets:
+        net.assert_consistent()
 
 
 def test_three_roles_converge(make_net: MakeNet, tmp_path: Path) -> None:
