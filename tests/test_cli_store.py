@@ -62,6 +62,8 @@ def test_status_reports_counts_and_halts(halted_store: tuple[Path, Origin]) -> N
     report = json.loads(out)
     assert report["stats"]["records"] == 1 and report["stats"]["pending"] == 1
     assert set(report["halted"]) == {YAMAGUCHI_CITY}
+    assert report["verdict"]["state"] == "halted"
+    assert report["verdict"]["line"].startswith(f"halted: {YAMAGUCHI_CITY}")
     assert report["heads"][YAMAGUCHI_CITY]["seq"] == 1
     assert len(report["digests"]["35"]) == 64
 

@@ -198,3 +198,27 @@ def test_a_centre_behind_is_repaired_with_its_key_and_forwards(tmp_path: Path) -
     assert reconcile.compare(centre, national).equal
     # Applied through the normal path: attested and queued for national.
     assert len(centre.forward_batch()) == len(t.bundles) - 5
+
+
+def test_status_says_caught_up_behind_or_halted(tmp_path: Path) -> None:
+    t = Tiers(tmp_path)
+    a, b = t.store("a"), t.store("b")
+    a.apply(t.bundles)
+    # b misses 山口市's second bundle: the two after it wait in pending.
+    b.apply([bb for i, bb in enumerate(t.bundles) if i != 1])
+    del a, b
+    gc.collect()
+    code, out = _run("status", "--store", str(tmp_path / "a"))
+    assert code == 0 and out.splitlines()[0] == "caught up"
+    code, out = _run("status", "--store", str(tmp_path / "b"), "--json")
+    verdict = json.loads(out)["verdict"]
+    assert (verdict["state"], verdict["behind"]) == ("behind", {YAMAGUCHI_CITY: 30})
+    assert verdict["line"] == f"behind by 30 seqs ({YAMAGUCHI_CITY} by 30)"
+    code, out = _run("status", "--store", str(tmp_path / "b"), "--compare", str(tmp_path / "a"))
+    assert code == 0
+    assert out.splitlines()[0] == (
+        f"behind {tmp_path / 'a'} by 30 seqs ({YAMAGUCHI_CITY} by 30); "
+        "30 record(s) differ (jukisync reconcile)"
+    )
+    code, out = _run("status", "--store", str(tmp_path / "a"), "--compare", str(tmp_path / "b"))
+    assert out.splitlines()[0].startswith(f"caught up with {tmp_path / 'b'}; ahead of")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -17,6 +19,8 @@ from jukisync.exitcodes import ExitCode
 __all__ = ["command"]
 
 _NAME = "quarantine"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _when(micros: int) -> str:
@@ -143,7 +147,7 @@ _resolve_options = [
 ]
 
 
-def _with_resolve_options(f):  # type: ignore[no-untyped-def]
+def _with_resolve_options(f: Callable[P, R]) -> Callable[P, R]:
     for option in reversed(_resolve_options):
         f = option(f)
     return f
