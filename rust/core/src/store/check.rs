@@ -207,7 +207,8 @@ impl Store {
             }
             match registry.key(&envelope.key_id) {
                 Some(key) if key.owner == head.origin => {
-                    if !crypto::verify(&key.key, &envelope.body, &envelope.sig) {
+                    let valid = crypto::verify(&key.key, &envelope.body, &envelope.sig);
+                    if !valid {
                         found.add("log_signature_invalid", format!("{at}: the origin's signature does not verify"));
                     }
                 }

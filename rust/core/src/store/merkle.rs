@@ -168,18 +168,13 @@ impl Store {
         Ok(out)
     }
 
-    /// The records of `origin` under a leaf's code prefix: (code, leaf hash, bytes).
-    pub(crate) fn merkle_leaf(
-        &self,
-        txn: &RoTxn,
-        origin: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<(String, [u8; 32], Vec<u8>)>> {
-        let mut out = Vec::new();
+    /// The records of `origin` under a leaf's code prefix: code → leaf hash.
+    pub(crate) fn merkle_leaf(&self, txn: &RoTxn, origin: &str, prefix: &[u8]) -> Result<BTreeMap<String, [u8; 32]>> {
+        let mut out = BTreeMap::new();
         for item in self.dbs.records.prefix_iter(txn, prefix)? {
             let (code, raw) = item?;
             if record::field(raw, "origin")? == record::FieldValue::Str(origin) {
-                out.push((String::from_utf8_lossy(code).into_owned(), leaf(code, raw), raw.to_vec()));
+                out.insert(String::from_utf8_lossy(code).into_owned(), leaf(code, raw));
             }
         }
         Ok(out)

@@ -2,7 +2,7 @@
 //! descending only into nodes whose sums differ, so the work grows with the number
 //! of differences, not with the size of the stores.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use heed::RoTxn;
 
@@ -106,10 +106,7 @@ impl Store {
                 }
                 continue;
             }
-            let leaf = |store: &Store, txn: &RoTxn| -> Result<BTreeMap<String, [u8; 32]>> {
-                Ok(store.merkle_leaf(txn, origin, &prefix)?.into_iter().map(|(c, h, _)| (c, h)).collect())
-            };
-            let (la, lb) = (leaf(self, ta)?, leaf(other, tb)?);
+            let (la, lb) = (self.merkle_leaf(ta, origin, &prefix)?, other.merkle_leaf(tb, origin, &prefix)?);
             cost.records_read += (la.len() + lb.len()) as u64;
             let all: BTreeSet<&String> = la.keys().chain(lb.keys()).collect();
             for code in all {
