@@ -409,6 +409,7 @@ impl Store {
                 return Ok(released);
             }
             let (head_seq, _) = self.head(txn, origin)?;
+            self.forget_passed_pending(txn, origin, head_seq)?;
             let key = seq_key(origin, head_seq + 1);
             let Some(raw) = self.dbs.pending.get(txn, &key)?.map(<[u8]>::to_vec) else {
                 return Ok(released);

@@ -57,6 +57,19 @@ fn text(bytes: &[u8]) -> String {
 }
 
 impl Store {
+    /// Pending bundles the head has passed can never apply (a range re-issued in other
+    /// bundles after a drop, or a fork's other branch): remove them, so pending holds
+    /// only what waits (`check` names any left as `pending_stale`).
+    pub(super) fn forget_passed_pending(&self, txn: &mut heed::RwTxn, origin: &str, head_seq: u64) -> Result<()> {
+        if head_seq == 0 {
+            return Ok(());
+        }
+        let (start, end) = (super::seq_key(origin, 0), super::seq_key(origin, head_seq));
+        let range = (std::ops::Bound::Included(start.as_slice()), std::ops::Bound::Included(end.as_slice()));
+        self.dbs.pending.delete_range(txn, &range)?;
+        Ok(())
+    }
+
     /// Every inconsistency found; empty when the store is consistent.
     pub fn check(&self) -> Result<Vec<Inconsistency>> {
         let txn = self.env.read_txn()?;
