@@ -219,3 +219,32 @@ def test_a_lost_index_entry_is_rebuilt(tmp_path: Path) -> None:
 def test_check_of_a_missing_store_is_not_found(tmp_path: Path) -> None:
     code, _ = _run("check", "--store", str(tmp_path / "nothing"))
     assert code == ExitCode.NOT_FOUND
+
+
+def test_a_schema_1_store_is_migrated_on_open(tmp_path: Path) -> None:
+    """Schema 1 kept one code per 個人番号 (`by_number`) and no Merkle sums."""
+    path = tmp_path / "store"
+    code_, number = _build(path)
+    env = lmdb.open(str(path), max_dbs=16, lock=False)
+    try:
+        with env.begin(write=True) as txn:
+            for name, dupsort in (("by_kojin_bango", True), ("merkle", False)):
+                txn.drop(env.open_db(name.encode(), txn=txn, dupsort=dupsort), delete=False)
+            old = env.open_db(b"by_number", txn=txn)
+            txn.put(number.encode(), code_.encode(), db=old)
+            txn.put(b"schema_version", b"1", db=env.open_db(b"meta", txn=txn))
+    finally:
+        env.close()
+    store = _core.Store(str(path), registry=storedir.load_registry(path))
+    assert store.check() == []
+    found = store.by_number(number)
+    assert found is not None and found.juminhyo_code == code_
+    del store
+    gc.collect()
+    env = lmdb.open(str(path), max_dbs=16, lock=False, readonly=True)
+    try:
+        with env.begin() as txn:
+            assert txn.get(b"schema_version", db=env.open_db(b"meta", txn=txn)) == b"2"
+            assert txn.stat(env.open_db(b"by_number", txn=txn))["entries"] == 0
+    finally:
+        env.close()
