@@ -346,8 +346,11 @@ class TierNode:
         while True:
             # Also look now and then without a wake-up: an operator's `quarantine
             # release` (another process) queues forwards this node did not apply.
+            # (asyncio.timeout, not wait_for: in 3.11 wait_for can swallow the stop's
+            # cancellation when the wake-up is set at the same moment.)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._forward_wake.wait(), self.config.forward_poll_s)
+                async with asyncio.timeout(self.config.forward_poll_s):
+                    await self._forward_wake.wait()
             self._forward_wake.clear()
             async with self._forward_lock:
                 await self._drain_forwards()
