@@ -24,6 +24,7 @@ _SUBCOMMANDS = [
     "reconcile",
     "run",
     "publish",
+    "outbox",
     "search",
     "confirm",
     "audit",
