@@ -437,7 +437,10 @@ class Net:
         return store
 
     def converged(self, names: Sequence[str], heads: dict[str, tuple[int, bytes]]) -> bool:
-        return all(self.store(n).chain_heads() == heads for n in names)
+        try:
+            return all(self.store(n).chain_heads() == heads for n in names)
+        except _core.StoreError:  # a daemon that has not made (and recorded) its store yet
+            return False
 
     def wait_converged(self, names: Sequence[str], timeout: float = TIMEOUT) -> None:
         heads = self.expected_heads()
