@@ -56,7 +56,7 @@ def test_rebuild(benchmark: Any, workdir: Path, ring: KeyRing, archive: dict[str
     manifest = archive["manifest"]
     registry = ring.registry()
     with snapshots.extracted(archive["out"]) as (_, _, _, data):
-        source = Store(str(data), role="national", registry=registry, require_attestation=False)
+        source = Store(str(data), registry=registry, require_attestation=False)
         target = Store(
             str(workdir / "rebuilt"), role="national", registry=registry, require_attestation=False
         )

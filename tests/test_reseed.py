@@ -47,18 +47,24 @@ class Setup:
             f'signing_key = "{self.key_file}"\noutbox = "{self.outbox}"\n'
         )
         self.store_dir = tmp / "centre"
-        self.store = _core.Store(
-            str(self.store_dir),
-            role="aggregator",
-            registry=self.ring.registry(),
-            centre_id=CENTRE,
-            centre_key=centre_secret,
-            centre_key_id=centre_id,
-        )
+        self.centre_key = (centre_id, centre_secret)
+        self.store = self.open_store()
         storedir.write_trust(
             self.store_dir, self.ring.signed_registry(), _core.public_key(self.ring.root)
         )
         self.n = 0
+
+    def open_store(self) -> _core.Store:
+        """The centre's store, as its daemon opens it (it applies and attests)."""
+        key_id, secret = self.centre_key
+        return _core.Store(
+            str(self.store_dir),
+            role="aggregator",
+            registry=self.ring.registry(),
+            centre_id=CENTRE,
+            centre_key=secret,
+            centre_key_id=key_id,
+        )
 
     def publish(self, bundles: int, *, deliver: bool = True) -> None:
         """Publish `bundles` bundles of 3 updates (applied at the centre if `deliver`)."""
@@ -117,9 +123,7 @@ def test_a_lost_or_old_outbox_continues_the_chain(
     result = json.loads(output)
     assert result["after"] == before * 3 and result["state"] in ("reseeded", "current")
     # The publisher resumes; the centre applies its next bundles: no fork.
-    s.store = _core.Store(
-        str(s.store_dir), role="national", registry=s.ring.registry(), require_attestation=False
-    )
+    s.store = s.open_store()
     assert s.store.chain_head(HAGI) == head
     s.publish(after)
     head_after = s.store.chain_head(HAGI)

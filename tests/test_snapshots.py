@@ -147,7 +147,9 @@ def test_hot_snapshot_then_bootstrap_rebuilds_and_catches_up(
     report = json.loads(output)
     assert report["verified"] and report["problems"] == []
     assert report["signer_trusted_by"] == "registry"
-    rebuilt = _core.Store(str(new), role="national", registry=storedir.load_registry(new))
+    assert _core.Store(str(new), registry=storedir.load_registry(new)).role == "aggregator"
+    gc.collect()
+    rebuilt = centre.open(new)  # as the new centre's daemon opens it: with its key
     # A consistent prefix: exactly the manifest's heads, whatever was written meanwhile.
     assert {o: (s, h.hex()) for o, (s, h) in rebuilt.chain_heads().items()} == {
         o: (h["seq"], h["hash"]) for o, h in manifest["heads"].items()
@@ -465,7 +467,9 @@ def test_bootstrap_keeps_halts_evidence_and_the_audit_trail(centre: Centre) -> N
     assert report["quarantined"] == 2 and report["halted"] == [YAMAGUCHI_CITY]
     assert report["forward_backlog"] == 1  # the applied bundle, not forwarded yet
     assert report["audit_entries"] == 20
-    rebuilt = _core.Store(str(new), role="national", registry=storedir.load_registry(new))
+    assert _core.Store(str(new), registry=storedir.load_registry(new)).role == "aggregator"
+    gc.collect()
+    rebuilt = centre.open(new)  # as the new centre's daemon opens it: with its key
     assert rebuilt.audit_head() == audit_head
     assert rebuilt.audit_verify().ok
     assert {e.kind for e in rebuilt.quarantine()} == {"halt", "security"}

@@ -255,7 +255,6 @@ def _store_items(store_dir: Path, map_size: int) -> list[Item]:
     try:
         store = _core.Store(
             str(store_dir),
-            role="national",
             registry=storedir.load_registry(store_dir),
             require_attestation=False,
             map_size=map_size,
@@ -264,17 +263,16 @@ def _store_items(store_dir: Path, map_size: int) -> list[Item]:
         return [Item("store state", 0, f"cannot open {store_dir}: {exc}", "repair or restore it")]
     items = [_audit_item(store), _store_state_item(store)]
     inconsistent = snapshots.consistency_problems(store)
-    if inconsistent is not None:
-        items.append(
-            Item("store check", 3, "consistent (`jukisync check`)")
-            if not inconsistent
-            else Item(
-                "store check",
-                0,
-                f"{len(inconsistent)} inconsistencies: {inconsistent[0]}",
-                "run `jukisync check` and repair from a peer (`jukisync reconcile --repair`)",
-            )
+    items.append(
+        Item("store check", 3, "consistent (`jukisync check`)")
+        if not inconsistent
+        else Item(
+            "store check",
+            0,
+            f"{len(inconsistent)} inconsistencies: {inconsistent[0]}",
+            "run `jukisync check` and repair from a peer (`jukisync reconcile --repair`)",
         )
+    )
     del store  # one environment per path and process: close before anyone reopens
     return items
 

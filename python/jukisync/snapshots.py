@@ -161,7 +161,6 @@ def make_archive(
                 shutil.copy2(source / name, data / name)
             copy = _core.Store(
                 str(data),
-                role="national",
                 registry=storedir.load_registry(data),
                 require_attestation=False,
             )
@@ -277,9 +276,7 @@ def verify_archive(
         check_signer(manifest, manifest_bytes, signature, registry, pinned)
         if manifest.kind == "store":
             assert registry is not None
-            copy = _core.Store(
-                str(data), role="national", registry=registry, require_attestation=False
-            )
+            copy = _core.Store(str(data), registry=registry, require_attestation=False)
             facts = _store_facts(copy)
             del copy
             for field in _FACTS:
@@ -369,18 +366,20 @@ def rebuild(source: _core.Store, target: _core.Store, manifest: Manifest) -> Reb
         if facts[field] != manifest.raw[field]:
             report.problems.append(f"the rebuilt {what} differ from the manifest's")
     if not report.problems:
-        report.problems += [f"check: {p}" for p in consistency_problems(target) or []]
+        report.problems += [f"check: {p}" for p in consistency_problems(target)]
+    if not report.problems and source.role != target.role:
+        # Rebuilt as national (applying without attesting again); the node it is for
+        # opens it as what it is.
+        target.record_role_after_rebuild(
+            "aggregator" if source.role == "aggregator" else "national"
+        )
     return report
 
 
-def consistency_problems(store: _core.Store) -> list[str] | None:
-    """The store's own consistency check (`Store.check`: indexes, Merkle sums, heads
-    against the change log, signatures, audit chain), or None in a build whose core
-    has no check yet."""
-    check = getattr(store, "check", None)
-    if check is None:
-        return None
-    return [f"{kind}: {detail}" for kind, detail in check()]
+def consistency_problems(store: _core.Store) -> list[str]:
+    """The store's own consistency check (`Store.check`, as `jukisync check`: indexes,
+    Merkle sums, heads against the change log, signatures, audit chain)."""
+    return [f"{kind}: {detail}" for kind, detail in store.check()]
 
 
 def _carry_quarantine(source: _core.Store, target: _core.Store, report: Rebuild) -> None:
@@ -420,7 +419,6 @@ def check_restored(target: Path, manifest: Manifest, root_public: bytes | None) 
     if manifest.kind == "store":
         store = _core.Store(
             str(target),
-            role="national",
             registry=registry_of(target, root_public),
             require_attestation=False,
         )

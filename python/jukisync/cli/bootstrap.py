@@ -122,9 +122,9 @@ def command(
             trusted_by = snapshots.check_signer(
                 manifest, manifest_bytes, signature, registry, pinned
             )
-            source = _core.Store(
-                str(data), role="national", registry=registry, require_attestation=False
-            )
+            source = _core.Store(str(data), registry=registry, require_attestation=False)
+            # Rebuilt as national: applies without attesting again; the recorded role
+            # becomes the snapshot's once verified.
             target = _core.Store(
                 str(store_path), role="national", registry=registry, require_attestation=False
             )

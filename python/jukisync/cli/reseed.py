@@ -111,9 +111,7 @@ def command(
             registry = _core.KeyRegistry((source_dir / storedir.REGISTRY_FILE).read_bytes(), root)
         except (OSError, _core.JukisyncError) as exc:
             fail(_NAME, ExitCode.CONFIG, f"{source_dir}: registry: {exc}")
-        source = _core.Store(
-            str(source_dir), role="national", registry=registry, require_attestation=False
-        )
+        source = _core.Store(str(source_dir), registry=registry, require_attestation=False)
         try:
             outbox = Outbox(loaded.outbox, loaded.origin)
         except OutboxError as exc:

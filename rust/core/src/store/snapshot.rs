@@ -6,7 +6,7 @@ use std::path::Path;
 
 use heed::{CompactionOption, PutFlags};
 
-use super::Store;
+use super::{Role, Store};
 use crate::error::{CoreError, Result};
 
 /// The file name LMDB gives an environment's data (the copy is a whole environment).
@@ -87,6 +87,19 @@ impl Store {
         }
         txn.commit()?;
         Ok(queued)
+    }
+}
+
+impl Store {
+    /// Record `role` as the role of this store, rebuilt by `bootstrap` for a node of
+    /// that role: the rebuild applies without attesting (national semantics: the
+    /// change log keeps the envelopes as the old node logged them, its attestations
+    /// included), and the node then opens the store as what it is.
+    pub fn record_role_after_rebuild(&self, role: Role) -> Result<()> {
+        let mut txn = self.env.write_txn()?;
+        self.dbs.meta.put(&mut txn, b"role", role.as_str().as_bytes())?;
+        txn.commit()?;
+        Ok(())
     }
 }
 
