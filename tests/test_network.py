@@ -18,6 +18,7 @@ from jukisync import _core
 from jukisync.publisher.bundling import BundlePolicy
 from jukisync.publisher.origin import Publisher
 from jukisync.sim.network import Network, NetworkSpec
+from jukisync.tier.assembly import queue_name
 from jukisync.wire.messages import BundleBody, Envelope, decode_body, decode_envelope, encode
 from netkit import CHIYODA, HAGI, YAMAGUCHI_CITY, update
 
@@ -261,11 +262,11 @@ async def test_a_crashed_centre_catches_up_from_its_queue_after_restart(net: Net
     await net.stop_tier("centre-a", graceful=False)
     net.submit(batch(10, 10))  # type: ignore[arg-type]
     await converge(net)  # without centre-a
-    assert net.broker.depth("centre-a.bundles") > 0  # its queue kept everything
+    assert net.broker.depth(queue_name(net.configs["centre-a"])) > 0  # its queue kept everything
     await net.restart_tier("centre-a")
     await converge(net)
     assert_same_content(net, ["centre-a", "centre-b", "national"])
-    assert net.broker.depth("centre-a.bundles") == 0
+    assert net.broker.depth(queue_name(net.configs["centre-a"])) == 0
 
 
 async def test_graceful_stop_leaves_nothing_half_done(net: Network) -> None:

@@ -11,6 +11,7 @@ import aio_pika
 import pytest
 from yarl import URL
 
+from conftest import AmqpKit
 from jukisync import Store
 from jukisync.query.rpc import QUERY_EXCHANGE, QueryClient, QueryServer, RpcError
 from jukisync.query.service import ByCode, Denied, Found, QueryService
@@ -48,7 +49,7 @@ def store(tmp_path: Path) -> Store:
 
 @pytest.fixture
 async def server(
-    store: Store, tmp_path: Path, agencies: dict[str, str], broker_url: str
+    store: Store, tmp_path: Path, agencies: dict[str, str], amqp: AmqpKit
 ) -> AsyncIterator[tuple[QueryServer, str]]:
     # The policy names requesters by broker user: rewrite the kit's ids to this run's.
     policy_dir = tmp_path / "policy"
@@ -60,15 +61,12 @@ async def server(
     from jukisync.query.policy import load_policy
 
     service = QueryService(store, load_policy(policy_dir / "policy.toml"))
-    namespace = f"t{uuid.uuid4().hex[:8]}."
-    server = QueryServer(broker_url, service, node="national", namespace=namespace)
+    # On a node's transport, as the daemon serves it (the kit removes the namespace).
+    transport = amqp.transport("query server")
+    server = QueryServer(transport, service, node="national")
     await server.start()
-    yield server, namespace
-    await server.close()  # its queue goes with it (auto-delete); the exchange too:
-    connection = await aio_pika.connect(broker_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.exchange_delete(namespace + QUERY_EXCHANGE)
+    yield server, amqp.namespace
+    await server.close()
 
 
 async def test_granted_agency_gets_the_tasks_fields(

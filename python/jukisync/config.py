@@ -30,6 +30,8 @@ __all__ = [
     "NationalConfig",
     "NodeConfigFile",
     "QueryServiceConfig",
+    "TierConfig",
+    "TierLimits",
     "TrustConfig",
     "load",
 ]
@@ -87,11 +89,15 @@ class HttpConfig(_Section, frozen=True, kw_only=True):
     port: Port = 9464
 
 
-class _StoreLimits(_Section, frozen=True, kw_only=True):
+class TierLimits(_Section, frozen=True, kw_only=True):
+    """`[limits]` of a tier node: its store's bounds and its node's batch sizes."""
+
     max_bundle_bytes: Positive = 8 << 20
     pending_limit: Positive = 10_000
     map_size: Positive = 1 << 36
-    max_batch: Positive = 256
+    max_batch: Positive = 256  # deliveries per store.apply
+    forward_batch: Positive = 512  # aggregator: forwards per round to national
+    resend_interval_s: Seconds = 1.0  # aggregator: spacing of resend requests per origin
 
 
 class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=True, frozen=True):
@@ -102,7 +108,7 @@ class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=Tru
     trust: TrustConfig
     broker: BrokerConfig = BrokerConfig()
     http: HttpConfig = HttpConfig()
-    limits: _StoreLimits = _StoreLimits()
+    limits: TierLimits = TierLimits()
     query: QueryServiceConfig | None = None
 
     def __post_init__(self) -> None:
@@ -118,7 +124,7 @@ class NationalConfig(_Section, tag="national", tag_field="role", kw_only=True, f
     trust: TrustConfig
     broker: BrokerConfig = BrokerConfig()
     http: HttpConfig = HttpConfig()
-    limits: _StoreLimits = _StoreLimits()
+    limits: TierLimits = TierLimits()
     query: QueryServiceConfig | None = None
 
 
@@ -140,6 +146,7 @@ class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only
             raise ValueError(f"origin: {self.origin!r} is not a valid local government code")
 
 
+TierConfig = AggregatorConfig | NationalConfig
 NodeConfigFile = AggregatorConfig | NationalConfig | MunicipalityConfig
 
 
