@@ -18,7 +18,8 @@ from jukisync import _core, lockfile
 from jukisync.publisher.bundling import ENVELOPE_OVERHEAD, BundlePolicy, chunk
 from jukisync.publisher.node import PublisherFailed, PublisherNode
 from jukisync.publisher.origin import Publisher
-from jukisync.tier.node import NodeConfig, NodeFailed, TierNode
+from jukisync.tier.assembly import assemble_tier
+from jukisync.tier.node import NodeFailed
 from jukisync.tier.observability import HttpEndpoint, NodeMetrics
 from jukisync.transport.base import (
     Delivery,
@@ -205,13 +206,10 @@ class BrokenTransport(InProcessTransport):
 async def test_a_subscription_that_ends_fails_the_node(
     tmp_path: Path, error: Exception | None
 ) -> None:
-    ring = KeyRing()
-    store = _core.Store(str(tmp_path / "store"), role="national", registry=ring.registry())
-    node = TierNode(
-        NodeConfig(name="national", role="national", queue="forwards"),
-        store,
-        BrokenTransport(InProcessNetwork(), error),
+    parts = await assemble_tier(
+        KeyRing().national_config(tmp_path), transport=BrokenTransport(InProcessNetwork(), error)
     )
+    node = parts.node
     await node.start()
     await asyncio.wait_for(node.failed.wait(), 5)
     assert isinstance(node.failure, NodeFailed)
@@ -234,14 +232,10 @@ async def _request(port: int, raw: bytes) -> tuple[int, bytes]:
 
 
 async def test_http_endpoint_answers_health_metrics_and_nothing_else(tmp_path: Path) -> None:
-    ring = KeyRing()
-    store = _core.Store(str(tmp_path / "store"), role="national", registry=ring.registry())
-    node = TierNode(
-        NodeConfig(name="national", role="national", queue="forwards"),
-        store,
-        InProcessNetwork().transport("national"),
+    parts = await assemble_tier(
+        KeyRing().national_config(tmp_path), transport=InProcessNetwork().transport("national")
     )
-    metrics = NodeMetrics(node)
+    metrics = NodeMetrics(parts.node)
     healthy = [False]
     endpoint = HttpEndpoint(
         "127.0.0.1",
@@ -271,7 +265,7 @@ async def test_http_endpoint_answers_health_metrics_and_nothing_else(tmp_path: P
         await endpoint.close()
 
 
-def test_metrics_count_results_per_origin(tmp_path: Path) -> None:
+async def test_metrics_count_results_per_origin(tmp_path: Path) -> None:
     from storekit import Origin
 
     ring = KeyRing()
@@ -284,10 +278,10 @@ def test_metrics_count_results_per_origin(tmp_path: Path) -> None:
         registry=ring.registry(),
         require_attestation=False,
     )
-    node = TierNode(
-        NodeConfig(name="n", role="national", queue="q"), store, InProcessNetwork().transport("n")
+    parts = await assemble_tier(
+        ring.national_config(tmp_path), store=store, transport=InProcessNetwork().transport("n")
     )
-    metrics = NodeMetrics(node)
+    metrics = NodeMetrics(parts.node)
     results: Sequence[_core.ApplyResult] = store.apply([second, b"junk", first, first])
     metrics.observe(results, 0.002)
     text = metrics.render("")[0].decode()

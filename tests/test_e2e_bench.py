@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from jukisync.cli import main
 from jukisync.exitcodes import ExitCode
+from jukisync.sim import synth
 from jukisync.sim.bench import (
     BenchOptions,
     Bundle,
@@ -25,6 +26,8 @@ from jukisync.sim.bench import (
     make_workload,
     percentiles,
 )
+from jukisync.tier.assembly import national_queue_name
+from jukisync.transport.amqp import bundle_queue_name
 from jukisync.wire.messages import BundleBody, Envelope
 
 broker = pytest.mark.broker
@@ -152,7 +155,9 @@ def test_bench_runs_end_to_end_and_converges(broker_url: str) -> None:
     assert all({"measured", "target", "met"} <= set(t) for t in report["targets"])
     # Nothing left behind on the broker.
     namespace = report["namespace"]
-    for queue in ("national.forwards", "centre-bench.bundles", "raw.hop1", "raw.hop2"):
+    prefectures = sorted({m.code[:2] for m in synth.MUNICIPALITIES[:3]})
+    tier_queues = (national_queue_name("national"), bundle_queue_name("centre-bench", prefectures))
+    for queue in (*tier_queues, "raw.hop1", "raw.hop2"):
         assert not asyncio.run(_queue_exists(broker_url, namespace + queue)), queue
 
 

@@ -47,10 +47,20 @@ import msgspec
 from yarl import URL
 
 from jukisync import _core
+from jukisync.config import (
+    AggregatorConfig,
+    BrokerConfig,
+    HttpConfig,
+    NationalConfig,
+    TierConfig,
+    TierLimits,
+    TrustConfig,
+)
 from jukisync.publisher.bundling import ChainHead, number, seal
 from jukisync.sim import synth
-from jukisync.tier.node import NodeConfig, TierNode
-from jukisync.transport.amqp import AmqpNetwork, AmqpOptions, QueueType
+from jukisync.tier.assembly import assemble_tier
+from jukisync.tier.node import TierNode
+from jukisync.transport.amqp import AmqpNetwork, QueueType
 from jukisync.transport.base import (
     Delivery,
     ResendRequest,
@@ -58,7 +68,7 @@ from jukisync.transport.base import (
     Transport,
     bundle_key,
 )
-from jukisync.trust import keys
+from jukisync.trust import keys, storedir
 from jukisync.wire.messages import Envelope, Update, encode
 
 __all__ = [
@@ -854,11 +864,15 @@ class _Bench:
     def __init__(self, options: BenchOptions, workload: Workload) -> None:
         self.options = options
         self.workload = workload
-        self.namespace = f"jukisync-bench-{secrets.token_hex(4)}."
+        self.broker = BrokerConfig(
+            url=options.broker_url,
+            namespace=f"jukisync-bench-{secrets.token_hex(4)}.",
+            queue_type=options.queue_type,
+            prefetch=options.prefetch,
+        )
+        self.namespace = self.broker.namespace
         self.amqp = AmqpNetwork(
-            options.broker_url,
-            options=AmqpOptions(namespace=self.namespace, queue_type=options.queue_type),
-            connection_prefix="jukisync bench ",
+            options.broker_url, options=self.broker, connection_prefix="jukisync bench "
         )
         self.clock = _Clock()
         self.national: TierNode | None = None
@@ -866,49 +880,51 @@ class _Bench:
         self.publishers: dict[str, Transport] = {}
         self.broker_pids = _broker_pids(options.broker_url)
 
-    def _store(self, name: str) -> _core.Store:
-        path = self.options.data_dir / name
-        path.mkdir(parents=True, exist_ok=True)
-        if name == CENTRE:
-            pair = self.workload.key_pairs[CENTRE]
-            return _core.Store(
-                str(path),
-                role="aggregator",
-                registry=self.workload.registry(),
-                centre_id=CENTRE,
-                centre_key=pair.secret,
-                centre_key_id=pair.key_id,
-            )
-        return _core.Store(str(path), role="national", registry=self.workload.registry())
+    def _configs(self) -> tuple[NationalConfig, AggregatorConfig]:
+        """The two tiers' configs, as their daemons would read them, with the key and
+        trust files they name written under the data directory."""
+        key_dir = self.options.data_dir / "keys"
+        storedir.write_trust(key_dir, self.workload.registry_bytes, self.workload.root_public)
+        secret, _ = keys.save(self.workload.key_pairs[CENTRE], key_dir, overwrite=True)
+        trust = TrustConfig(
+            root_public_key=str(key_dir / storedir.ROOT_FILE),
+            registry=str(key_dir / storedir.REGISTRY_FILE),
+        )
+        opts = self.options
+        limits = TierLimits(
+            map_size=1 << 34, max_batch=opts.max_batch, forward_batch=opts.forward_batch
+        )
+        http = HttpConfig(port=0)
+        national = NationalConfig(
+            id=NATIONAL,
+            store=str(opts.data_dir / NATIONAL),
+            trust=trust,
+            broker=self.broker,
+            http=http,
+            limits=limits,
+        )
+        centre = AggregatorConfig(
+            id=CENTRE,
+            prefectures=self.workload.prefectures,
+            store=str(opts.data_dir / CENTRE),
+            signing_key=str(secret),
+            trust=trust,
+            broker=self.broker,
+            http=http,
+            limits=limits,
+        )
+        return national, centre
+
+    async def _tier(self, config: TierConfig) -> TierNode:
+        timed = _TimedTransport(self.amqp.transport(config.id), self.clock.committer(config.id))
+        parts = await assemble_tier(config, transport=timed)
+        await parts.node.start()
+        return parts.node
 
     async def start(self) -> None:
-        opts = self.options
-        self.national = TierNode(
-            NodeConfig(
-                name=NATIONAL,
-                role="national",
-                queue=f"{NATIONAL}.forwards",
-                max_batch=opts.max_batch,
-                prefetch=opts.prefetch,
-            ),
-            self._store(NATIONAL),
-            _TimedTransport(self.amqp.transport(NATIONAL), self.clock.committer(NATIONAL)),
-        )
-        await self.national.start()
-        self.centre = TierNode(
-            NodeConfig(
-                name=CENTRE,
-                role="aggregator",
-                queue=f"{CENTRE}.bundles",
-                prefectures=self.workload.prefectures,
-                max_batch=opts.max_batch,
-                prefetch=opts.prefetch,
-                forward_batch=opts.forward_batch,
-            ),
-            self._store(CENTRE),
-            _TimedTransport(self.amqp.transport(CENTRE), self.clock.committer(CENTRE)),
-        )
-        await self.centre.start()
+        national, centre = self._configs()
+        self.national = await self._tier(national)
+        self.centre = await self._tier(centre)
         for origin in self.workload.origins:
             transport = self.amqp.transport(f"publisher-{origin}")
             await transport.connect(timeout=self.amqp.options.connect_timeout_s)
