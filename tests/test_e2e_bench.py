@@ -21,8 +21,8 @@ from jukisync.sim import synth
 from jukisync.sim.bench import (
     BenchOptions,
     Bundle,
-    _interleave,
     bundle_id,
+    interleave,
     make_workload,
     percentiles,
 )
@@ -52,9 +52,9 @@ def _body(envelope: bytes) -> BundleBody:
     )
 
 
-def test_percentiles_are_nearest_rank() -> None:
+def test_percentiles_interpolate_between_samples() -> None:
     p = percentiles([i / 1000 for i in range(1, 101)])  # 1..100 ms
-    assert (p.samples, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms) == (100, 50.0, 90.0, 99.0, 100.0)
+    assert (p.samples, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms) == (100, 50.5, 90.1, 99.01, 100.0)
     assert percentiles([0.005]).p99_ms == 5.0
     assert percentiles([]).samples == 0
 
@@ -90,7 +90,7 @@ def test_interleaving_keeps_each_origin_in_chain_order() -> None:
         o: [Bundle(o, seq, 1, b"") for seq in range(1, n + 1)]
         for o, n in (("352012", 7), ("352021", 2), ("352039", 4))
     }
-    order = _interleave(streams)
+    order = interleave(streams)
     assert sorted(b.key for b in order) == sorted(b.key for s in streams.values() for b in s)
     for origin, bundles in streams.items():
         assert [b for b in order if b.origin == origin] == bundles
