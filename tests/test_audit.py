@@ -14,6 +14,7 @@ import lmdb
 import msgspec
 import pytest
 
+from jukisync.cli.audit import usage_table
 from jukisync.query.audit import (
     JST,
     anomalies,
@@ -29,7 +30,6 @@ from jukisync.query.audit import (
     usage,
     usage_csv,
     usage_json,
-    usage_table,
 )
 from jukisync.query.policy import load_catalogue
 from netkit import YAMAGUCHI_CITY
