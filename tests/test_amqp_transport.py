@@ -471,7 +471,9 @@ async def test_nack_requeues_or_dead_letters_for_operators(amqp: AmqpKit) -> Non
     finally:
         await connection.close()
     assert message.body == b"poison"
-    death = message.headers["x-death"][0]
+    deaths = message.headers["x-death"]
+    assert isinstance(deaths, list) and isinstance(deaths[0], dict)
+    death = deaths[0]
     assert death["reason"] == "rejected"
     assert death["queue"] == f"{amqp.namespace}q"
 

@@ -28,7 +28,7 @@ from jukisync.transport.base import (
     TransportUnavailable,
 )
 from jukisync.transport.inprocess import InProcessNetwork, InProcessTransport
-from jukisync.wire.codes import CodeError
+from jukisync.wire.codes import CodeError, validate_update
 from netkit import YAMAGUCHI_CITY, KeyRing, update
 
 ORIGIN = YAMAGUCHI_CITY
@@ -44,7 +44,7 @@ def publisher(tmp_path: Path, policy: BundlePolicy, *, check_content: bool = Tru
         tmp_path / "outbox",
         policy=policy,
         sync=False,
-        **({} if check_content else {"validate": lambda u: None}),
+        validate=validate_update if check_content else (lambda u: None),
     )
 
 
@@ -319,8 +319,8 @@ def test_lock_keeps_a_second_process_out(tmp_path: Path) -> None:
     )
     assert done.returncode == 3 and "in use by another process" in done.stdout
     held.release()
-    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "store")])
-    assert done.returncode == 0
+    again = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "store")])
+    assert again.returncode == 0
 
 
 def test_transport_unavailable_is_not_message_too_large() -> None:

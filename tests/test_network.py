@@ -183,12 +183,12 @@ async def test_faulty_publisher_dropped_by_operator_then_reissued(net: Network) 
     )
     net.publishers[origin] = faulty
     await net.start_publisher(origin)
-    net.submit([(origin, update(origin, n)) for n in range(5)])  # type: ignore[misc]
+    net.submit([(origin, update(origin, n)) for n in range(5)])
     garbled = [
         msgspec.structs.replace(update(origin, n), address="宇部市\x1b[0m常盤町") for n in (5, 6)
     ]
     net.submit([(origin, u) for u in garbled])
-    net.submit([(origin, update(origin, n)) for n in range(7, 12)])  # type: ignore[misc]
+    net.submit([(origin, update(origin, n)) for n in range(7, 12)])
     await asyncio.wait_for(net.drain_publishers(), TIMEOUT)
 
     centres = [net.tier("centre-a"), net.tier("centre-b")]
@@ -303,7 +303,7 @@ async def test_a_lost_bundle_is_resent_on_request(net: Network) -> None:
     lost = publisher.unconfirmed()
     publisher.confirm(lost)  # "confirmed", yet it never reached any queue
     await net.start_publisher(origin)
-    net.submit([(origin, update(origin, n)) for n in range(5, 10)])  # type: ignore[misc]
+    net.submit([(origin, update(origin, n)) for n in range(5, 10)])
     await converge(net)
     assert_same_content(net, ["centre-a", "centre-b", "national"])
     for name in ("centre-a", "centre-b"):

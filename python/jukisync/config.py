@@ -100,16 +100,23 @@ class TierLimits(_Section, frozen=True, kw_only=True):
     resend_interval_s: Seconds = 1.0  # aggregator: spacing of resend requests per origin
 
 
-class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=True, frozen=True):
-    id: NodeId
-    prefectures: list[Prefecture]
+class _TierSections(_Section, frozen=True, kw_only=True):
+    """What every tier node's config has (`tier.assembly` builds the node from it)."""
+
     store: str
-    signing_key: str
     trust: TrustConfig
     broker: BrokerConfig = BrokerConfig()
     http: HttpConfig = HttpConfig()
     limits: TierLimits = TierLimits()
     query: QueryServiceConfig | None = None
+
+
+class AggregatorConfig(
+    _TierSections, tag="aggregator", tag_field="role", kw_only=True, frozen=True
+):
+    id: NodeId
+    prefectures: list[Prefecture]
+    signing_key: str
 
     def __post_init__(self) -> None:
         if not self.prefectures:
@@ -118,14 +125,8 @@ class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=Tru
             raise ValueError(f"prefectures: listed twice in {self.prefectures}")
 
 
-class NationalConfig(_Section, tag="national", tag_field="role", kw_only=True, frozen=True):
+class NationalConfig(_TierSections, tag="national", tag_field="role", kw_only=True, frozen=True):
     id: NodeId = "national"
-    store: str
-    trust: TrustConfig
-    broker: BrokerConfig = BrokerConfig()
-    http: HttpConfig = HttpConfig()
-    limits: TierLimits = TierLimits()
-    query: QueryServiceConfig | None = None
 
 
 class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only=True, frozen=True):

@@ -39,7 +39,7 @@ import click
 
 from jukisync import config as node_config
 from jukisync import lockfile
-from jukisync.cli.common import fail
+from jukisync.cli.common import daemon_logging, fail
 from jukisync.exitcodes import ExitCode
 from jukisync.publisher.bundling import BundlePolicy
 from jukisync.publisher.input import BadLine, read_updates
@@ -393,13 +393,7 @@ def command(
             raise click.BadParameter("a bundle hash is 64 hex digits", param_hint="--supersedes")
     if file != "-" and (not Path(file).exists() or Path(file).is_dir()):
         _die(ExitCode.NOT_FOUND, f"{file}: no such file")
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the transport reports losses
-    logging.getLogger("aio_pika").setLevel(logging.CRITICAL)
+    daemon_logging(log_level)
 
     try:
         lock = lockfile.hold(loaded.outbox, LOCK_FILE, "outbox")

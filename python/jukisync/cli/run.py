@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from jukisync import config as node_config
-from jukisync.cli.common import fail
+from jukisync.cli.common import daemon_logging, fail
 from jukisync.exitcodes import ExitCode
 
 __all__ = ["command"]
@@ -78,13 +78,7 @@ def command(config_path: Path, wait: bool, log_level: str) -> None:
             ExitCode.CONFIG,
             f"{config_path}: role is municipality; use `jukisync publish --config` for it",
         )
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the transport reports losses
-    logging.getLogger("aio_pika").setLevel(logging.CRITICAL)
+    daemon_logging(log_level)
 
     import uvloop  # only for this command: the others need no event loop of their own
     from prometheus_client import disable_created_metrics

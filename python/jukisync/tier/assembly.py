@@ -132,22 +132,14 @@ def open_store(config: TierConfig, trust: Trust) -> _core.Store:
     limits = config.limits
     try:
         storedir.write_trust(config.store, trust.registry_bytes, trust.root_public)
-        if pair is not None:
-            return _core.Store(
-                config.store,
-                role="aggregator",
-                registry=trust.registry,
-                centre_id=config.id,
-                centre_key=pair.secret,
-                centre_key_id=pair.key_id,
-                map_size=limits.map_size,
-                max_bundle_bytes=limits.max_bundle_bytes,
-                pending_limit=limits.pending_limit,
-            )
         return _core.Store(
             config.store,
-            role="national",
+            role=role_of(config),
             registry=trust.registry,
+            # an aggregator attests what it forwards with its own key
+            centre_id=None if pair is None else config.id,
+            centre_key=None if pair is None else pair.secret,
+            centre_key_id=None if pair is None else pair.key_id,
             map_size=limits.map_size,
             max_bundle_bytes=limits.max_bundle_bytes,
             pending_limit=limits.pending_limit,
