@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto;
 use crate::error::{CoreError, Result};
+use crate::query::{code_array, Access};
+use crate::store::Store;
 use crate::wire::{self, Bin, ZERO_HASH};
 
 type Db = Database<Bytes, Bytes>;
@@ -426,6 +428,65 @@ fn contains_code(codes: &[u8], code: &[u8]) -> bool {
         }
     }
     false
+}
+
+// ---- the store's audit trail methods --------------------------------------------------
+
+impl Store {
+    /// Append an entry that is not a query answered here: a denial (with its reason),
+    /// a disclosure, a report. `codes` are the records it concerns (11 digits each).
+    pub fn audit_log(&self, event: Event, codes: &[String]) -> Result<u64> {
+        let mut packed = Vec::with_capacity(codes.len());
+        for c in codes {
+            packed.push(
+                code_array(c.as_bytes())
+                    .ok_or_else(|| CoreError::Malformed(format!("audit: {c:?} is not an 11-character code")))?,
+            );
+        }
+        let mut txn = self.env.write_txn()?;
+        let id = self.dbs.audit.append(&mut txn, event, pack_codes(packed))?;
+        txn.commit()?;
+        Ok(id)
+    }
+
+    /// Audit entries with `start <= time < end`, in time order.
+    pub fn audit_entries(&self, start: u64, end: u64, with_codes: bool) -> Result<Vec<EntryInfo>> {
+        let txn = self.env.read_txn()?;
+        self.dbs.audit.range(&txn, start, end, with_codes)
+    }
+
+    pub fn audit_entry(&self, id: u64, with_codes: bool) -> Result<Option<EntryInfo>> {
+        let txn = self.env.read_txn()?;
+        self.dbs.audit.entry(&txn, id, with_codes)
+    }
+
+    /// The entries whose answers touched the record `code` (its provision history).
+    pub fn audit_touching(&self, code: &str) -> Result<Vec<EntryInfo>> {
+        let txn = self.env.read_txn()?;
+        self.dbs.audit.touching(&txn, code)
+    }
+
+    pub fn audit_verify(&self, checkpoints: &[(u64, [u8; 32])]) -> Result<Verification> {
+        let txn = self.env.read_txn()?;
+        self.dbs.audit.verify(&txn, checkpoints)
+    }
+
+    /// Remove the entries older than `before` (µs), oldest first; logged itself.
+    pub fn audit_purge(&self, before: u64, access: &Access) -> Result<Purge> {
+        let mut txn = self.env.write_txn()?;
+        let event = access.event("purge", 0, String::new());
+        let purge = self.dbs.audit.purge(&mut txn, before, event)?;
+        txn.commit()?;
+        Ok(purge)
+    }
+
+    /// (first kept id, last id, hash of the last entry): a checkpoint to keep elsewhere.
+    pub fn audit_head(&self) -> Result<(u64, u64, [u8; 32])> {
+        let txn = self.env.read_txn()?;
+        let (first, _) = self.dbs.audit.anchor(&txn)?;
+        let (next, hash) = self.dbs.audit.head(&txn)?;
+        Ok((first, next - 1, hash))
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,15 @@
 
 use unicode_normalization::UnicodeNormalization;
 
+use std::ops::Bound;
+
+use heed::RoTxn;
+
+use crate::audit;
+use crate::error::{CoreError, Result};
 use crate::msgpack::MsgReader;
 use crate::record::{self, Record};
+use crate::store::Store;
 use crate::text;
 
 /// Key of the search indexes: normalised text \0 birth date \0 sex digit. The reading
@@ -266,6 +273,325 @@ pub struct Confirmation {
     pub redirected: Vec<(u32, String)>,
     /// Records whose information the answer gave (sorted, unique, 11 bytes each).
     pub touched: Vec<u8>,
+}
+
+// ---- purpose-bound queries and the audit trail (query.rs, audit.rs) -------------------
+//
+// Every query runs in one write transaction that reads, answers and appends its audit
+// entry: the answer exists only if its entry was committed with it (DESIGN.md §6).
+// Policy (who may use which task, which fields) is the caller's: these methods log the
+// requester and task they are given.
+
+/// Who asks, for which task, when (µs): what every audited query logs. `detail` is
+/// the caller's context (e.g. an RPC correlation id); the outcome is added to it.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub time: u64,
+    pub requester: String,
+    pub task: String,
+    pub detail: String,
+}
+
+impl Access {
+    pub(crate) fn event(&self, kind: &str, items: u64, outcome: String) -> audit::Event {
+        let detail = if self.detail.is_empty() { outcome } else { format!("{}; {outcome}", self.detail) };
+        audit::Event {
+            time: self.time,
+            requester: self.requester.clone(),
+            task: self.task.clone(),
+            kind: kind.into(),
+            allowed: true,
+            reason: String::new(),
+            items,
+            detail,
+        }
+    }
+}
+
+/// The answer to a lookup: the record (after following code changes) and, when the
+/// code asked for was changed, that code.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub record: Option<Record>,
+    pub redirected_from: Option<String>,
+    pub audit_id: u64,
+}
+
+/// The answer to a four-item search: the best `limit` of `total` candidates.
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub candidates: Vec<Candidate>,
+    pub total: usize,
+    pub audit_id: u64,
+}
+
+/// A batch confirmation asking for at least 1/DENSE_SHARE of the records scans them.
+const DENSE_SHARE: u64 = 8;
+
+pub(crate) fn code_array(code: &[u8]) -> Option<[u8; audit::CODE_LEN]> {
+    code.try_into().ok()
+}
+
+fn code_digits(mut num: u64) -> [u8; audit::CODE_LEN] {
+    let mut out = [b'0'; audit::CODE_LEN];
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (num % 10) as u8;
+        num /= 10;
+    }
+    out
+}
+
+const DATE_MASK: u32 = (1 << 25) - 1;
+
+/// status (2 bits) ‖ reason (4 bits) ‖ YYYYMMDD (25 bits, to year 3355).
+fn pack_answer(status: u8, reason: u8, date: u32) -> u32 {
+    (u32::from(status) << 29) | (u32::from(reason & 0xf) << 25) | (date & DATE_MASK)
+}
+
+fn unpack_status(answer: u32) -> u8 {
+    (answer >> 29) as u8
+}
+
+fn keyed<'a>(item: Option<(&'a [u8], &'a [u8])>) -> Option<(Option<u64>, &'a [u8])> {
+    item.map(|(k, v)| (code_number(k), v))
+}
+
+/// 11 ASCII digits as a number (ordered like the strings), or None.
+fn code_number(code: &[u8]) -> Option<u64> {
+    if code.len() != audit::CODE_LEN || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(code.iter().fold(0u64, |n, c| n * 10 + u64::from(c - b'0')))
+}
+
+impl Store {
+    /// The record under `code`, following code changes (redirects).
+    fn resolve(&self, txn: &RoTxn, code: &str) -> Result<(Option<Record>, bool)> {
+        let mut record = self.record(txn, code)?;
+        let mut redirected = false;
+        for _ in 0..MAX_REDIRECTS {
+            match record.as_ref().filter(|r| r.status == record::REDIRECT).and_then(|r| r.redirect_to.clone()) {
+                Some(next) => {
+                    record = self.record(txn, &next)?;
+                    redirected = true;
+                }
+                None => return Ok((record, redirected)),
+            }
+        }
+        Ok((None, redirected))
+    }
+
+    fn answer_lookup(&self, kind: &str, asked: &str, code: Option<String>, access: &Access) -> Result<Lookup> {
+        let mut txn = self.env.write_txn()?;
+        let (record, redirected) = match &code {
+            Some(c) => self.resolve(&txn, c)?,
+            None => (None, false),
+        };
+        let outcome = match (&record, redirected) {
+            (None, _) => "not found".to_string(),
+            (Some(r), true) => format!("found (code changed to {})", r.juminhyo_code),
+            (Some(_), false) => "found".to_string(),
+        };
+        let touched = record.iter().filter_map(|r| code_array(r.juminhyo_code.as_bytes()));
+        let audit_id = self.dbs.audit.append(&mut txn, access.event(kind, 1, outcome), audit::pack_codes(touched))?;
+        txn.commit()?;
+        let redirected_from = (redirected && record.is_some()).then(|| asked.to_string());
+        Ok(Lookup { record, redirected_from, audit_id })
+    }
+
+    /// Look up one record by 住民票コード, audited.
+    pub fn lookup(&self, code: &str, access: &Access) -> Result<Lookup> {
+        self.answer_lookup("code", code, Some(code.to_string()), access)
+    }
+
+    /// Look up one record by 個人番号, audited.
+    pub fn lookup_number(&self, kojin_bango: &str, access: &Access) -> Result<Lookup> {
+        let mut txn = self.env.write_txn()?;
+        let code_now =
+            self.dbs.by_number.get(&txn, kojin_bango.as_bytes())?.map(|c| String::from_utf8_lossy(c).into_owned());
+        let record = match &code_now {
+            Some(c) => self.record(&txn, c)?,
+            None => None,
+        };
+        let outcome = if record.is_some() { "found" } else { "not found" }.to_string();
+        let touched = record.iter().filter_map(|r| code_array(r.juminhyo_code.as_bytes()));
+        let audit_id =
+            self.dbs.audit.append(&mut txn, access.event("kojin_bango", 1, outcome), audit::pack_codes(touched))?;
+        txn.commit()?;
+        Ok(Lookup { record, redirected_from: None, audit_id })
+    }
+
+    /// The four-item search: records whose reading or name (or alias), birth date and
+    /// sex match, active and removed, ranked by how well the address matches; audited.
+    pub fn search(&self, q: &SearchQuery, access: &Access) -> Result<Search> {
+        if text::normalize_reading(&q.name).is_empty() {
+            return Err(CoreError::Malformed("search: name is empty".into()));
+        }
+        if !(q.sex == 1 || q.sex == 2) {
+            return Err(CoreError::Malformed(format!("search: sex must be 1 or 2, not {}", q.sex)));
+        }
+        let mut txn = self.env.write_txn()?;
+        let key = index_key(&q.name, &q.birth_date, q.sex);
+        let mut codes: Vec<(String, Matched)> = Vec::new();
+        for (db, matched) in [(self.dbs.by_name, Matched::Reading), (self.dbs.by_name_text, Matched::Name)] {
+            if let Some(iter) = db.get_duplicates(&txn, &key)? {
+                for item in iter {
+                    codes.push((String::from_utf8_lossy(item?.1).into_owned(), matched));
+                }
+            }
+        }
+        codes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut found: Vec<(Record, Matched)> = Vec::new();
+        for (code, matched) in codes {
+            match found.last_mut() {
+                Some((r, m)) if r.juminhyo_code == code => {
+                    if *m != matched {
+                        *m = Matched::Both;
+                    }
+                }
+                _ => {
+                    if let Some(r) = self.record(&txn, &code)? {
+                        found.push((r, matched));
+                    }
+                }
+            }
+        }
+        let total = found.len();
+        let mut candidates = rank(q, found);
+        candidates.truncate(q.limit);
+        let touched = candidates.iter().filter_map(|c| code_array(c.record.juminhyo_code.as_bytes()));
+        let outcome = format!("{} of {total} candidates", candidates.len());
+        let audit_id =
+            self.dbs.audit.append(&mut txn, access.event("search", 1, outcome), audit::pack_codes(touched))?;
+        txn.commit()?;
+        Ok(Search { candidates, total, audit_id })
+    }
+
+    /// Batch confirmation (一括提供): the status of every code in `codes` (11-byte
+    /// codes, concatenated), in one pass in code order; audited as one entry touching
+    /// every record found. Codes that are not 11 digits are unknown.
+    pub fn confirm(&self, codes: &[u8], access: &Access) -> Result<(Confirmation, u64)> {
+        if codes.len() % audit::CODE_LEN != 0 {
+            return Err(CoreError::Malformed(format!(
+                "confirm: {} bytes is not a whole number of {}-byte codes",
+                codes.len(),
+                audit::CODE_LEN
+            )));
+        }
+        let n = codes.len() / audit::CODE_LEN;
+        let code_at = |i: usize| &codes[i * audit::CODE_LEN..(i + 1) * audit::CODE_LEN];
+        // Sorted by code, the lookups walk the B-tree in order (its pages stay hot) and
+        // the touched codes come out sorted for the audit entry.
+        let mut order: Vec<(u64, u32)> =
+            (0..n).filter_map(|i| code_number(code_at(i)).map(|num| (num, i as u32))).collect();
+        order.sort_unstable();
+        // One u32 a request (status, reason, date packed; see `pack_answer`): the
+        // requests are visited in code order, so each answer lands at a random index,
+        // and one random write a code costs a third of three.
+        let mut answers: Vec<u32> = vec![0; n];
+        let mut redirected: std::collections::HashMap<u32, String> = Default::default();
+        let mut touched: Vec<[u8; audit::CODE_LEN]> = Vec::with_capacity(order.len());
+        // Codes that are not 11 digits are unknown without a look.
+        let mut counts = [(n - order.len()) as u64, 0, 0, 0];
+        // The answer is read in the transaction that logs it, so this pass holds LMDB's
+        // one writer lock: apply waits for it (about half a second a million codes).
+        let mut txn = self.env.write_txn()?;
+        let mut previous: Option<(u64, usize)> = None;
+        // A batch asking for a good share of the store reads it in one cursor pass over
+        // the requested range (tens of ns a record) instead of one B-tree descent a
+        // code (hundreds of ns once the tree outgrows the caches).
+        let dense = order.len() as u64 * DENSE_SHARE >= self.dbs.records.len(&txn)?;
+        let mut scan = match (dense, order.first(), order.last()) {
+            (true, Some(first), Some(last)) => {
+                let (lo, hi) = (code_at(first.1 as usize), code_at(last.1 as usize));
+                Some(self.dbs.records.range(&txn, &(Bound::Included(lo), Bound::Included(hi)))?)
+            }
+            _ => None,
+        };
+        // The cursor's record as (its code as a number, bytes): numbers compare in one
+        // instruction where 11-byte slices call memcmp; a key that is not 11 digits
+        // (none should be) is None, passed over and never equal.
+        let mut at = match scan.as_mut() {
+            Some(it) => keyed(it.next().transpose()?),
+            None => None,
+        };
+        for (num, i) in order {
+            let i = i as usize;
+            if let Some((_, j)) = previous.filter(|(p, _)| *p == num) {
+                // The same code asked twice: same answer.
+                answers[i] = answers[j];
+                if let Some(new) = redirected.get(&(j as u32)).cloned() {
+                    redirected.insert(i as u32, new);
+                }
+                counts[unpack_status(answers[i]) as usize] += 1;
+                continue;
+            }
+            previous = Some((num, i));
+            let found = match scan.as_mut() {
+                Some(it) => {
+                    while at.is_some_and(|(k, _)| k.is_none_or(|k| k < num)) {
+                        at = keyed(it.next().transpose()?);
+                    }
+                    at.filter(|(k, _)| *k == Some(num)).map(|(_, v)| v)
+                }
+                None => self.dbs.records.get(&txn, code_at(i))?,
+            };
+            let Some(mut bytes) = found else {
+                counts[0] += 1;
+                continue;
+            };
+            let mut view = status_view(bytes)?;
+            let mut final_code: Option<&[u8]> = None;
+            let mut hops = 0;
+            while view.status == record::REDIRECT.as_bytes() {
+                let next = view.redirect_to.unwrap_or_default();
+                hops += 1;
+                final_code = Some(next);
+                match self.dbs.records.get(&txn, next)? {
+                    Some(b) if hops <= MAX_REDIRECTS => {
+                        bytes = b;
+                        view = status_view(bytes)?;
+                    }
+                    _ => {
+                        view = StatusView::default();
+                        break;
+                    }
+                }
+            }
+            let status = classify(&view);
+            counts[status as usize] += 1;
+            if let Some(fc) = final_code {
+                redirected.insert(i as u32, String::from_utf8_lossy(fc).into_owned());
+            }
+            if status != UNKNOWN {
+                answers[i] = pack_answer(status, reason_code(view.reason), date_number(view.changed_on));
+                // From the number, not from `codes`: reading `codes[i]` here would miss
+                // the cache every time.
+                touched.push(final_code.and_then(code_array).unwrap_or_else(|| code_digits(num)));
+            }
+        }
+        drop(scan);
+        let mut out = Confirmation {
+            status: answers.iter().map(|a| unpack_status(*a)).collect(),
+            reason: answers.iter().map(|a| ((a >> 25) & 0xf) as u8).collect(),
+            changed_on: answers.iter().map(|a| a & DATE_MASK).collect(),
+            redirected: redirected.into_iter().collect(),
+            touched: audit::pack_codes(touched),
+        };
+        out.redirected.sort_unstable();
+        let outcome = format!(
+            "current {}, moved out {}, removed {}, unknown {}, redirected {}",
+            counts[1],
+            counts[2],
+            counts[3],
+            counts[0],
+            out.redirected.len()
+        );
+        let event = access.event("confirm", n as u64, outcome);
+        let audit_id = self.dbs.audit.append(&mut txn, event, out.touched.clone())?;
+        txn.commit()?;
+        Ok((out, audit_id))
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,14 @@
 use jukisync_core::audit::{self, EntryInfo};
 use jukisync_core::query::{self, SearchQuery};
 use jukisync_core::store::{self, Access};
-use jukisync_core::{wire, CoreError};
+use jukisync_core::{text, wire, CoreError};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use crate::{Error, Record, Res, Store};
+use crate::error::{Error, Res};
+use crate::record::Record;
+use crate::store::Store;
 
 fn access(requester: String, task: String, time: Option<u64>, detail: String) -> Access {
     Access { time: time.unwrap_or_else(store::now_micros), requester, task, detail }
@@ -318,4 +320,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AuditVerification>()?;
     m.add_class::<PurgeResult>()?;
     Ok(())
+}
+
+#[pyfunction]
+pub(crate) fn normalize_reading(text: &str) -> String {
+    text::normalize_reading(text)
 }

@@ -1,0 +1,166 @@
+//! Read-only views of the store: records, indexes, chain heads, the change log, stats.
+
+use std::ops::Bound;
+
+use super::{name_key, seq_key, u64_at, Store, COUNTERS};
+use crate::error::Result;
+use crate::record::{self, Record};
+use crate::wire::{self, BodyHead, Envelope};
+
+impl Store {
+    pub fn get(&self, code: &str) -> Result<Option<Record>> {
+        let txn = self.env.read_txn()?;
+        self.record(&txn, code)
+    }
+
+    /// The stored bytes of many records in one read transaction, looked up in key order
+    /// for locality (decode them with `RecordView` or `Record`).
+    pub fn get_many_raw(&self, codes: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        let txn = self.env.read_txn()?;
+        let mut order: Vec<usize> = (0..codes.len()).collect();
+        order.sort_unstable_by(|a, b| codes[*a].cmp(&codes[*b]));
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; codes.len()];
+        for i in order {
+            out[i] = self.dbs.records.get(&txn, codes[i].as_bytes())?.map(<[u8]>::to_vec);
+        }
+        Ok(out)
+    }
+
+    pub fn get_many(&self, codes: &[String]) -> Result<Vec<Option<Record>>> {
+        self.get_many_raw(codes)?.into_iter().map(|raw| raw.map(|r| wire::decode(&r, "record")).transpose()).collect()
+    }
+
+    /// The stored bytes of the record holding a 個人番号.
+    pub fn by_number_raw(&self, kojin_bango: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.env.read_txn()?;
+        match self.dbs.by_number.get(&txn, kojin_bango.as_bytes())? {
+            Some(code) => Ok(self.dbs.records.get(&txn, code)?.map(<[u8]>::to_vec)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn by_number(&self, kojin_bango: &str) -> Result<Option<Record>> {
+        self.by_number_raw(kojin_bango)?.map(|r| wire::decode(&r, "record")).transpose()
+    }
+
+    /// Codes of the records whose normalised reading, birth date and sex match.
+    pub fn by_reading(&self, reading: &str, birth_date: &str, sex: u8) -> Result<Vec<String>> {
+        let txn = self.env.read_txn()?;
+        let probe =
+            Record { name_kana: reading.into(), birth_date: birth_date.into(), sex, ..Record::default_for_key() };
+        let mut out = Vec::new();
+        if let Some(iter) = self.dbs.by_name.get_duplicates(&txn, &name_key(&probe))? {
+            for item in iter {
+                out.push(String::from_utf8_lossy(item?.1).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn chain_head(&self, origin: &str) -> Result<Option<(u64, [u8; 32])>> {
+        let txn = self.env.read_txn()?;
+        let (seq, hash) = self.head(&txn, origin)?;
+        Ok((seq > 0).then_some((seq, hash)))
+    }
+
+    pub fn chain_heads(&self) -> Result<Vec<(String, u64, [u8; 32])>> {
+        let txn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.dbs.heads.iter(&txn)? {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(k).into_owned(), u64_at(v, 0), wire::hash32(&v[8..40], "head")?));
+        }
+        Ok(out)
+    }
+
+    /// Envelopes of `origin` holding sequence numbers from `from_seq` on, in order.
+    pub fn changes(&self, origin: &str, from_seq: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let txn = self.env.read_txn()?;
+        let start = seq_key(origin, from_seq);
+        let end = seq_key(origin, u64::MAX);
+        let mut out = Vec::new();
+        for item in self
+            .dbs
+            .changelog
+            .range(&txn, &(Bound::Included(start.as_slice()), Bound::Included(end.as_slice())))?
+            .take(limit)
+        {
+            out.push(item?.1[40..].to_vec());
+        }
+        Ok(out)
+    }
+
+    /// SHA-256 over (code, record) of the active records whose holding municipality
+    /// starts with `prefix`, in code order: equal on two stores with the same records.
+    pub fn digest(&self, prefix: &str) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let txn = self.env.read_txn()?;
+        let mut hasher = Sha256::new();
+        for item in self.dbs.records.iter(&txn)? {
+            let (k, v) = item?;
+            let r: Record = wire::decode(v, "record")?;
+            if r.status == record::ACTIVE && r.municipality.starts_with(prefix) {
+                hasher.update((k.len() as u32).to_be_bytes());
+                hasher.update(k);
+                hasher.update((v.len() as u32).to_be_bytes());
+                hasher.update(v);
+            }
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    pub fn stats(&self) -> Result<Vec<(String, u64)>> {
+        let txn = self.env.read_txn()?;
+        let mut out = vec![
+            ("records".to_string(), self.dbs.records.len(&txn)?),
+            ("origins".to_string(), self.dbs.heads.len(&txn)?),
+            ("pending".to_string(), self.dbs.pending.len(&txn)?),
+            ("forward_backlog".to_string(), self.dbs.forward.len(&txn)?),
+            ("halted".to_string(), self.dbs.halts.len(&txn)?),
+        ];
+        for c in COUNTERS {
+            let v = self.dbs.meta.get(&txn, format!("c:{c}").as_bytes())?.map_or(0, |v| u64_at(v, 0));
+            out.push((c.to_string(), v));
+        }
+        let open = self.quarantine_in(&txn, false)?.len() as u64;
+        out.push(("quarantine_open".to_string(), open));
+        Ok(out)
+    }
+
+    pub fn pending(&self, origin: &str) -> Result<Vec<(u64, u64)>> {
+        let txn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.dbs.pending.prefix_iter(&txn, origin.as_bytes())? {
+            let (_, raw) = item?;
+            let env: Envelope = wire::decode(raw, "envelope")?;
+            let head: BodyHead = wire::decode(&env.body, "body")?;
+            out.push((head.first_seq, head.last_seq));
+        }
+        Ok(out)
+    }
+}
+
+impl Record {
+    /// A blank record, for building index probe keys.
+    fn default_for_key() -> Self {
+        Record {
+            juminhyo_code: String::new(),
+            status: String::new(),
+            redirect_to: None,
+            kojin_bango: String::new(),
+            name: String::new(),
+            name_kana: String::new(),
+            former_surname: None,
+            alias: None,
+            birth_date: String::new(),
+            sex: 0,
+            address: String::new(),
+            municipality: String::new(),
+            reason: String::new(),
+            changed_on: String::new(),
+            recorded_at: 0,
+            origin: String::new(),
+            seq: 0,
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The tier store and the results of its operations.
+
+use std::path::PathBuf;
+
+use jukisync_core::store::{self, Centre, Outcome, Role, StoreOptions};
+use jukisync_core::{crypto, CoreError};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::error::{Error, Res};
+use crate::queries;
+use crate::record::Record;
+use crate::registry::KeyRegistry;
+
+#[pyclass(frozen, get_all, module = "jukisync._core")]
+pub(crate) struct ApplyResult {
+    status: &'static str,
+    origin: Option<String>,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    hash: Option<Vec<u8>>,
+    updates: usize,
+    reason: Option<String>,
+    kind: Option<&'static str>,
+    resend_from: Option<u64>,
+    quarantine_id: Option<u64>,
+    released: usize,
+}
+
+impl From<Outcome> for ApplyResult {
+    fn from(o: Outcome) -> Self {
+        ApplyResult {
+            status: o.status.as_str(),
+            origin: o.origin,
+            first_seq: o.first_seq,
+            last_seq: o.last_seq,
+            hash: o.hash.map(|h| h.to_vec()),
+            updates: o.updates,
+            reason: o.reason,
+            kind: o.kind.map(store::RejectKind::as_str),
+            resend_from: o.resend_from,
+            quarantine_id: o.quarantine_id,
+            released: o.released,
+        }
+    }
+}
+
+#[pymethods]
+impl ApplyResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "ApplyResult(status={:?}, origin={:?}, seqs={:?}..{:?}, reason={:?})",
+            self.status, self.origin, self.first_seq, self.last_seq, self.reason
+        )
+    }
+}
+
+#[pyclass(frozen, get_all, module = "jukisync._core")]
+pub(crate) struct QuarantineEntry {
+    id: u64,
+    received_at: u64,
+    kind: &'static str,
+    reason: String,
+    origin: Option<String>,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    hash: Option<Vec<u8>>,
+    state: String,
+    size: u64,
+    envelope: Vec<u8>,
+}
+
+impl From<store::QuarantineEntry> for QuarantineEntry {
+    fn from(e: store::QuarantineEntry) -> Self {
+        QuarantineEntry {
+            id: e.id,
+            received_at: e.received_at,
+            kind: e.kind.as_str(),
+            reason: e.reason,
+            origin: e.origin,
+            first_seq: e.first_seq,
+            last_seq: e.last_seq,
+            hash: e.hash.map(|h| h.into_vec()),
+            state: e.state,
+            size: e.size,
+            envelope: e.envelope.into_vec(),
+        }
+    }
+}
+
+#[pyclass(frozen, module = "jukisync._core")]
+pub(crate) struct Store {
+    pub(crate) inner: store::Store,
+    path: String,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Aggregator => "aggregator",
+        Role::National => "national",
+    }
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (
+        path, *, role, registry, centre_id=None, centre_key=None, centre_key_id=None,
+        map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        role: &str,
+        registry: &KeyRegistry,
+        centre_id: Option<String>,
+        centre_key: Option<Vec<u8>>,
+        centre_key_id: Option<String>,
+        map_size: usize,
+        max_bundle_bytes: usize,
+        pending_limit: usize,
+        require_attestation: Option<bool>,
+    ) -> PyResult<Self> {
+        let role = match role {
+            "aggregator" => Role::Aggregator,
+            "national" => Role::National,
+            other => {
+                return Err(PyValueError::new_err(format!("role must be 'aggregator' or 'national', not {other:?}")))
+            }
+        };
+        let centre = match (centre_id, centre_key, centre_key_id) {
+            (Some(id), Some(key), Some(key_id)) => {
+                Some(Centre { id, key_id, key: crypto::signing_key(&key).map_err(Error::from)? })
+            }
+            (None, None, None) => None,
+            _ => return Err(PyValueError::new_err("centre_id, centre_key and centre_key_id go together")),
+        };
+        let opts = StoreOptions {
+            role,
+            centre,
+            map_size,
+            max_bundle_bytes,
+            pending_limit,
+            require_attestation: require_attestation.unwrap_or(role == Role::National),
+        };
+        let registry = registry.inner.clone();
+        let display = path.display().to_string();
+        let inner = py.detach(|| store::Store::open(&path, registry, opts)).map_err(Error::from)?;
+        Ok(Store { inner, path: display })
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[getter]
+    fn role(&self) -> &'static str {
+        role_name(self.inner.role())
+    }
+
+    fn set_registry(&self, registry: &KeyRegistry) {
+        self.inner.set_registry(registry.inner.clone());
+    }
+
+    #[pyo3(signature = (envelopes, received_at=None))]
+    fn apply(
+        &self,
+        py: Python<'_>,
+        envelopes: Vec<Bound<'_, PyBytes>>,
+        received_at: Option<u64>,
+    ) -> Res<Vec<ApplyResult>> {
+        let owned: Vec<Vec<u8>> = envelopes.iter().map(|b| b.as_bytes().to_vec()).collect();
+        let received_at = received_at.unwrap_or_else(store::now_micros);
+        let outcomes = py.detach(|| {
+            let raws: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            self.inner.apply(&raws, received_at)
+        })?;
+        Ok(outcomes.into_iter().map(ApplyResult::from).collect())
+    }
+
+    fn get(&self, py: Python<'_>, code: String) -> Res<Option<Record>> {
+        let mut raw = py.detach(|| self.inner.get_many_raw(std::slice::from_ref(&code)))?;
+        Ok(Record::wrap(raw.pop().flatten()))
+    }
+
+    fn get_many(&self, py: Python<'_>, codes: Vec<String>) -> Res<Vec<Option<Record>>> {
+        let raws = py.detach(|| self.inner.get_many_raw(&codes))?;
+        Ok(raws.into_iter().map(Record::wrap).collect())
+    }
+
+    fn by_number(&self, py: Python<'_>, kojin_bango: &str) -> Res<Option<Record>> {
+        Ok(Record::wrap(py.detach(|| self.inner.by_number_raw(kojin_bango))?))
+    }
+
+    fn chain_head<'py>(&self, py: Python<'py>, origin: &str) -> Res<Option<(u64, Bound<'py, PyBytes>)>> {
+        let head = py.detach(|| self.inner.chain_head(origin))?;
+        Ok(head.map(|(seq, hash)| (seq, PyBytes::new(py, &hash))))
+    }
+
+    fn chain_heads<'py>(&self, py: Python<'py>) -> Res<Bound<'py, PyDict>> {
+        let heads = py.detach(|| self.inner.chain_heads())?;
+        let d = PyDict::new(py);
+        for (origin, seq, hash) in heads {
+            d.set_item(origin, (seq, PyBytes::new(py, &hash))).map_err(|e| Error(CoreError::Store(e.to_string())))?;
+        }
+        Ok(d)
+    }
+
+    #[pyo3(signature = (origin, from_seq, limit=1000))]
+    fn changes<'py>(
+        &self,
+        py: Python<'py>,
+        origin: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Res<Vec<Bound<'py, PyBytes>>> {
+        let changes = py.detach(|| self.inner.changes(origin, from_seq, limit))?;
+        Ok(changes.iter().map(|c| PyBytes::new(py, c)).collect())
+    }
+
+    #[pyo3(signature = (municipality_prefix=""))]
+    fn digest(&self, py: Python<'_>, municipality_prefix: &str) -> Res<String> {
+        Ok(py.detach(|| self.inner.digest(municipality_prefix))?)
+    }
+
+    fn stats(&self, py: Python<'_>) -> Res<std::collections::HashMap<String, u64>> {
+        Ok(py.detach(|| self.inner.stats())?.into_iter().collect())
+    }
+
+    #[pyo3(signature = (limit=1000))]
+    fn forward_batch<'py>(&self, py: Python<'py>, limit: usize) -> Res<Vec<(u64, Bound<'py, PyBytes>)>> {
+        let batch = py.detach(|| self.inner.forward_batch(limit))?;
+        Ok(batch.iter().map(|(id, b)| (*id, PyBytes::new(py, b))).collect())
+    }
+
+    fn forward_done(&self, py: Python<'_>, ids: Vec<u64>) -> Res<()> {
+        Ok(py.detach(|| self.inner.forward_done(&ids))?)
+    }
+
+    #[pyo3(signature = (include_closed=false))]
+    fn quarantine(&self, py: Python<'_>, include_closed: bool) -> Res<Vec<QuarantineEntry>> {
+        let list = py.detach(|| self.inner.quarantine_list(include_closed))?;
+        Ok(list.into_iter().map(QuarantineEntry::from).collect())
+    }
+
+    fn quarantine_entry(&self, py: Python<'_>, id: u64) -> Res<QuarantineEntry> {
+        Ok(py.detach(|| self.inner.quarantine_entry(id))?.into())
+    }
+
+    fn release(&self, py: Python<'_>, id: u64) -> Res<ApplyResult> {
+        Ok(py.detach(|| self.inner.release(id, store::now_micros()))?.into())
+    }
+
+    fn drop(&self, py: Python<'_>, id: u64) -> Res<()> {
+        Ok(py.detach(|| self.inner.drop_entry(id))?)
+    }
+
+    fn halted(&self, py: Python<'_>) -> Res<std::collections::HashMap<String, String>> {
+        Ok(py.detach(|| self.inner.halted())?.into_iter().collect())
+    }
+
+    fn pending(&self, py: Python<'_>, origin: &str) -> Res<Vec<(u64, u64)>> {
+        Ok(py.detach(|| self.inner.pending(origin))?)
+    }
+
+    // ---- purpose-bound queries and the audit trail (queries.rs) ----------------------
+
+    /// Look up a record by 住民票コード (following code changes), audited.
+    #[pyo3(signature = (code, *, requester, task, time=None, detail=""))]
+    fn lookup(
+        &self,
+        py: Python<'_>,
+        code: String,
+        requester: String,
+        task: String,
+        time: Option<u64>,
+        detail: &str,
+    ) -> Res<queries::LookupResult> {
+        queries::lookup(self, py, false, code, (requester, task, time, detail.to_string()))
+    }
+
+    /// Look up a record by 個人番号, audited.
+    #[pyo3(signature = (kojin_bango, *, requester, task, time=None, detail=""))]
+    fn lookup_number(
+        &self,
+        py: Python<'_>,
+        kojin_bango: String,
+        requester: String,
+        task: String,
+        time: Option<u64>,
+        detail: &str,
+    ) -> Res<queries::LookupResult> {
+        queries::lookup(self, py, true, kojin_bango, (requester, task, time, detail.to_string()))
+    }
+
+    /// The four-item search, audited.
+    #[pyo3(signature = (
+        name, birth_date, sex, address=None, *, requester, task, limit=20, time=None, detail=""
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn search(
+        &self,
+        py: Python<'_>,
+        name: String,
+        birth_date: String,
+        sex: u8,
+        address: Option<String>,
+        requester: String,
+        task: String,
+        limit: usize,
+        time: Option<u64>,
+        detail: &str,
+    ) -> Res<queries::SearchResult> {
+        let q = queries::search_query(name, birth_date, sex, address, limit);
+        queries::search(self, py, q, (requester, task, time, detail.to_string()))
+    }
+
+    /// Batch confirmation (一括提供) of many codes in one call, audited as one entry.
+    #[pyo3(signature = (codes, *, requester, task, time=None, detail=""))]
+    fn confirm(
+        &self,
+        py: Python<'_>,
+        codes: &Bound<'_, PyAny>,
+        requester: String,
+        task: String,
+        time: Option<u64>,
+        detail: &str,
+    ) -> PyResult<queries::ConfirmResult> {
+        queries::confirm(self, py, codes, (requester, task, time, detail.to_string()))
+    }
+
+    #[pyo3(signature = (
+        kind, *, requester, task, allowed, reason="", items=1, codes=Vec::new(), time=None,
+        detail=""
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn audit_log(
+        &self,
+        py: Python<'_>,
+        kind: String,
+        requester: String,
+        task: String,
+        allowed: bool,
+        reason: &str,
+        items: u64,
+        codes: Vec<String>,
+        time: Option<u64>,
+        detail: &str,
+    ) -> Res<u64> {
+        queries::audit_log(
+            self,
+            py,
+            kind,
+            allowed,
+            reason.to_string(),
+            items,
+            codes,
+            (requester, task, time, detail.to_string()),
+        )
+    }
+
+    #[pyo3(signature = (start=None, end=None, *, with_codes=false))]
+    fn audit_entries(
+        &self,
+        py: Python<'_>,
+        start: Option<u64>,
+        end: Option<u64>,
+        with_codes: bool,
+    ) -> Res<Vec<queries::AuditEntry>> {
+        let list = py.detach(|| self.inner.audit_entries(start.unwrap_or(0), end.unwrap_or(u64::MAX), with_codes))?;
+        Ok(queries::entries(list))
+    }
+
+    #[pyo3(signature = (id, *, with_codes=false))]
+    fn audit_entry(&self, py: Python<'_>, id: u64, with_codes: bool) -> Res<Option<queries::AuditEntry>> {
+        Ok(py.detach(|| self.inner.audit_entry(id, with_codes))?.map(queries::AuditEntry::from))
+    }
+
+    fn audit_touching(&self, py: Python<'_>, code: String) -> Res<Vec<queries::AuditEntry>> {
+        Ok(queries::entries(py.detach(|| self.inner.audit_touching(&code))?))
+    }
+
+    #[pyo3(signature = (checkpoints=None))]
+    fn audit_verify(
+        &self,
+        py: Python<'_>,
+        checkpoints: Option<Vec<(u64, Vec<u8>)>>,
+    ) -> PyResult<queries::AuditVerification> {
+        let checkpoints = queries::checkpoints(checkpoints)?;
+        Ok(queries::verification(py.detach(|| self.inner.audit_verify(&checkpoints)).map_err(Error::from)?))
+    }
+
+    #[pyo3(signature = (before, *, requester, task, time=None, detail=""))]
+    fn audit_purge(
+        &self,
+        py: Python<'_>,
+        before: u64,
+        requester: String,
+        task: String,
+        time: Option<u64>,
+        detail: &str,
+    ) -> Res<queries::PurgeResult> {
+        let acc =
+            store::Access { time: time.unwrap_or_else(store::now_micros), requester, task, detail: detail.to_string() };
+        Ok(queries::purge(py.detach(|| self.inner.audit_purge(before, &acc))?))
+    }
+
+    fn audit_head<'py>(&self, py: Python<'py>) -> Res<(u64, u64, Bound<'py, PyBytes>)> {
+        let (first, last, hash) = py.detach(|| self.inner.audit_head())?;
+        Ok((first, last, PyBytes::new(py, &hash)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Store({:?}, role={:?})", self.path, role_name(self.inner.role()))
+    }
+}
