@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -139,3 +140,21 @@ async def test_a_request_without_user_id_is_refused_and_logged(
                 break
     assert isinstance(answer, Denied)
     assert store.audit_entries()[-1].requester == UNIDENTIFIED
+
+
+async def test_the_server_answers_again_after_its_connection_is_lost(
+    server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
+) -> None:
+    """It consumes on its node's transport: when that connection fails, it consumes
+    again on the next one the transport opens."""
+    query_server, namespace = server
+    connection = query_server.transport._connection  # test-only peek at the live connection
+    assert connection is not None and connection.transport is not None
+    await connection.transport.connection.close(ConnectionResetError("jukisync test: cut"))
+    async with asyncio.timeout(30):
+        while not (query_server.subscribed >= 2 and query_server.consuming):
+            await asyncio.sleep(0.05)
+    assert query_server.transport.connections_opened == 2
+    async with QueryClient(agencies["agency-a"], namespace=namespace) as client:
+        answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
+    assert isinstance(answer, Found), answer

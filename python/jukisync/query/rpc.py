@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -77,6 +78,7 @@ class QueryServer:
         self.namespace = transport.names.namespace
         self.prefetch = prefetch
         self.served = 0
+        self.subscribed = 0  # consumers registered so far: 2 after one resubscription
         self._channel: AbstractChannel | None = None
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
@@ -117,6 +119,7 @@ class QueryServer:
             await close_quietly(channel)
             raise
         self._channel = channel
+        self.subscribed += 1
         underlay = await channel.get_underlay_channel()
         return underlay.closing
 
@@ -134,11 +137,11 @@ class QueryServer:
                     connection = await self.transport.wait_connection()
                 except TransportClosed:
                     return  # the node is shutting down
+                try:
                     with closing_is_lost(connection):
                         closing = await self._subscribe(connection)
-                    attempt = 0
-                    break
-                except LOST as exc:
+                except (*LOST, aiormq.exceptions.AMQPError) as exc:
+                    # Also a connection the transport has not yet noticed is gone.
                     delay = self.transport.backoff(attempt)
                     attempt += 1
                     log.warning(
@@ -148,6 +151,9 @@ class QueryServer:
                         delay,
                     )
                     await asyncio.sleep(delay)
+                    continue
+                attempt = 0
+                break
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
         if not message.reply_to:

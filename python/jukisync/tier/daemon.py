@@ -196,8 +196,10 @@ class Daemon:
             await node.stop(graceful=True)  # asked to stop before it was consuming
             return ExitCode.OK
         if node.failure is None and self.queries is not None and config.query is not None:
-            await self.queries.start()
-            log.info("%s: answering queries under %s", config.id, config.query.policy)
+            assert self._stop is not None
+            # On the node's connection: waits for it if it was lost meanwhile.
+            if await _first(self.queries.start(), self._stop.wait()):
+                log.info("%s: answering queries under %s", config.id, config.query.policy)
         if node.failure is None:
             self.phase = "running"
             log.info(
