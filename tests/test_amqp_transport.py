@@ -795,7 +795,9 @@ async def test_the_demo_network_converges_over_rabbitmq(broker_url: str, tmp_pat
         "national": 4_000,
     }
     national = next(t for t in result.tiers if t.name == "national")
-    assert national.duplicates == national.bundles_applied  # both centres forwarded each
+    # Both centres forward every bundle; national applies each once and counts the other
+    # copy a duplicate (the slower centre's may still be in flight when the run ends).
+    assert 0 < national.duplicates <= national.bundles_applied
 
 
 # --- uvloop --------------------------------------------------------------------------
