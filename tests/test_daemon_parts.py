@@ -326,3 +326,39 @@ def test_lock_keeps_a_second_process_out(tmp_path: Path) -> None:
 def test_transport_unavailable_is_not_message_too_large() -> None:
     # Retrying helps one and not the other; the pump tells them apart by type.
     assert not issubclass(MessageTooLarge, TransportUnavailable)
+
+
+# --- assembly ---------------------------------------------------------------------------
+
+
+async def test_assembly_builds_the_node_its_config_describes(tmp_path: Path) -> None:
+    import msgspec
+
+    from jukisync.config import QueryServiceConfig, TierLimits
+    from jukisync.exitcodes import ExitCode
+    from jukisync.tier.assembly import StartupError, national_queue_name
+
+    base = KeyRing().national_config(tmp_path)
+    limits = TierLimits(max_batch=7, forward_batch=9, resend_interval_s=0.25, map_size=1 << 26)
+    config = msgspec.structs.replace(base, limits=limits)
+    parts = await assemble_tier(config, transport=InProcessNetwork().transport("national"))
+    assert parts.queue == national_queue_name("national") == "jukisync.forwards.national"
+    node = parts.node.config
+    assert (node.queue, node.role, node.max_batch, node.forward_batch) == (
+        parts.queue,
+        "national",
+        7,
+        9,
+    )
+    assert node.resend_interval_s == 0.25 and node.prefetch == config.broker.prefetch
+    assert parts.queries is None  # no [query] section
+    assert (tmp_path / "store" / "registry.bin").is_file()  # trust files beside the store
+
+    # Queries are served over RabbitMQ only: refused with the in-process transport.
+    policy = Path(__file__).resolve().parent.parent / "config" / "policy.example.toml"
+    with_query = msgspec.structs.replace(
+        base, store=str(tmp_path / "other"), query=QueryServiceConfig(policy=str(policy))
+    )
+    with pytest.raises(StartupError, match="RabbitMQ only") as refused:
+        await assemble_tier(with_query, transport=InProcessNetwork().transport("n"))
+    assert refused.value.code == ExitCode.CONFIG

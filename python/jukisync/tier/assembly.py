@@ -23,7 +23,7 @@ from pathlib import Path
 from jukisync import _core
 from jukisync.config import AggregatorConfig, TierConfig, TrustConfig
 from jukisync.exitcodes import ExitCode
-from jukisync.query.policy import PolicyError, load_policy
+from jukisync.query.policy import Policy, PolicyError, load_policy
 from jukisync.query.rpc import QueryServer
 from jukisync.query.service import QueryService
 from jukisync.tier.node import NodeConfig, Role, TierNode
@@ -160,17 +160,17 @@ def broker_transport(config: TierConfig, name: str) -> AmqpTransport:
         raise StartupError(ExitCode.CONFIG, f"broker: {exc}") from None
 
 
-def _query_server(config: TierConfig, store: _core.Store, transport: Transport) -> QueryServer:
-    """Agencies' queries answered from the node's store, on the node's connection."""
-    assert config.query is not None
+def _query_policy(config: TierConfig, transport: Transport | None) -> Policy | None:
+    """The `[query]` policy, checked before anything is opened (None without one)."""
+    if config.query is None:
+        return None
     try:
         policy = load_policy(config.query.policy)
     except PolicyError as exc:
         raise StartupError(ExitCode.CONFIG, f"query.policy: {exc}") from None
-    if not isinstance(transport, AmqpTransport):
+    if transport is not None and not isinstance(transport, AmqpTransport):
         raise StartupError(ExitCode.CONFIG, "query: queries are served over RabbitMQ only")
-    service = QueryService(store, policy, out_dir=config.query.out_dir)
-    return QueryServer(transport, service, node=config.id)
+    return policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +204,7 @@ async def assemble_tier(
     process). `connection_name` is what operators see on the broker.
     """
     role = role_of(config)
+    policy = _query_policy(config, transport)
     if store is None:
         trust = load_trust(config.trust)
         store = await asyncio.to_thread(open_store, config, trust)
@@ -226,5 +227,10 @@ async def assemble_tier(
         store,
         transport,
     )
-    queries = _query_server(config, store, transport) if config.query is not None else None
+    queries = None
+    if policy is not None and config.query is not None:
+        # On the node's own connection: its TLS, credentials and namespace.
+        assert isinstance(transport, AmqpTransport)
+        service = QueryService(store, policy, out_dir=config.query.out_dir)
+        queries = QueryServer(transport, service, node=config.id)
     return TierParts(config, queue, store, transport, node, queries)
