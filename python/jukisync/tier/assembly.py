@@ -205,12 +205,12 @@ async def assemble_tier(
     """
     role = role_of(config)
     policy = _query_policy(config, transport)
+    if transport is None:  # not connected yet: this only checks `[broker]`
+        name = connection_name or f"jukisync {role} {config.id} pid {os.getpid()}"
+        transport = broker_transport(config, name)
     if store is None:
         trust = load_trust(config.trust)
         store = await asyncio.to_thread(open_store, config, trust)
-    if transport is None:
-        name = connection_name or f"jukisync {role} {config.id} pid {os.getpid()}"
-        transport = broker_transport(config, name)
     queue = queue_name(config)
     limits = config.limits
     node = TierNode(
