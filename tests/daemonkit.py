@@ -238,7 +238,7 @@ class Net:
         return [self.namespace + n for n in names]
 
     # --- processes ------------------------------------------------------------------
-    def _spawn(self, key: str, args: list[str]) -> Proc:
+    def _spawn(self, key: str, args: list[str], stdin: int = subprocess.DEVNULL) -> Proc:
         log = self.root / f"{key.replace(' ', '_')}.log"
         handle = log.open("ab")
         handle.write(f"\n=== {' '.join(args)}\n".encode())
@@ -247,7 +247,7 @@ class Net:
             [*jukisync_command(), *args],
             stdout=handle,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             cwd=self.root,
         )
         handle.close()
@@ -273,10 +273,15 @@ class Net:
         )
         assert proc.alive(), f"{name} exited with {proc.popen.returncode}:\n{proc.output()}"
 
-    def publish(self, origin: str, file: Path | str, *extra: str) -> Proc:
+    def publish(
+        self, origin: str, file: Path | str, *extra: str, stdin: int = subprocess.DEVNULL
+    ) -> Proc:
+        """`jukisync publish`; with `stdin=subprocess.PIPE` the test writes its input
+        (`proc.popen.stdin`, FILE '-')."""
         return self._spawn(
             f"publish {origin}",
             ["publish", "--config", str(self.configs[origin]), *extra, str(file)],
+            stdin=stdin,
         )
 
     def publish_all(self, file: Path, *extra: str) -> None:
