@@ -242,7 +242,9 @@ async def test_http_endpoint_answers_health_metrics_and_nothing_else(tmp_path: P
         0,
         health=lambda: (healthy[0], {"status": "ok" if healthy[0] else "starting"}),
         metrics=metrics,
-        refresh=lambda: metrics.set_state(up=True, connected=healthy[0], consuming=False),
+        refresh=lambda: metrics.set_state(
+            up=True, connected=healthy[0], consuming=False, reconnects=0
+        ),
     )
     await endpoint.start()
     assert endpoint._server is not None
@@ -334,13 +336,14 @@ def test_transport_unavailable_is_not_message_too_large() -> None:
 async def test_assembly_builds_the_node_its_config_describes(tmp_path: Path) -> None:
     import msgspec
 
-    from jukisync.config import QueryServiceConfig, TierLimits
+    from jukisync.config import QueryServiceConfig, ReplicationConfig, TierLimits
     from jukisync.exitcodes import ExitCode
     from jukisync.tier.assembly import StartupError, national_queue_name
 
     base = KeyRing().national_config(tmp_path)
-    limits = TierLimits(max_batch=7, forward_batch=9, resend_interval_s=0.25, map_size=1 << 26)
-    config = msgspec.structs.replace(base, limits=limits)
+    limits = TierLimits(max_batch=7, forward_batch=9, map_size=1 << 26)
+    replication = ReplicationConfig(resend_interval_s=0.25, announce_interval_s=3.0)
+    config = msgspec.structs.replace(base, limits=limits, replication=replication)
     parts = await assemble_tier(config, transport=InProcessNetwork().transport("national"))
     assert parts.queue == national_queue_name("national") == "jukisync.forwards.national"
     node = parts.node.config
@@ -350,7 +353,9 @@ async def test_assembly_builds_the_node_its_config_describes(tmp_path: Path) -> 
         7,
         9,
     )
-    assert node.resend_interval_s == 0.25 and node.prefetch == config.broker.prefetch
+    assert node.resend_interval_s == 0.25 and node.announce_interval_s == 3.0
+    assert node.heads_queue == "jukisync.heads.national"
+    assert node.prefetch == config.broker.prefetch
     assert parts.queries is None  # no [query] section
     assert (tmp_path / "store" / "registry.bin").is_file()  # trust files beside the store
 

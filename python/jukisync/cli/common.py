@@ -3,7 +3,6 @@ existing tier store from its directory (with the trust files beside it)."""
 
 from __future__ import annotations
 
-import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -15,20 +14,7 @@ from jukisync import _core
 from jukisync.exitcodes import ExitCode
 from jukisync.trust import storedir
 
-__all__ = ["daemon_logging", "fail", "fresh_data_dir", "open_store", "store_option"]
-
-
-def daemon_logging(level: str) -> None:
-    """Timestamped log lines on stderr for a long-running command (`run`, `publish`).
-    The AMQP libraries' own reports of lost connections are silenced: the transport
-    reports them once, with what it does about them."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
-    logging.getLogger("aio_pika").setLevel(logging.CRITICAL)
+__all__ = ["fail", "fresh_data_dir", "open_store", "store_option"]
 
 
 def fail(command: str, code: ExitCode, message: str) -> NoReturn:

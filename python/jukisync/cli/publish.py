@@ -40,8 +40,8 @@ from typing import NoReturn
 import click
 
 from jukisync import config as node_config
-from jukisync import lockfile
-from jukisync.cli.common import daemon_logging, fail
+from jukisync import lockfile, logs
+from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
 from jukisync.publisher.configured import (
     PublisherConfigError,
@@ -156,7 +156,8 @@ async def _publish(
         loop.add_signal_handler(signum, on_signal, signum)
 
     transport = transport_for(loaded)
-    node = PublisherNode(publisher, transport)  # it knows the transport's message limit
+    # It knows the transport's message limit.
+    node = PublisherNode(publisher, transport, announce_s=loaded.announce_interval_s)
     try:
         await node.start()
         if feed is not None:
@@ -339,7 +340,7 @@ def command(
             raise click.BadParameter("not with --follow", param_hint="--supersedes")
     if file != STDIN and (not Path(file).exists() or Path(file).is_dir()):
         _die(ExitCode.NOT_FOUND, f"{file}: no such file")
-    daemon_logging(log_level)
+    logs.configure(log_level)
 
     try:
         publisher = open_configured(loaded)

@@ -156,7 +156,9 @@ def open_publisher(
     try:
         return EmbeddedPublisher(
             publisher,
-            lambda p: PublisherNode(p, transport_for(loaded)),
+            lambda p: PublisherNode(
+                p, transport_for(loaded), announce_s=loaded.announce_interval_s
+            ),
             drain_timeout,
         )
     except BaseException:

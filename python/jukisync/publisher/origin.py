@@ -29,8 +29,9 @@ from jukisync.publisher.bundling import (
     seal,
 )
 from jukisync.publisher.outbox import Change, Outbox, OutboxEntry, OutboxError
+from jukisync.trust.heads import sign_head
 from jukisync.wire import codes
-from jukisync.wire.messages import Envelope, Update, decode_body, decode_envelope, encode
+from jukisync.wire.messages import Envelope, Head, Update, decode_body, decode_envelope, encode
 
 __all__ = ["LOCK_FILE", "OutboxEntry", "OutboxError", "Publisher", "PublisherError"]
 
@@ -261,6 +262,27 @@ class Publisher:
         return entry, sealed.head
 
     # --- after the transport ---------------------------------------------------------
+    def announcement(self) -> bytes | None:
+        """The signed head announcement of this origin: the last bundle before the first
+        unconfirmed one (what the centres can have been given), or None before any."""
+        waiting = self._outbox.unconfirmed(1)
+        seq = waiting[0].first_seq - 1 if waiting else self._head.last_seq
+        if seq <= 0:
+            return None
+        entries = self._outbox.bundles_from(seq, 1)
+        if not entries or entries[0].last_seq != seq:
+            return None  # not retained (cannot happen with retain_confirmed >= 1)
+        entry = entries[0]
+        created_at = decode_body(decode_envelope(entry.envelope).body).created_at
+        head = Head(
+            origin=self.origin,
+            seq=seq,
+            hash=entry.hash,
+            created_at=created_at,
+            announced_at=self._clock_us(),
+        )
+        return sign_head(head, self.key_id, self._secret)
+
     def confirm(self, entries: Iterable[OutboxEntry]) -> None:
         """The transport confirmed these bundles: keep them only for `resend`."""
         self._outbox.confirm([e.last_seq for e in entries])

@@ -28,6 +28,7 @@ from jukisync.config import (
     AggregatorConfig,
     HttpConfig,
     NationalConfig,
+    ReplicationConfig,
     TierConfig,
     TierLimits,
     TrustConfig,
@@ -150,14 +151,18 @@ class Network:
             root_public_key=str(key_dir / storedir.ROOT_FILE),
             registry=str(key_dir / storedir.REGISTRY_FILE),
         )
-        limits = TierLimits(
-            map_size=self.spec.map_size,
-            max_batch=self.spec.max_batch,
-            resend_interval_s=self.spec.resend_interval_s,
-        )
+        limits = TierLimits(map_size=self.spec.map_size, max_batch=self.spec.max_batch)
+        replication = ReplicationConfig(resend_interval_s=self.spec.resend_interval_s)
         store, http = str(self.data_dir / name), HttpConfig(port=0)
         if name == NATIONAL:
-            return NationalConfig(id=name, store=store, trust=trust, http=http, limits=limits)
+            return NationalConfig(
+                id=name,
+                store=store,
+                trust=trust,
+                http=http,
+                limits=limits,
+                replication=replication,
+            )
         return AggregatorConfig(
             id=name,
             prefectures=self.spec.prefectures,
@@ -166,6 +171,7 @@ class Network:
             trust=trust,
             http=http,
             limits=limits,
+            replication=replication,
         )
 
     async def _start_tier(

@@ -26,8 +26,9 @@ from jukisync.exitcodes import ExitCode
 from jukisync.query.policy import Policy, PolicyError, load_policy
 from jukisync.query.rpc import QueryServer
 from jukisync.query.service import QueryService
+from jukisync.tier.catchup import CentreSigner
 from jukisync.tier.node import NodeConfig, Role, TierNode
-from jukisync.transport.amqp import AmqpTransport, bundle_queue_name
+from jukisync.transport.amqp import AmqpTransport, bundle_queue_name, heads_queue_name
 from jukisync.transport.base import Transport
 from jukisync.trust import keys, storedir
 
@@ -208,11 +209,15 @@ async def assemble_tier(
     if transport is None:  # not connected yet: this only checks `[broker]`
         name = connection_name or f"jukisync {role} {config.id} pid {os.getpid()}"
         transport = broker_transport(config, name)
+    trust = load_trust(config.trust)
+    signer = None
+    if isinstance(config, AggregatorConfig):  # it relays heads signed with its key
+        pair = _centre_key(config, trust.registry)
+        signer = CentreSigner(config.id, pair.key_id, pair.secret)
     if store is None:
-        trust = load_trust(config.trust)
         store = await asyncio.to_thread(open_store, config, trust)
     queue = queue_name(config)
-    limits = config.limits
+    limits, replication = config.limits, config.replication
     node = TierNode(
         NodeConfig(
             name=config.id,
@@ -222,10 +227,17 @@ async def assemble_tier(
             max_batch=limits.max_batch,
             prefetch=config.broker.prefetch,
             forward_batch=limits.forward_batch,
-            resend_interval_s=limits.resend_interval_s,
+            heads_queue=heads_queue_name(config.id),
+            resend_interval_s=replication.resend_interval_s,
+            announce_interval_s=replication.announce_interval_s,
+            answer_wait_s=replication.answer_wait_s,
+            repair_max_bundles=replication.repair_max_bundles,
+            max_requests_per_s=replication.max_requests_per_s,
         ),
         store,
         transport,
+        registry=trust.registry,
+        signer=signer,
     )
     queries = None
     if policy is not None and config.query is not None:

@@ -7,6 +7,9 @@ prefixed by a namespace, e.g. for tests):
   to `upd.<pref>.*` for each of its prefectures (`bundle_queue_name`);
 - `jukisync.forward` (topic) → the national queue, bound to `fwd.#`;
 - `jukisync.control` (direct) → one queue per publisher, `jukisync.control.<origin>`;
+- `jukisync.heads` (topic) → one queue per tier node, `jukisync.heads.<node>`, bound by
+  `heads_bindings`: head announcements and repair requests, hints only, so the queue
+  keeps the newest `HEADS_MAX_LENGTH` (drop-head) and dead-letters nothing;
 - `jukisync.dead` (fanout) → queue `jukisync.dead`, which operators read: every queue
   dead-letters there what a consumer nacks without requeue and, on quorum queues,
   what was delivered `delivery_limit` times without being acked (poison).
@@ -73,6 +76,8 @@ from jukisync.transport.amqp.topology import (
     control_queue_spec,
     exchange_specs,
     forward_queue_spec,
+    heads_queue_name,
+    heads_queue_spec,
     message_properties,
     queue_arguments,
     remove_topology,
@@ -103,6 +108,8 @@ __all__ = [
     "control_queue_spec",
     "exchange_specs",
     "forward_queue_spec",
+    "heads_queue_name",
+    "heads_queue_spec",
     "message_properties",
     "queue_arguments",
     "remove_topology",

@@ -40,6 +40,7 @@ from jukisync.transport.amqp.topology import (
     declare_exchanges,
     declare_queue,
     forward_queue_spec,
+    heads_queue_spec,
     message_properties,
     queue_arguments,
     remove_topology,
@@ -468,6 +469,17 @@ class AmqpTransport(Transport):
 
     async def request_resend(self, request: ResendRequest) -> None:
         await self._publish(self.names.control, control_key(request.origin), encode_resend(request))
+
+    async def declare_heads_queue(self, queue: str, bindings: Sequence[str]) -> None:
+        await self._declare(heads_queue_spec(self.names, queue, bindings))
+
+    async def publish_heads(self, routing_key: str, message: bytes) -> None:
+        await self._publish(self.names.heads, routing_key, message)
+
+    def consume_heads(
+        self, queue: str, bindings: Sequence[str], *, prefetch: int = 64
+    ) -> AmqpSubscription:
+        return self._subscribe(heads_queue_spec(self.names, queue, bindings), prefetch)
 
     # --- consuming -------------------------------------------------------------------
     def _subscribe(self, queue: QueueSpec, prefetch: int) -> AmqpSubscription:

@@ -18,6 +18,7 @@ from jukisync.transport.amqp.options import AmqpOptions, QueueType, ssl_context
 from jukisync.transport.base import (
     CONTROL_EXCHANGE,
     FORWARD_EXCHANGE,
+    HEADS_EXCHANGE,
     QUERY_EXCHANGE,
     UPDATES_EXCHANGE,
     MessageTooLarge,
@@ -44,6 +45,8 @@ __all__ = [
     "declare_queue",
     "exchange_specs",
     "forward_queue_spec",
+    "heads_queue_name",
+    "heads_queue_spec",
     "message_properties",
     "queue_arguments",
     "remove_topology",
@@ -85,6 +88,14 @@ def bundle_queue_name(centre: str, prefectures: Sequence[str]) -> str:
     return f"jukisync.bundles.{centre}.{'-'.join(_check_prefectures(prefectures))}"
 
 
+def heads_queue_name(node: str) -> str:
+    """The queue of one tier node's head announcements and repair requests."""
+    return f"jukisync.heads.{node}"
+
+
+HEADS_MAX_LENGTH: Final = 10_000
+
+
 def control_queue_name(origin: str) -> str:
     """The queue of one publisher's control messages."""
     return f"jukisync.control.{origin}"
@@ -115,6 +126,10 @@ class Names:
         return self.exchange(CONTROL_EXCHANGE)
 
     @property
+    def heads(self) -> str:
+        return self.exchange(HEADS_EXCHANGE)
+
+    @property
     def dead(self) -> str:
         return self.exchange(DEAD_LETTER)
 
@@ -134,6 +149,7 @@ def exchange_specs(names: Names) -> tuple[ExchangeSpec, ...]:
         ExchangeSpec(names.updates, "topic"),
         ExchangeSpec(names.forward, "topic"),
         ExchangeSpec(names.control, "direct"),
+        ExchangeSpec(names.heads, "topic"),
         ExchangeSpec(names.dead, "fanout"),
     )
 
@@ -145,6 +161,8 @@ class QueueSpec:
     name: str
     exchange: str
     bindings: tuple[str, ...]
+    # Arguments of its own instead of the transport's (type kept): a queue of hints.
+    own_arguments: tuple[tuple[str, Any], ...] | None = None
 
 
 def bundle_queue_spec(names: Names, queue: str, prefectures: Sequence[str]) -> QueueSpec:
@@ -154,6 +172,11 @@ def bundle_queue_spec(names: Names, queue: str, prefectures: Sequence[str]) -> Q
 
 def forward_queue_spec(names: Names, queue: str) -> QueueSpec:
     return QueueSpec(names.queue(queue), names.forward, (forward_binding(),))
+
+
+def heads_queue_spec(names: Names, queue: str, bindings: Sequence[str]) -> QueueSpec:
+    own = (("x-max-length", HEADS_MAX_LENGTH), ("x-overflow", "drop-head"))
+    return QueueSpec(names.queue(queue), names.heads, tuple(bindings), own)
 
 
 def control_queue_spec(names: Names, origin: str) -> QueueSpec:
@@ -216,6 +239,8 @@ async def declare_exchanges(channel: AbstractChannel, names: Names) -> None:
 async def declare_queue(
     channel: AbstractChannel, queue: QueueSpec, arguments: dict[str, Any]
 ) -> None:
+    if queue.own_arguments is not None:
+        arguments = {"x-queue-type": arguments["x-queue-type"], **dict(queue.own_arguments)}
     try:
         declared = await channel.declare_queue(queue.name, durable=True, arguments=arguments)
         for binding in queue.bindings:
