@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from benchfixtures import report_rate
 from benchkit import KeyRing
-from conftest import report
 from jukisync import Store, _core, snapshots
 from jukisync.trust import keys, storedir
 from jukisync.wire.messages import KeyEntry
@@ -49,7 +49,7 @@ def test_snapshot(
 
     manifest = benchmark.pedantic(take, rounds=1, iterations=1)
     archive["manifest"] = manifest
-    report("snapshot", manifest.raw["records"] / benchmark.stats.stats.total, "records/s")
+    report_rate(benchmark, "snapshot", manifest.raw["records"], "records/s", per="total")
 
 
 def test_rebuild(benchmark: Any, workdir: Path, ring: KeyRing, archive: dict[str, Any]) -> None:
@@ -66,4 +66,4 @@ def test_rebuild(benchmark: Any, workdir: Path, ring: KeyRing, archive: dict[str
         del source, target
         gc.collect()
     assert result.problems == []
-    report("rebuild", manifest.raw["records"] / benchmark.stats.stats.total, "records/s")
+    report_rate(benchmark, "rebuild", manifest.raw["records"], "records/s", per="total")
