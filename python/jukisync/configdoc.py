@@ -92,12 +92,12 @@ DESCRIPTIONS: dict[str, str] = {
     "(what the broker validates).",
     "HttpConfig.listen": "Address of the HTTP endpoint.",
     "HttpConfig.port": "Port of `/healthz` and Prometheus `/metrics`; 0 disables it.",
-    "_StoreLimits.max_bundle_bytes": "Largest envelope accepted; bigger ones are "
+    "TierLimits.max_bundle_bytes": "Largest envelope accepted; bigger ones are "
     "quarantined (a security rejection).",
-    "_StoreLimits.pending_limit": "Bundles kept per origin in pending (waiting for a "
+    "TierLimits.pending_limit": "Bundles kept per origin in pending (waiting for a "
     "gap to fill); beyond it they are resent later.",
-    "_StoreLimits.map_size": "LMDB map size in bytes: the store's largest size.",
-    "_StoreLimits.max_batch": "Deliveries applied in one write transaction at most.",
+    "TierLimits.map_size": "LMDB map size in bytes: the store's largest size.",
+    "TierLimits.max_batch": "Deliveries applied in one write transaction at most.",
     "AggregatorConfig.replication": "Head announcements and repair of divergence (keys below).",
     "NationalConfig.replication": "Head announcements and repair of divergence.",
     "AggregatorConfig.health": "When `/healthz` says degraded (keys below).",
@@ -119,6 +119,8 @@ DESCRIPTIONS: dict[str, str] = {
     "origin's head has not moved for this long.",
     "HealthConfig.settle_s": "Not degraded for lag during this long after the node "
     "began hearing heads (default: two `replication.announce_interval_s`).",
+    "TierLimits.forward_batch": "Applied bundles an aggregator forwards to national "
+    "per round at most.",
     "QueryServiceConfig.policy": "The query policy file (who may use which task; audit "
     "retention; anomaly thresholds).",
     "QueryServiceConfig.out_dir": "Where large batch confirmations are written; absent: "
