@@ -175,7 +175,8 @@ class Net:
             pair = keys.generate(owner, f"{owner}-k1")
             keys.save(pair, key_dir)
             self.pairs[owner] = pair
-        entries = [p.public.entry() for p in self.pairs.values()]
+        prefectures = sorted({o[:2] for o in self.origins})
+        entries = keys.entries_for((p.public for p in self.pairs.values()), prefectures)
         self.registry_bytes = keys.build_registry(entries, root.secret, 1, keys.now_us())
         (key_dir / "registry.bin").write_bytes(self.registry_bytes)
         self.root_public = root.public_key

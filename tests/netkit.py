@@ -10,7 +10,7 @@ import datetime as dt
 import time
 
 from jukisync import _core
-from jukisync.wire.codes import kojin_bango_check_digit
+from jukisync.wire.codes import PREFECTURES, kojin_bango_check_digit
 from jukisync.wire.messages import (
     ChangeReason,
     KeyEntry,
@@ -59,6 +59,10 @@ def update(
     )
 
 
+# Test centres attest for every prefecture: the tests choose their origins freely.
+CENTRE_PREFECTURES = tuple(sorted(PREFECTURES))
+
+
 class KeyRing:
     """Signing keys of origins and centres, and a registry signed by a fresh root key."""
 
@@ -79,7 +83,13 @@ class KeyRing:
 
     def signed_registry(self) -> bytes:
         entries = [
-            KeyEntry(owner=o, key_id=k, public_key=_core.public_key(s), not_before=0)
+            KeyEntry(
+                owner=o,
+                key_id=k,
+                public_key=_core.public_key(s),
+                not_before=0,
+                prefectures=CENTRE_PREFECTURES if _core.key_role(o) == "centre" else (),
+            )
             for o, (k, s) in self.keys.items()
         ]
         body = encode(RegistryBody(version=1, issued_at=0, entries=entries))

@@ -110,7 +110,9 @@ class Network:
             pair = keys.generate(owner)
             keys.save(pair, key_dir)
             self.key_pairs[owner] = pair
-        entries = [p.public.entry() for p in self.key_pairs.values()]
+        entries = keys.entries_for(
+            (p.public for p in self.key_pairs.values()), self.spec.prefectures
+        )
         self.registry_bytes = keys.build_registry(entries, root.secret, 1, keys.now_us())
         self.root_public = root.public_key
 
@@ -143,6 +145,7 @@ class Network:
                 centre_key=pair.secret,
                 centre_key_id=pair.key_id,
                 map_size=self.spec.map_size,
+                prefectures=list(self.spec.prefectures),
             )
         return _core.Store(
             str(path), role="national", registry=self.registry(), map_size=self.spec.map_size

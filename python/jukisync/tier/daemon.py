@@ -153,6 +153,7 @@ def open_store(config: TierConfig, trust: Trust) -> _core.Store:
                 map_size=limits.map_size,
                 max_bundle_bytes=limits.max_bundle_bytes,
                 pending_limit=limits.pending_limit,
+                prefectures=list(config.prefectures),
             )
         return _core.Store(
             config.store,

@@ -23,6 +23,7 @@ __all__ = [
     "LOCAL_GOVERNMENTS",
     "MAX_TEXT_CHARS",
     "MIN_YEAR",
+    "PREFECTURES",
     "YAMAGUCHI_MUNICIPALITIES",
     "CodeError",
     "JuminhyoCheck",
@@ -85,6 +86,8 @@ def is_valid_kojin_bango(s: object) -> bool:
 
 _LG_WEIGHTS: Final = (6, 5, 4, 3, 2)
 _PREFECTURES: Final = range(1, 48)  # 01 北海道 .. 47 沖縄県
+# The same, as the 2-digit strings routing keys and centre configs use.
+PREFECTURES: Final = frozenset(f"{p:02d}" for p in _PREFECTURES)
 
 
 def local_government_check_digit(first5: str) -> int:

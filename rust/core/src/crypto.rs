@@ -46,8 +46,19 @@ pub fn parse_signature(sig: &[u8]) -> Option<Signature> {
     Signature::from_slice(sig).ok()
 }
 
+/// One rule for every signature, alone or in a batch: ZIP-215 (the cofactored equation
+/// `[8][s]B = [8]R + [8][k]A`, `s` canonical), as `ed25519-zebra` implements it. Batch
+/// verification is only sound with the cofactored equation; checking single signatures
+/// by another rule (dalek's `verify_strict`) let a small-order component in R pass in a
+/// batch and fail alone, so two tiers could disagree about one bundle.
 pub fn verify(key: &VerifyingKey, message: &[u8], sig: &[u8]) -> bool {
-    parse_signature(sig).is_some_and(|s| key.verify_strict(message, &s).is_ok())
+    zebra_item(key, message, sig).is_some_and(|item| item.verify_single().is_ok())
+}
+
+fn zebra_item(key: &VerifyingKey, message: &[u8], sig: &[u8]) -> Option<ed25519_zebra::batch::Item> {
+    let sig: [u8; 64] = sig.try_into().ok()?;
+    let key = ed25519_zebra::VerificationKeyBytes::from(key.to_bytes());
+    Some(ed25519_zebra::batch::Item::from((key, ed25519_zebra::Signature::from_bytes(&sig), message)))
 }
 
 /// One signature to check in a batch.
@@ -59,20 +70,21 @@ pub struct SigCheck<'a> {
 
 /// Verify many signatures at once. Batch verification is much cheaper per signature;
 /// when the batch fails, each is re-checked alone so one forgery does not condemn the
-/// genuine ones beside it. Every accepted signature is also accepted by `verify`.
+/// genuine ones beside it. A signature is accepted here exactly when `verify` accepts
+/// it (both use ZIP-215), whatever else is in the batch.
 pub fn verify_batch(checks: &[SigCheck<'_>]) -> Vec<bool> {
-    let parsed: Vec<Option<Signature>> = checks.iter().map(|c| parse_signature(c.sig)).collect();
-    if checks.len() > 1 && parsed.iter().all(Option::is_some) {
-        let messages: Vec<&[u8]> = checks.iter().map(|c| c.message).collect();
-        let sigs: Vec<Signature> = parsed.iter().map(|s| s.expect("checked above")).collect();
-        let keys: Vec<VerifyingKey> = checks.iter().map(|c| c.key).collect();
-        if ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
-            // Batch equation holds; still apply the strict per-signature canonicity
-            // rules that verify_strict enforces (cheap: no scalar multiplication).
-            return sigs.iter().map(|s| s.s_bytes()[31] & 0xe0 == 0).collect();
+    let items: Vec<Option<ed25519_zebra::batch::Item>> =
+        checks.iter().map(|c| zebra_item(&c.key, c.message, c.sig)).collect();
+    if checks.len() > 1 && items.iter().all(Option::is_some) {
+        let mut batch = ed25519_zebra::batch::Verifier::new();
+        for item in items.iter().flatten() {
+            batch.queue(item.clone());
+        }
+        if batch.verify(OsRng).is_ok() {
+            return vec![true; checks.len()];
         }
     }
-    checks.iter().map(|c| verify(&c.key, c.message, c.sig)).collect()
+    items.into_iter().map(|item| item.is_some_and(|i| i.verify_single().is_ok())).collect()
 }
 
 /// What a centre signs to attest a hop: SHA-256(body) ‖ received_at (u64 big-endian).

@@ -107,7 +107,8 @@ impl Store {
     #[new]
     #[pyo3(signature = (
         path, *, role, registry, centre_id=None, centre_key=None, centre_key_id=None,
-        map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None
+        map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None,
+        max_skew_us=jukisync_core::validate::DEFAULT_SKEW_US, prefectures=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -122,6 +123,8 @@ impl Store {
         max_bundle_bytes: usize,
         pending_limit: usize,
         require_attestation: Option<bool>,
+        max_skew_us: u64,
+        prefectures: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let role = match role {
             "aggregator" => Role::Aggregator,
@@ -144,6 +147,8 @@ impl Store {
             max_bundle_bytes,
             pending_limit,
             require_attestation: require_attestation.unwrap_or(role == Role::National),
+            max_skew_us,
+            prefectures,
         };
         let registry = registry.inner.clone();
         let display = path.display().to_string();

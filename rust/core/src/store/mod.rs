@@ -55,6 +55,12 @@ pub struct StoreOptions {
     pub max_bundle_bytes: usize,
     pub pending_limit: usize,
     pub require_attestation: bool,
+    /// How far a sender's clock may run ahead of this tier's (µs): later times in a
+    /// bundle halt its origin (`validate::TimeBounds`).
+    pub max_skew_us: u64,
+    /// Aggregator: the prefectures (2 digits) it serves; bundles of others are refused
+    /// as security events. None: not checked (national, tests).
+    pub prefectures: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +229,9 @@ impl Store {
     pub fn open(path: &Path, registry: Registry, opts: StoreOptions) -> Result<Self> {
         if opts.role == Role::Aggregator && opts.centre.is_none() {
             return Err(CoreError::Store("an aggregator store needs its centre id and signing key".into()));
+        }
+        if let Some(p) = opts.prefectures.iter().flatten().find(|p| !crate::registry::is_prefecture(p)) {
+            return Err(CoreError::Store(format!("prefecture {p:?} is not 01-47")));
         }
         std::fs::create_dir_all(path).map_err(|e| CoreError::Store(format!("{}: {e}", path.display())))?;
         // SAFETY: LMDB forbids opening one environment twice in a process; jukisync
