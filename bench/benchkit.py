@@ -22,7 +22,6 @@ from jukisync.wire.messages import (
     encode,
 )
 
-
 # Test centres attest for every prefecture: the tests choose their origins freely.
 CENTRE_PREFECTURES = tuple(sorted(PREFECTURES))
 

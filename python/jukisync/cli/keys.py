@@ -231,8 +231,9 @@ def registry(
     Times are ISO 8601 (no offset means Japan time) or microseconds since 1970.
     A key's role follows its owner: a 6-digit local government code is an origin
     (signs its bundles), a centre id a centre (attests hops, only for the prefectures
-    given with --prefectures). The version must grow with every registry issued; by default it is one more than
-    that of the registry already at OUT (which must then verify under this root).
+    given with --prefectures). The version must grow with every registry issued; by
+    default it is one more than that of the registry already at OUT (which must then
+    verify under this root).
 
     \b
     Examples:

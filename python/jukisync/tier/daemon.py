@@ -139,6 +139,7 @@ def _centre_key(config: AggregatorConfig, registry: _core.KeyRegistry) -> keys.K
 def open_store(config: TierConfig, trust: Trust) -> _core.Store:
     """The node's store, with the trust files written beside it."""
     pair = _centre_key(config, trust.registry) if isinstance(config, AggregatorConfig) else None
+    served = list(config.prefectures) if isinstance(config, AggregatorConfig) else None
     limits = config.limits
     try:
         storedir.write_trust(config.store, trust.registry_bytes, trust.root_public)
@@ -153,7 +154,7 @@ def open_store(config: TierConfig, trust: Trust) -> _core.Store:
                 map_size=limits.map_size,
                 max_bundle_bytes=limits.max_bundle_bytes,
                 pending_limit=limits.pending_limit,
-                prefectures=list(config.prefectures),
+                prefectures=served,
             )
         return _core.Store(
             config.store,

@@ -108,7 +108,7 @@ impl Store {
     #[pyo3(signature = (
         path, *, role, registry, centre_id=None, centre_key=None, centre_key_id=None,
         map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None,
-        max_skew_us=jukisync_core::validate::DEFAULT_SKEW_US, prefectures=None
+        max_skew_us=600_000_000, prefectures=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
