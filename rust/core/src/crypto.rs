@@ -127,6 +127,65 @@ mod tests {
         assert!(verify_batch(&good).iter().all(|b| *b));
     }
 
+    /// A signature whose R carries a small-order component T: R = rB + T, s = r + k·a
+    /// with k = H(R ‖ A ‖ M). The cofactored equation accepts it; the uncofactored one
+    /// (dalek's `verify_strict`) refuses it, and a random-linear-combination batch
+    /// accepted it when T vanished under the batch's coefficient. Both paths must agree.
+    fn torsion_signature(seed: &[u8; 32], message: &[u8], torsion: usize, nonce: u64) -> [u8; 64] {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::scalar::Scalar;
+        use sha2::Sha512;
+        let h = Sha512::digest(seed);
+        let mut a_bytes: [u8; 32] = h[..32].try_into().unwrap();
+        a_bytes[0] &= 248;
+        a_bytes[31] &= 127;
+        a_bytes[31] |= 64;
+        let a = Scalar::from_bytes_mod_order(a_bytes);
+        let public = (ED25519_BASEPOINT_POINT * a).compress();
+        assert_eq!(public.to_bytes(), public_key(seed).unwrap());
+        let r = Scalar::from(nonce) + Scalar::from_bytes_mod_order(h[32..].try_into().unwrap());
+        let big_r = (ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[torsion]).compress();
+        let k = Scalar::from_hash(Sha512::new().chain_update(big_r.as_bytes()).chain_update(public.as_bytes()).chain_update(message));
+        let s = r + k * a;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(big_r.as_bytes());
+        sig[32..].copy_from_slice(s.as_bytes());
+        sig
+    }
+
+    #[test]
+    fn single_and_batch_verification_agree_on_torsion_signatures() {
+        let seeds: Vec<[u8; 32]> = (0..4).map(|_| generate_secret()).collect();
+        for torsion in 0..8 {
+            for nonce in 0..8u64 {
+                let msg = format!("bundle {torsion} {nonce}").into_bytes();
+                let odd = torsion_signature(&seeds[0], &msg, torsion, nonce);
+                let key = verifying_key(&public_key(&seeds[0]).unwrap()).unwrap();
+                let alone = verify(&key, &msg, &odd);
+                assert!(alone, "ZIP-215 accepts a small-order component in R (torsion {torsion})");
+                // in batches with honest signatures of other keys, in every position
+                let honest: Vec<(VerifyingKey, Vec<u8>, [u8; 64])> = seeds[1..]
+                    .iter()
+                    .map(|s| {
+                        let m = b"other origin".to_vec();
+                        (verifying_key(&public_key(s).unwrap()).unwrap(), m.clone(), sign(s, &m).unwrap())
+                    })
+                    .collect();
+                for at in 0..=honest.len() {
+                    let mut checks: Vec<SigCheck<'_>> =
+                        honest.iter().map(|(k, m, s)| SigCheck { key: *k, message: m, sig: s }).collect();
+                    checks.insert(at, SigCheck { key, message: &msg, sig: &odd });
+                    let batch = verify_batch(&checks);
+                    let single: Vec<bool> = checks.iter().map(|c| verify(&c.key, c.message, c.sig)).collect();
+                    assert_eq!(batch, single, "torsion {torsion} nonce {nonce} at {at}");
+                }
+                // and a torsion signature over another message is refused by both
+                let wrong = [SigCheck { key, message: b"other", sig: &odd }, SigCheck { key, message: &msg, sig: &odd }];
+                assert_eq!(verify_batch(&wrong), vec![false, true]);
+            }
+        }
+    }
+
     #[test]
     fn rejects_bad_key_lengths() {
         assert!(signing_key(&[0u8; 31]).is_err());

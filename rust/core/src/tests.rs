@@ -603,3 +603,105 @@ fn record_view_reads_the_stored_bytes_in_place() {
     assert!(field(bytes, "zokugara").is_err());
     assert!(field(&bytes[..bytes.len() - 3], "seq").is_err(), "truncated");
 }
+
+#[test]
+fn a_bundle_the_store_cannot_write_halts_only_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let poison = net.bundle(A, vec![update(0, "00000077777", A, "birth", "2026-04-01")]);
+    let after = net.bundle(A, people(1, A, "birth"));
+    let others: Vec<Vec<u8>> = (0..3).map(|_| net.bundle(B, people(2, B, "birth"))).collect();
+    crate::store::apply::FAIL_WRITES_OF.with(|f| *f.borrow_mut() = Some("00000077777".into()));
+    let mut batch: Vec<&[u8]> = others.iter().map(Vec::as_slice).collect();
+    batch.insert(1, &poison);
+    batch.push(&after);
+    let out = store.apply(&batch, NOW).expect("a bundle's failure is not the node's");
+    crate::store::apply::FAIL_WRITES_OF.with(|f| *f.borrow_mut() = None);
+    assert_eq!((out[1].status, out[1].kind), (Status::Rejected, Some(RejectKind::Halt)), "{:?}", out[1]);
+    assert!(out[1].reason.as_ref().unwrap().contains("could not be applied"), "{:?}", out[1].reason);
+    assert_eq!(out[4].status, Status::Gap, "the origin waits behind its halted bundle");
+    for i in [0, 2, 3] {
+        assert_eq!(out[i].status, Status::Applied, "other origins keep flowing: {:?}", out[i]);
+    }
+    assert_eq!(store.chain_head(B).unwrap().unwrap().0, 6);
+    assert_eq!(store.halted().unwrap().len(), 1);
+    // the operator releases it once the store can take it: the origin resumes
+    let released = store.release(out[1].quarantine_id.unwrap(), NOW + 1_000).unwrap();
+    assert_eq!((released.status, released.released), (Status::Applied, 1));
+}
+
+#[test]
+fn attestations_need_a_centre_key_serving_the_origins_prefecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let agg = net.store(&dir.path().join("agg"), Role::Aggregator);
+    let b1 = net.bundle(A, people(1, A, "birth"));
+    assert_eq!(apply1(&agg, &b1).status, Status::Applied);
+    let fwd = agg.forward_batch(10).unwrap();
+    let genuine: Envelope = wire::decode(&fwd[0].1, "e").unwrap();
+    // a municipality attesting its own bundle with its own key (bypassing its centre)
+    let mut by_origin = genuine.clone();
+    let msg = crypto::attestation_message(&crypto::sha256(&by_origin.body), NOW);
+    by_origin.attestations = vec![Attestation {
+        centre: A.into(),
+        key_id: format!("{A}-k1"),
+        received_at: NOW,
+        sig: Bin::from(crypto::sign(&net.secret(&format!("{A}-k1")), &msg).unwrap().to_vec()),
+    }];
+    let nat = net.store(&dir.path().join("nat"), Role::National);
+    let o = apply1(&nat, &wire::encode(&by_origin).unwrap());
+    assert_eq!(o.kind, Some(RejectKind::Security), "{o:?}");
+    assert!(o.reason.as_ref().unwrap().contains("role origin"), "{o:?}");
+    // a centre key whose registry entry does not list the origin's prefecture
+    let nat = net.store(&dir.path().join("nat2"), Role::National);
+    nat.set_registry(net.registry_with(|e| {
+        if e.owner == "centre-east" {
+            e.prefectures = vec!["13".into()];
+        }
+    }));
+    let o = apply1(&nat, &fwd[0].1);
+    assert!(o.reason.as_ref().unwrap().contains("does not serve prefecture 35"), "{o:?}");
+    // a centre configured for Tokyo refuses Yamaguchi's bundles as not its to carry
+    let centre_key = crypto::signing_key(&net.secret("centre-east-k1")).unwrap();
+    let opts = StoreOptions {
+        role: Role::Aggregator,
+        centre: Some(Centre { id: "centre-east".into(), key_id: "centre-east-k1".into(), key: centre_key }),
+        map_size: 1 << 26,
+        max_bundle_bytes: 1 << 20,
+        pending_limit: 100,
+        require_attestation: false,
+        max_skew_us: crate::validate::DEFAULT_SKEW_US,
+        prefectures: Some(vec!["13".into()]),
+    };
+    let tokyo = Store::open(&dir.path().join("tokyo"), net.registry_with(|_| {}), opts).unwrap();
+    let o = apply1(&tokyo, &b1);
+    assert_eq!(o.kind, Some(RejectKind::Security), "{o:?}");
+    assert!(tokyo.forward_batch(10).unwrap().is_empty() && tokyo.halted().unwrap().is_empty());
+}
+
+#[test]
+fn registry_owners_follow_one_rule() {
+    let net = Net::new();
+    for (owner, role, ok) in [
+        ("352013", None, false),         // bad check digit
+        ("000001", None, false),         // prefecture 00
+        ("352039", Some("centre"), false), // a municipality is no centre
+        ("centre-east", Some("origin"), false),
+        ("352039", Some("origin"), true),
+    ] {
+        let entries = vec![KeyEntry {
+            owner: owner.into(),
+            key_id: "k".into(),
+            public_key: Bin::from(crypto::public_key(&net.root).unwrap().to_vec()),
+            not_before: 0,
+            not_after: None,
+            revoked_at: None,
+            role: role.map(Into::into),
+            prefectures: vec![],
+        }];
+        let bytes = sign_registry(&RegistryBody { version: 1, issued_at: 0, entries }, &net.root).unwrap();
+        let loaded = Registry::load(&bytes, &crypto::public_key(&net.root).unwrap());
+        assert_eq!(loaded.is_ok(), ok, "{owner} {role:?}: {:?}", loaded.err());
+    }
+}

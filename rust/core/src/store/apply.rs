@@ -27,6 +27,12 @@ fn is_store_failure(e: &CoreError) -> bool {
         .any(|s| text.contains(s))
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: make writing this record's code fail as LMDB refuses an oversized key.
+    pub(crate) static FAIL_WRITES_OF: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Store {
     /// Decode and verify a batch, judged at `now` (the receiving tier's clock, µs).
     pub(super) fn prepare<'a>(&self, raws: &[&'a [u8]], registry: &Registry, now: u64) -> Vec<Prepared<'a>> {
@@ -583,6 +589,10 @@ impl Store {
                 last += 1;
             }
             let best = &candidates[last];
+            #[cfg(test)]
+            if FAIL_WRITES_OF.with(|f| f.borrow().as_deref() == Some(code.as_str())) {
+                return Err(CoreError::Store("MDB_BAD_VALSIZE: injected by a test".into()));
+            }
             let existing = self.record(txn, code)?;
             if existing.as_ref().is_none_or(|e| e.version() < best.version()) {
                 self.dbs.records.put(txn, code.as_bytes(), &wire::encode(best)?)?;

@@ -22,7 +22,7 @@ use crate::record::Record;
 use crate::registry::Registry;
 use crate::wire::{self, BodyHead, BundleBody, Envelope, ZERO_HASH};
 
-mod apply;
+pub(crate) mod apply;
 mod forward;
 mod quarantine;
 mod reads;
