@@ -113,7 +113,10 @@ def synthetic_updates(
     munis = [m for m in synth.MUNICIPALITIES if m.code in origins]
     population = synth.generate_population(residents, seed, munis)
     stream = [u for _, u in synth.initial_load(population)]
-    stream += [u for _, u in synth.generate_changes(population, changes, seed)]
+    # Within 2024 (the population's date + a year): the tiers refuse future dates, and
+    # every clock the suite runs at is later.
+    changed = synth.generate_changes(population, changes, seed, max_span_days=365)
+    stream += [u for _, u in changed]
     return stream
 
 
