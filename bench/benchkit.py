@@ -43,7 +43,7 @@ class KeyRing:
                 key_id=k,
                 public_key=_core.public_key(s),
                 not_before=0,
-                prefectures=CENTRE_PREFECTURES if _core.key_role(o) == "centre" else (),
+                prefectures=list(CENTRE_PREFECTURES) if _core.key_role(o) == "centre" else [],
             )
             for o, (k, s) in self.keys.items()
         ]

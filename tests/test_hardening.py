@@ -58,7 +58,7 @@ class Tier:
                 key_id=key_id,
                 public_key=_core.public_key(secret),
                 not_before=0,
-                prefectures=CENTRE_PREFECTURES if _core.key_role(owner) == "centre" else (),
+                prefectures=list(CENTRE_PREFECTURES) if _core.key_role(owner) == "centre" else [],
             )
             entry = msgspec.structs.replace(entry, **changes_by_owner.get(owner, {}))
             entries.append(entry)
@@ -210,7 +210,7 @@ def test_national_refuses_attestations_by_non_centres(origin: str, attester: str
             signer, registry = origin, t.registry()
         else:  # a centre attesting for a prefecture it does not serve
             elsewhere = ("01",) if origin[:2] != "01" else ("47",)
-            signer, registry = CENTRE, t.registry(**{CENTRE: {"prefectures": elsewhere}})
+            signer, registry = CENTRE, t.registry(**{CENTRE: {"prefectures": list(elsewhere)}})
         national = t.store("national", registry=registry)
         key_id, secret = t.ring.keys[signer]
         message = _core.attestation_message(_core.sha256(body), NOW)
@@ -383,3 +383,96 @@ def test_any_valid_name_is_indexed_and_found(name: str, kana: str) -> None:
         near = name[:-1] + ("山" if name[-1] != "山" else "川")
         found = store.search(near, born, sex, requester="r", task="t", time=NOW)
         assert found.candidates == []
+
+
+# --- 2. moves under clock skew: the holder's record wins ------------------------------------
+
+HOUR = 3_600_000_000
+MOVERS = (YAMAGUCHI_CITY, "352012", "352047", CHIYODA)
+
+
+@st.composite
+def move_history(draw: st.DrawFn) -> tuple[list[tuple[str, Update]], str]:
+    """A resident's life across municipalities as each one records it: a birth, moves
+    (a 転出 at the old one, a 転入 at the new one) at least 30 days apart, corrections
+    by whoever holds the record; every municipality's clock off by up to ±3 h, a 転出
+    filed up to 14 days before or after the 転入 and dated up to 14 days after the move.
+    Returns each municipality's updates and the final holder."""
+    skew = {m: draw(st.integers(-3 * HOUR, 3 * HOUR)) for m in MOVERS}
+    base = parse_instant("2025-01-06T09:00")
+    template = person(YAMAGUCHI_CITY, birth_date=dt.date(1990, 1, 1))
+    holder = draw(st.sampled_from(MOVERS))
+    events: list[tuple[str, Update]] = []
+
+    def record(muni: str, reason: ChangeReason, at: int, on: int, **changes: object) -> None:
+        day = dt.date(1970, 1, 1) + dt.timedelta(microseconds=on + 9 * HOUR)
+        events.append(
+            (
+                muni,
+                msgspec.structs.replace(
+                    template,
+                    municipality=muni,
+                    reason=reason,
+                    changed_on=day,
+                    recorded_at=at + skew[muni],
+                    address=f"{muni} {len(events)}",
+                    **changes,
+                ),
+            )
+        )
+
+    t = base
+    record(holder, ChangeReason.BIRTH, t, t)
+    for _ in range(draw(st.integers(1, 4))):
+        for _ in range(draw(st.integers(0, 2))):  # corrections by the holder
+            t += draw(st.integers(1, 10)) * DAY
+            record(holder, ChangeReason.ADDRESS_CHANGE, t, t)
+        t += 30 * DAY
+        new = draw(st.sampled_from([m for m in MOVERS if m != holder]))
+        moved = t
+        filed_out = moved + draw(st.integers(-14 * DAY, 14 * DAY))
+        dated_out = moved + draw(st.integers(0, 14 * DAY))
+        filed_in = moved + draw(st.integers(0, 14 * DAY))
+        record(holder, ChangeReason.MOVE_OUT, filed_out, dated_out)
+        record(new, ChangeReason.MOVE_IN, filed_in, moved)
+        holder = new
+        t = max(filed_in, filed_out, dated_out) + DAY
+        for _ in range(draw(st.integers(0, 2))):  # the new holder corrects soon after
+            t += draw(st.integers(0, 3)) * DAY
+            record(holder, ChangeReason.ADDRESS_CHANGE, t, t)
+    return events, holder
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=move_history(), data=st.data())
+def test_any_delivery_order_converges_to_the_holders_active_record(
+    history: tuple[list[tuple[str, Update]], str], data: st.DataObject
+) -> None:
+    events, holder = history
+    with tier(MOVERS) as t:
+        chains: dict[str, list[bytes]] = {}
+        for muni in MOVERS:  # each municipality sends its updates in its own order
+            mine = sorted((u for m, u in events if m == muni), key=lambda u: u.recorded_at)
+            origin = t.origins[muni]
+            chains[muni] = [origin.bundle([u], created_at=u.recorded_at + 1) for u in mine]
+        final = [u for m, u in events if m == holder][-1]
+        digests = set()
+        for _ in range(2):
+            store = t.store()
+            queues = {m: list(c) for m, c in chains.items() if c}
+            while queues:
+                muni = data.draw(st.sampled_from(sorted(queues)))
+                take = data.draw(st.integers(1, len(queues[muni])))
+                batch, queues[muni] = queues[muni][:take], queues[muni][take:]
+                assert all(r.status == "applied" for r in store.apply(batch, NOW))
+                if not queues[muni]:
+                    del queues[muni]
+            record = store.get(final.juminhyo_code)
+            assert record is not None
+            assert (record.status, record.municipality, record.address) == (
+                "active",
+                holder,
+                final.address,
+            )
+            digests.add(store.digest())
+        assert len(digests) == 1

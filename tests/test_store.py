@@ -134,7 +134,7 @@ def registry_with(ring: KeyRing, owner: str, **changes: int) -> KeyRegistry:
             key_id=key_id,
             public_key=_core.public_key(secret),
             not_before=0,
-            prefectures=CENTRE_PREFECTURES if _core.key_role(o) == "centre" else (),
+            prefectures=list(CENTRE_PREFECTURES) if _core.key_role(o) == "centre" else [],
         )
         if o == owner:
             entry = msgspec.structs.replace(entry, **changes)

@@ -289,7 +289,7 @@ def registry_body() -> RegistryBody:
                 not_before=micros(2026, 1, 1, 0, 0, 0),
                 # A centre key attests only for the prefectures its centre serves.
                 role="centre",
-                prefectures=("35", "34"),
+                prefectures=["35", "34"],
             ),
         ],
     )

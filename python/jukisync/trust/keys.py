@@ -127,7 +127,7 @@ class PublicKey:
             not_before=self.created_at if not_before is None else not_before,
             not_after=not_after,
             role=self.role,
-            prefectures=tuple(prefectures),
+            prefectures=list(prefectures),
         )
 
 

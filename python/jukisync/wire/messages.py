@@ -189,7 +189,7 @@ class KeyEntry(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     not_after: int | None = None
     revoked_at: int | None = None
     role: Literal["origin", "centre"] | None = None
-    prefectures: tuple[str, ...] = ()
+    prefectures: list[str] = msgspec.field(default_factory=list)
 
 
 class RegistryBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -588,13 +588,27 @@ impl Store {
             while last + 1 < candidates.len() && candidates[last + 1].juminhyo_code == *code {
                 last += 1;
             }
-            let best = &candidates[last];
+            // Fold the candidates, in version order, over the stored record under the
+            // conflict rule (`Record::supersedes`).
+            let existing = self.record(txn, code)?;
+            let mut winner: Option<&Record> = existing.as_ref();
+            for candidate in &candidates[i..=last] {
+                if winner.is_none_or(|w| candidate.supersedes(w)) {
+                    winner = Some(candidate);
+                }
+            }
+            let best = match winner {
+                Some(w) if existing.as_ref() != Some(w) => w,
+                _ => {
+                    i = last + 1;
+                    continue;
+                }
+            };
             #[cfg(test)]
             if FAIL_WRITES_OF.with(|f| f.borrow().as_deref() == Some(code.as_str())) {
                 return Err(CoreError::Store("MDB_BAD_VALSIZE: injected by a test".into()));
             }
-            let existing = self.record(txn, code)?;
-            if existing.as_ref().is_none_or(|e| e.version() < best.version()) {
+            {
                 self.dbs.records.put(txn, code.as_bytes(), &wire::encode(best)?)?;
                 let old = existing.as_ref().filter(|r| r.is_indexed());
                 let new = Some(best).filter(|r| r.is_indexed());
