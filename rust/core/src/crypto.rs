@@ -145,7 +145,9 @@ mod tests {
         assert_eq!(public.to_bytes(), public_key(seed).unwrap());
         let r = Scalar::from(nonce) + Scalar::from_bytes_mod_order(h[32..].try_into().unwrap());
         let big_r = (ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[torsion]).compress();
-        let k = Scalar::from_hash(Sha512::new().chain_update(big_r.as_bytes()).chain_update(public.as_bytes()).chain_update(message));
+        let k = Scalar::from_hash(
+            Sha512::new().chain_update(big_r.as_bytes()).chain_update(public.as_bytes()).chain_update(message),
+        );
         let s = r + k * a;
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(big_r.as_bytes());
@@ -180,7 +182,8 @@ mod tests {
                     assert_eq!(batch, single, "torsion {torsion} nonce {nonce} at {at}");
                 }
                 // and a torsion signature over another message is refused by both
-                let wrong = [SigCheck { key, message: b"other", sig: &odd }, SigCheck { key, message: &msg, sig: &odd }];
+                let wrong =
+                    [SigCheck { key, message: b"other", sig: &odd }, SigCheck { key, message: &msg, sig: &odd }];
                 assert_eq!(verify_batch(&wrong), vec![false, true]);
             }
         }

@@ -457,9 +457,9 @@ mod vectors {
     use serde::Serialize;
     use serde_json::Value;
 
+    use super::ANY_TIME;
     use crate::crypto;
     use crate::registry::{Registry, RegistryBody, SignedRegistry};
-    use super::ANY_TIME;
     use crate::validate;
     use crate::wire::{self, BundleBody, Envelope, Update};
 
@@ -684,8 +684,8 @@ fn attestations_need_a_centre_key_serving_the_origins_prefecture() {
 fn registry_owners_follow_one_rule() {
     let net = Net::new();
     for (owner, role, ok) in [
-        ("352013", None, false),         // bad check digit
-        ("000001", None, false),         // prefecture 00
+        ("352013", None, false),           // bad check digit
+        ("000001", None, false),           // prefecture 00
         ("352039", Some("centre"), false), // a municipality is no centre
         ("centre-east", Some("origin"), false),
         ("352039", Some("origin"), true),

@@ -123,6 +123,7 @@ impl Store {
     }
 
     /// Everything after the signature checks: who signed, when, and what.
+    #[allow(clippy::too_many_arguments)]
     fn check_verified<'a>(
         &self,
         raw: &'a [u8],

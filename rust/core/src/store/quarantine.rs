@@ -66,9 +66,8 @@ impl Store {
             return Err(CoreError::Quarantine(format!("entry {id} is already {}", entry.state)));
         }
         // Judged as when it arrived (its content checks are what the operator waives).
-        let prepared = self.prepare(&[entry.envelope.as_ref()], &registry, entry.received_at)
-            .pop()
-            .expect("one in, one out");
+        let prepared =
+            self.prepare(&[entry.envelope.as_ref()], &registry, entry.received_at).pop().expect("one in, one out");
         let v = match prepared {
             Prepared::Ok(v) => v,
             Prepared::Reject { reason, .. } => {
