@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 
 from jukisync import _core
 from jukisync.clock import parse_instant
-from jukisync.wire.codes import LOCAL_GOVERNMENTS, YAMAGUCHI_MUNICIPALITIES
+from jukisync.wire.codes import (
+    LOCAL_GOVERNMENTS,
+    YAMAGUCHI_MUNICIPALITIES,
+    CodeError,
+    validate_update,
+)
 from jukisync.wire.messages import (
     ChangeReason,
     KeyEntry,
@@ -324,6 +329,8 @@ def test_invisible_format_characters_are_garbled_text(char: str, at: int, field:
         store = t.store()
         u = person(YAMAGUCHI_CITY, **{field: value})
         assert "format character" in (_core.validate_update(encode(u), YAMAGUCHI_CITY, NOW) or "")
+        with pytest.raises(CodeError, match="format character"):
+            validate_update(u, origin=YAMAGUCHI_CITY)  # the publisher's own check agrees
         result = store.apply([t.origins[YAMAGUCHI_CITY].bundle([u], created_at=NOW - DAY)], NOW)[0]
         assert (result.status, result.kind) == ("rejected", "halt"), result
 

@@ -222,6 +222,10 @@ def _check_text(field: str, value: str) -> None:
             raise CodeError(field, value, "contains U+FFFD (replacement character)")
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
             raise CodeError(field, value, f"contains control character U+{ord(ch):04X}")
+        if unicodedata.category(ch) == "Cf":
+            # Invisible format characters (U+202E, U+200B...): a name holding one looks
+            # like another name; the tiers halt such an update (the core's text rules).
+            raise CodeError(field, value, f"contains invisible format character U+{ord(ch):04X}")
     if not unicodedata.is_normalized("NFC", value):
         raise CodeError(field, value, "is not in Unicode NFC")
 
