@@ -6,8 +6,8 @@ use crate::registry::{sign_registry, KeyEntry, Registry, RegistryBody};
 use crate::store::{Centre, RejectKind, Role, Status, Store, StoreOptions};
 use crate::wire::{self, Attestation, Bin, BundleBody, Envelope, Update, ZERO_HASH};
 
-const A: &str = "352039"; // 山口市
-const B: &str = "131016"; // 千代田区
+pub(crate) const A: &str = "352039"; // 山口市
+pub(crate) const B: &str = "131016"; // 千代田区
 /// The receiving tiers' clock in these tests: 2026-09-21T..Z (bundles are created at
 /// 1_000 µs, updates recorded at their seq; every date is before this).
 pub(crate) const NOW: u64 = 1_790_000_000_000_000;
@@ -23,13 +23,13 @@ pub(crate) fn prefectures_of(owner: &str) -> Vec<String> {
     }
 }
 
-struct Net {
+pub(crate) struct Net {
     root: [u8; 32],
     keys: Vec<(String, String, [u8; 32])>, // owner, key id, secret
     heads: std::collections::HashMap<String, (u64, [u8; 32])>,
 }
 
-fn update(seq: u64, code: &str, municipality: &str, reason: &str, changed_on: &str) -> Update {
+pub(crate) fn update(seq: u64, code: &str, municipality: &str, reason: &str, changed_on: &str) -> Update {
     Update {
         seq,
         juminhyo_code: code.into(),
@@ -50,7 +50,7 @@ fn update(seq: u64, code: &str, municipality: &str, reason: &str, changed_on: &s
 }
 
 impl Net {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let keys = [A, B, "centre-east", "centre-west"]
             .iter()
             .map(|o| (o.to_string(), format!("{o}-k1"), crypto::generate_secret()))
@@ -62,7 +62,7 @@ impl Net {
         self.keys.iter().find(|k| k.1 == key_id).unwrap().2
     }
 
-    fn registry_with(&self, tweak: impl Fn(&mut KeyEntry)) -> Registry {
+    pub(crate) fn registry_with(&self, tweak: impl Fn(&mut KeyEntry)) -> Registry {
         let entries = self
             .keys
             .iter()
@@ -85,7 +85,7 @@ impl Net {
         Registry::load(&bytes, &crypto::public_key(&self.root).unwrap()).unwrap()
     }
 
-    fn store(&self, dir: &std::path::Path, role: Role) -> Store {
+    pub(crate) fn store(&self, dir: &std::path::Path, role: Role) -> Store {
         let centre = (role == Role::Aggregator).then(|| Centre {
             id: "centre-east".into(),
             key_id: "centre-east-k1".into(),
@@ -105,7 +105,7 @@ impl Net {
     }
 
     /// The next chained, signed bundle of `origin` holding `updates` (seqs assigned).
-    fn bundle(&mut self, origin: &str, mut updates: Vec<Update>) -> Vec<u8> {
+    pub(crate) fn bundle(&mut self, origin: &str, mut updates: Vec<Update>) -> Vec<u8> {
         let (head, prev) = *self.heads.get(origin).unwrap_or(&(0, ZERO_HASH));
         for (i, u) in updates.iter_mut().enumerate() {
             u.seq = head + 1 + i as u64;
@@ -192,6 +192,30 @@ fn gap_waits_then_applies_in_order() {
     assert_eq!(store.chain_head(A).unwrap().unwrap().0, 4);
     assert!(store.pending(A).unwrap().is_empty());
     assert_eq!(store.get("00000010000").unwrap().unwrap().status, "removed");
+}
+
+#[test]
+fn a_halt_found_while_draining_pending_is_reported_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let b1 = net.bundle(A, people(1, A, "birth"));
+    let mut bad = people(1, A, "birth");
+    bad[0].kojin_bango = "983205673210".into(); // bad check digit: a halt once applied
+    let b2 = net.bundle(A, bad);
+    let b3 = net.bundle(A, people(1, A, "birth"));
+    assert_eq!(apply1(&store, &b2).status, Status::Gap);
+    assert_eq!(apply1(&store, &b3).status, Status::Gap);
+    let out = apply1(&store, &b1);
+    assert_eq!((out.status, out.released), (Status::Applied, 0));
+    let found = out.pending_rejected.expect("the halt in pending is reported");
+    assert_eq!((found.status, found.kind), (Status::Rejected, Some(RejectKind::Halt)));
+    assert_eq!((found.first_seq, found.last_seq), (Some(2), Some(2)));
+    assert!(found.quarantine_id.is_some());
+    assert_eq!(store.halted().unwrap().len(), 1);
+    let stats: std::collections::HashMap<_, _> = store.stats().unwrap().into_iter().collect();
+    assert_eq!(stats["rejected_halt"], 1, "counted like a delivered halt");
+    assert_eq!(store.pending(A).unwrap(), vec![(3, 3)], "the later bundle waits");
 }
 
 #[test]

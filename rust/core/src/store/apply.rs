@@ -251,6 +251,7 @@ impl Store {
     /// time, and a bundle that still fails is quarantined with the error, halting only
     /// its origin. Failures of the store itself (map full, disk) still end the call.
     pub fn apply(&self, raws: &[&[u8]], received_at: u64) -> Result<Vec<Outcome>> {
+        self.can_apply()?;
         match self.apply_batch(raws, received_at) {
             Err(e) if raws.len() > 1 && !is_store_failure(&e) => {
                 raws.iter().map(|raw| self.apply_contained(raw, received_at)).collect()
@@ -312,11 +313,18 @@ impl Store {
                 let origin = v.head.origin.clone();
                 let mut outcome = self.apply_verified(txn, &v, received_at, false, records)?;
                 if outcome.status == Status::Applied {
-                    outcome.released = self.drain_pending(txn, &origin, received_at, registry, records)?;
+                    (outcome.released, outcome.pending_rejected) =
+                        self.drain_pending(txn, &origin, received_at, registry, records)?;
                 }
                 outcome
             }
         };
+        self.count(txn, &outcome)?;
+        Ok(outcome)
+    }
+
+    /// The store's counter of an outcome (applied bundles are counted as committed).
+    fn count(&self, txn: &mut RwTxn, outcome: &Outcome) -> Result<()> {
         let counter = match (outcome.status, outcome.kind) {
             (Status::Applied, _) => None,
             (Status::Duplicate, _) => Some("duplicates"),
@@ -327,7 +335,7 @@ impl Store {
         if let Some(c) = counter {
             self.bump(txn, c, 1)?;
         }
-        Ok(outcome)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -358,6 +366,7 @@ impl Store {
             state: "open".into(),
             size: raw.len() as u64,
             envelope: ByteBuf::from(keep.to_vec()),
+            actions: Vec::new(),
         };
         self.dbs.quarantine.put(txn, &id.to_be_bytes(), &wire::encode(&entry)?)?;
         if kind == RejectKind::Halt {
@@ -485,6 +494,9 @@ impl Store {
         Ok(())
     }
 
+    /// Apply what waits in pending after the origin's head, in order. Returns how many
+    /// were applied and, if one was rejected on the way (quarantined and counted like a
+    /// delivered one; a halt stops the drain), its outcome.
     pub(super) fn drain_pending(
         &self,
         txn: &mut RwTxn,
@@ -492,16 +504,17 @@ impl Store {
         received_at: u64,
         registry: &Registry,
         records: &mut Vec<Record>,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Option<Box<Outcome>>)> {
         let mut released = 0;
         loop {
             if self.dbs.halts.get(txn, origin.as_bytes())?.is_some() {
-                return Ok(released);
+                return Ok((released, None));
             }
             let (head_seq, _) = self.head(txn, origin)?;
+            self.forget_passed_pending(txn, origin, head_seq)?;
             let key = seq_key(origin, head_seq + 1);
             let Some(raw) = self.dbs.pending.get(txn, &key)?.map(<[u8]>::to_vec) else {
-                return Ok(released);
+                return Ok((released, None));
             };
             self.dbs.pending.delete(txn, &key)?;
             let prepared = self.prepare(&[&raw], registry, received_at).pop().expect("one in, one out");
@@ -514,7 +527,11 @@ impl Store {
             match outcome.status {
                 Status::Applied => released += 1,
                 Status::Duplicate => {}
-                _ => return Ok(released),
+                Status::Rejected => {
+                    self.count(txn, &outcome)?;
+                    return Ok((released, Some(Box::new(outcome))));
+                }
+                Status::Gap => return Ok((released, None)),
             }
         }
     }
@@ -582,6 +599,7 @@ impl Store {
         let mut name_puts: Vec<(Vec<u8>, String)> = Vec::new();
         let mut text_deletes: Vec<(Vec<u8>, String)> = Vec::new();
         let mut text_puts: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut merkle = super::merkle::Delta::default();
         let mut i = 0;
         while i < candidates.len() {
             let code = &candidates[i].juminhyo_code;
@@ -589,9 +607,10 @@ impl Store {
             while last + 1 < candidates.len() && candidates[last + 1].juminhyo_code == *code {
                 last += 1;
             }
+            let existing_raw = self.dbs.records.get(txn, code.as_bytes())?.map(<[u8]>::to_vec);
+            let existing: Option<Record> = existing_raw.as_deref().map(|r| wire::decode(r, "record")).transpose()?;
             // Fold the candidates, in version order, over the stored record under the
             // conflict rule (`Record::supersedes`).
-            let existing = self.record(txn, code)?;
             let mut winner: Option<&Record> = existing.as_ref();
             for candidate in &candidates[i..=last] {
                 if winner.is_none_or(|w| candidate.supersedes(w)) {
@@ -610,7 +629,12 @@ impl Store {
                 return Err(CoreError::Store("MDB_BAD_VALSIZE: injected by a test".into()));
             }
             {
-                self.dbs.records.put(txn, code.as_bytes(), &wire::encode(best)?)?;
+                let encoded = wire::encode(best)?;
+                if let Some(raw) = &existing_raw {
+                    merkle.record(code.as_bytes(), raw, false)?;
+                }
+                merkle.record(code.as_bytes(), &encoded, true)?;
+                self.dbs.records.put(txn, code.as_bytes(), &encoded)?;
                 let old = existing.as_ref().filter(|r| r.is_indexed());
                 let new = Some(best).filter(|r| r.is_indexed());
                 let (old_number, new_number) = (old.map(|r| &r.kojin_bango), new.map(|r| &r.kojin_bango));
@@ -642,12 +666,13 @@ impl Store {
             }
             i = last + 1;
         }
+        merkle.write(self, txn)?;
+        // Every index holds (key, code) pairs, one per indexed record and key: deleting
+        // a code's old pair never touches another record's (the 個人番号 index once kept
+        // one code per number, and lost residents when two records held one number).
         number_deletes.sort_unstable();
         for (number, code) in &number_deletes {
-            // another record may hold this number by now (a 個人番号 reassigned)
-            if self.dbs.by_number.get(txn, number.as_bytes())? == Some(code.as_bytes()) {
-                self.dbs.by_number.delete(txn, number.as_bytes())?;
-            }
+            self.dbs.by_number.delete_one_duplicate(txn, number.as_bytes(), code.as_bytes())?;
         }
         for (db, deletes) in [(self.dbs.by_name, &mut name_deletes), (self.dbs.by_name_text, &mut text_deletes)] {
             deletes.sort_unstable();
