@@ -305,16 +305,3 @@ def validate_update(update: Update, *, origin: str | None = None) -> None:
             update.name_kana,
             f"振り仮名 must be katakana; found {''.join(dict.fromkeys(bad_kana))!r}",
         )
-    _check_times(update)
-
-
-def _check_times(update: Update) -> None:
-    """The tiers' time bounds (no date after tomorrow in Japan, no time beyond their clock
-    and skew), asked of the core itself so the publisher and the centres keep one rule."""
-    from jukisync import _core, clock
-    from jukisync.wire.messages import encode
-
-    problem = _core.validate_update(encode(update), update.municipality, clock.now_us())
-    if problem is not None:
-        field = problem.split(" ", 1)[0].rstrip(":")
-        raise CodeError(field, getattr(update, field, None), problem)
