@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -55,7 +56,7 @@ class Tier:
         self.dir = tempfile.TemporaryDirectory()
         self.count = 0
 
-    def registry(self, **changes_by_owner: dict[str, object]) -> _core.KeyRegistry:
+    def registry(self, **changes_by_owner: Mapping[str, object]) -> _core.KeyRegistry:
         entries = []
         for owner, (key_id, secret) in self.ring.keys.items():
             entry = KeyEntry(
@@ -98,7 +99,7 @@ def tier(origins: tuple[str, ...] = (YAMAGUCHI_CITY, CHIYODA)) -> Iterator[Tier]
         t.dir.cleanup()
 
 
-def person(origin: str, n: int = 1, **changes: object) -> Update:
+def person(origin: str, n: int = 1, **changes: Any) -> Update:
     u = update(origin, n, changed_on=dt.date(2026, 4, 1))
     return msgspec.structs.replace(u, **{"recorded_at": NOW - DAY, **changes})
 
@@ -302,7 +303,7 @@ def test_halt_reasons_quote_long_values_capped(size: int, field: str) -> None:
         result = store.apply(
             [
                 t.origins[YAMAGUCHI_CITY].bundle(
-                    [person(YAMAGUCHI_CITY, **{field: garbled})], created_at=NOW - DAY
+                    [person(YAMAGUCHI_CITY, 1, **{field: garbled})], created_at=NOW - DAY
                 )
             ],
             NOW,
@@ -327,7 +328,7 @@ def test_invisible_format_characters_are_garbled_text(char: str, at: int, field:
     value = text[:at] + char + text[at:]
     with tier() as t:
         store = t.store()
-        u = person(YAMAGUCHI_CITY, **{field: value})
+        u = person(YAMAGUCHI_CITY, 1, **{field: value})
         assert "format character" in (_core.validate_update(encode(u), YAMAGUCHI_CITY, NOW) or "")
         with pytest.raises(CodeError, match="format character"):
             validate_update(u, origin=YAMAGUCHI_CITY)  # the publisher's own check agrees
