@@ -472,7 +472,8 @@ async def test_the_national_daemon_answers_queries_over_rpc(
         assert proc.wait() == 0, proc.output()
     net.wait_converged([centre, net.national])
     mine = next(u for u in updates if u.municipality in ORIGINS)
-    async with QueryClient(broker_url, namespace=net.namespace) as client:
+    node_users = {net.national: user}  # the node logs in as the test broker's user
+    async with QueryClient(broker_url, namespace=net.namespace, node_users=node_users) as client:
         found = await client.ask(ByCode(task="T-ADDR", code=mine.juminhyo_code), node=net.national)
         refused = await client.ask(ByCode(task="T-NUM", code=mine.juminhyo_code), node=net.national)
     assert isinstance(found, Found), found

@@ -26,6 +26,7 @@ _SUBCOMMANDS = [
     "confirm",
     "audit",
     "bench",
+    "broker",
 ]
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "Found",
     "QueryService",
     "Request",
+    "RequestError",
     "Response",
     "Search",
     "decode_request",
@@ -175,8 +176,26 @@ def encode(message: Request | Response) -> bytes:
     return _encoder.encode(message)
 
 
+class RequestError(ValueError):
+    """Bytes that are not a request, whatever is wrong with them (malformed
+    MessagePack, invalid UTF-8, nesting too deep, wrong types, unknown fields)."""
+
+
 def decode_request(data: bytes) -> Request:
-    return _request_decoder.decode(data)
+    """A request from MessagePack; any failure to decode is a `RequestError`.
+
+    msgspec raises more than `DecodeError` on hostile bytes: `UnicodeDecodeError` for
+    invalid UTF-8 in a string, `RecursionError` for containers nested ~1000 deep. A
+    request service must answer them all, so they are one error here."""
+    try:
+        return _request_decoder.decode(data)
+    except (ValueError, RecursionError) as exc:  # DecodeError, UnicodeDecodeError
+        raise RequestError(_first_line(str(exc))) from None
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.splitlines()[0] if text else "undecodable"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def decode_response(data: bytes) -> Response:
@@ -215,7 +234,7 @@ class QueryService:
         """One request as MessagePack bytes in, its response out (for the RPC server)."""
         try:
             request = decode_request(data)
-        except msgspec.DecodeError as exc:
+        except RequestError as exc:
             return encode(self._refuse(requester, "", "invalid", Denial.INVALID_REQUEST, str(exc)))
         return encode(self.ask(requester, request))
 

@@ -31,6 +31,7 @@ __all__ = [
     "CONTROL_EXCHANGE",
     "FORWARD_EXCHANGE",
     "QUERY_EXCHANGE",
+    "REPLY_PREFIX",
     "UPDATES_EXCHANGE",
     "Delivery",
     "MessageTooLarge",
@@ -52,6 +53,7 @@ UPDATES_EXCHANGE = "jukisync.updates"
 FORWARD_EXCHANGE = "jukisync.forward"
 CONTROL_EXCHANGE = "jukisync.control"
 QUERY_EXCHANGE = "jukisync.query"  # request/reply for agencies (jukisync.rpc)
+REPLY_PREFIX = "jukisync.replies."  # + "<agency's broker user>.<random>": its reply queues
 
 
 class TransportUnavailable(Exception):
