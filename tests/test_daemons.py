@@ -24,6 +24,7 @@ from typing import Any
 import aio_pika
 import msgspec
 import pytest
+from yarl import URL
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemonkit import (
@@ -482,3 +483,26 @@ async def test_the_national_daemon_answers_queries_over_rpc(
     assert net.kill(net.national, signal.SIGTERM) == 0
     requesters = {(e.requester, e.allowed) for e in net.store(net.national).audit_entries()}
     assert requesters == {(user, True), (user, False)}
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_refused_login_or_vhost_is_a_config_error_at_once(
+    make_net: MakeNet, broker_url: str, wait: bool
+) -> None:
+    """Exit 3 with one line naming the user or vhost, never the password, with or
+    without --wait (which would otherwise retry for ever)."""
+    net = make_net()
+    text = net.configs[net.national].read_text()
+    base = URL(net.url)
+    secret = "S3cret-never-shown"
+    for case, url in (
+        ("login", base.with_password(secret)),
+        ("vhost", base.with_path("/no-such-vhost-jukisync")),
+    ):
+        config = net.root / f"refused-{case}.toml"
+        config.write_text(text.replace(net.url, str(url)))
+        done = net.cli("run", "--config", str(config), *(["--wait"] if wait else []), check=False)
+        assert done.returncode == 3, done.stderr
+        [reason] = [line for line in done.stderr.splitlines() if line.startswith("jukisync run:")]
+        assert case in reason, reason
+        assert secret not in done.stderr and f":{base.password}@" not in done.stderr

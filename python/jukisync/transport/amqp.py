@@ -100,6 +100,8 @@ __all__ = [
     "QueueSpec",
     "QueueType",
     "TopologyError",
+    "AccessRefused",
+    "access_refused",
     "Unroutable",
     "backoff_delay",
     "bundle_queue_name",
@@ -134,6 +136,42 @@ class Unroutable(TransportUnavailable):
 class TopologyError(Exception):
     """The broker refused a declaration (e.g. a queue exists with another type or
     other arguments, or the user may not configure it). Needs an operator."""
+
+
+class AccessRefused(TopologyError):
+    """The broker refused the login (user or password) or the vhost: a configuration
+    error, reported at once instead of retried as if the broker were unreachable."""
+
+
+def access_refused(exc: BaseException, url: str) -> AccessRefused | None:
+    """`exc` as an AccessRefused when it is the broker refusing the credentials or the
+    vhost of `url` (one line, no password), else None.
+
+    aiormq raises ProbableAuthenticationError for ACCESS_REFUSED at login, and, for a
+    vhost that does not exist or the user may not use (NOT_ALLOWED at Connection.Open),
+    an InvalidFrameError saying it got Connection.Close instead of Connection.OpenOk
+    (ConnectionNotAllowed when it arrives later)."""
+    parsed = URL(url)
+    user = url_user(url) or "(certificate)"
+    vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
+    if isinstance(
+        exc, aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError
+    ):
+        return AccessRefused(
+            f"the broker at {parsed.host}:{parsed.port} refused the login of user {user!r} "
+            "(wrong user or password in broker.url)"
+        )
+    text = str(exc)
+    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed) or (
+        isinstance(exc, aiormq.exceptions.InvalidFrameError)
+        and "Connection.OpenOk" in text
+        and "Connection.Close" in text
+    ):
+        return AccessRefused(
+            f"the broker at {parsed.host}:{parsed.port} refused vhost {vhost!r} to user "
+            f"{user!r} (no such vhost, or no permissions on it: broker.url)"
+        )
+    return None
 
 
 # --- pure protocol helpers ------------------------------------------------------------
@@ -857,7 +895,7 @@ class AmqpTransport(Transport):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._last_error = exc
+                self._last_error = access_refused(exc, self.url) or exc
                 self._set_state("down")
                 delay = self.backoff(attempt)
                 (log.warning if attempt % 10 == 0 else log.debug)(
