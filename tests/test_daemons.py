@@ -456,7 +456,6 @@ def _reachable(port: int) -> bool:
 async def test_the_national_daemon_answers_queries_over_rpc(
     make_net: MakeNet, tmp_path: Path, broker_url: str
 ) -> None:
-    from yarl import URL
 
     from jukisync.query.rpc import QueryClient
     from jukisync.query.service import ByCode, Denied, Found

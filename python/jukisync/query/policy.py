@@ -28,6 +28,8 @@ from typing import Annotated, Final
 
 import msgspec
 
+from jukisync import configerrors
+
 __all__ = [
     "ALL_KINDS",
     "Basis",
@@ -347,15 +349,6 @@ def _toml(path: Path, error: type[PolicyError]) -> dict[str, object]:
         raise error(path, "", f"not valid TOML: {exc}") from None
 
 
-def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
-    # msgspec says "... - at `$.tasks[3].fields[0]`": split it into where and what.
-    text = str(exc)
-    if " - at `$." in text:
-        what, _, at = text.rpartition(" - at `$.")
-        return at.rstrip("`"), what
-    return "", text
-
-
 def check_catalogue(catalogue: Catalogue, source: str = "<catalogue>") -> None:
     """The rules a catalogue must keep beyond its types."""
     categories = {c.code for c in catalogue.categories}
@@ -389,7 +382,7 @@ def load_catalogue(path: str | Path) -> Catalogue:
     try:
         catalogue = msgspec.convert(data, Catalogue)
     except msgspec.ValidationError as exc:
-        raise CatalogueError(path, *_where(exc)) from None
+        raise CatalogueError(path, *configerrors.explain(exc, data, Catalogue)) from None
     check_catalogue(catalogue, str(path))
     return catalogue
 
@@ -401,6 +394,6 @@ def load_policy(path: str | Path) -> Policy:
     try:
         file = msgspec.convert(data, PolicyFile)
     except msgspec.ValidationError as exc:
-        raise GrantError(path, *_where(exc)) from None
+        raise GrantError(path, *configerrors.explain(exc, data, PolicyFile)) from None
     catalogue = load_catalogue(path.parent / file.catalogue)
     return Policy(file, catalogue, source=str(path))
