@@ -166,6 +166,13 @@ def test_usage_report_reproduces_the_seed_table(tmp_path: Path) -> None:
     decoded = msgspec.json.decode(usage_json(report))
     assert decoded["total"] == 108_361 and decoded["fiscal_years"] == [2010, 2011, 2012, 2013, 2014]
     assert usage_table(report).row_count > 75
+    # Years before a task's ordinance was enacted print "-", as the seed's table does.
+    rows = {r.task: r for c in report.categories for r in c.tasks}
+    assert rows["J14-1"].cells(report.fiscal_years) == ["-", "-", "-", "-", "9"]
+    assert rows["J15-7"].cells(report.fiscal_years) == ["-", "-", "-", "0", "1"]
+    assert rows["J01-4"].cells(report.fiscal_years) == ["0", "0", "0", "0", "0"]
+    assert "task,J14,山口県" in next(line for line in csv_lines if ",J14-1," in line)
+    assert next(line for line in csv_lines if ",J14-1," in line).endswith(",-,-,-,-,9,9")
 
 
 # --- tamper detection ---------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jukisync.query.policy import (
     Basis,
@@ -186,3 +188,36 @@ def test_missing_catalogue_is_named(tmp_path: Path) -> None:
     (tmp_path / "catalogue.toml").unlink()
     with pytest.raises(CatalogueError, match=r"catalogue\.toml: no such file"):
         load_policy(path)
+
+
+# --- enactment (issue 11, item 8) ----------------------------------------------------------
+
+
+@given(days=st.integers(min_value=-5000, max_value=5000))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_task_is_refused_before_its_ordinance_was_enacted(tmp_path: Path, days: int) -> None:
+    import datetime as dt
+
+    from jukisync.query.policy import Denial, Kind
+
+    policy = make_policy(tmp_path / "p")
+    task = policy.task("T-ADDR")
+    assert task is not None and task.enacted == dt.date(2020, 4, 1)
+    on = task.enacted + dt.timedelta(days=days)
+    decision = policy.decide("agency-a", "T-ADDR", Kind.CODE, on=on)
+    assert decision.allowed == (days >= 0), decision
+    if days < 0:
+        assert decision.reason.startswith(Denial.NOT_YET_ENACTED.value)
+        assert "2020-04-01" in decision.reason
+    # a task without an enactment date exists whenever
+    assert policy.decide("agency-a", "T-FULL", Kind.CODE, on=on).allowed
+
+
+def test_the_shipped_catalogue_dates_j14_1_from_2014() -> None:
+    import datetime as dt
+
+    from jukisync.query.policy import load_catalogue
+
+    config = Path(__file__).resolve().parent.parent / "config"
+    task = load_catalogue(config / "tasks-yamaguchi.toml").task("J14-1")
+    assert task is not None and task.enacted == dt.date(2014, 4, 1)

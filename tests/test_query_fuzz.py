@@ -4,6 +4,7 @@ structurally valid MessagePack of the wrong shape."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import msgspec
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jukisync import Store
+from jukisync.query.audit import to_micros
 from jukisync.query.service import (
     ByCode,
     Denied,
@@ -25,6 +27,7 @@ from jukisync.query.service import (
 from netkit import YAMAGUCHI_CITY
 from querykit import Registry, code, make_policy, person
 
+DAYTIME = to_micros(dt.datetime(2026, 6, 1, 12, 0))  # after every test task's enactment
 _FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -35,7 +38,7 @@ def service(tmp_path: Path) -> tuple[QueryService, Store]:
     reg = Registry(tmp_path)
     store = reg.open()
     reg.apply(store, [person(YAMAGUCHI_CITY, 1)])
-    return QueryService(store, make_policy(tmp_path / "policy"), clock=lambda: 1), store
+    return QueryService(store, make_policy(tmp_path / "policy"), clock=lambda: DAYTIME), store
 
 
 def _answered_and_logged(service: QueryService, store: Store, data: bytes) -> None:

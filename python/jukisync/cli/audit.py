@@ -10,11 +10,10 @@ from pathlib import Path
 
 import click
 import msgspec
-from rich.console import Console
 from rich.table import Table
 
 from jukisync import clock
-from jukisync.cli.common import fail, open_store, store_option
+from jukisync.cli.common import data_console, fail, open_store, store_option
 from jukisync.cli.querykit import load_policy, policy_option, requester_option
 from jukisync.exitcodes import ExitCode
 from jukisync.query import audit as audit_mod
@@ -41,6 +40,21 @@ def command() -> None:
     hash-chained log in the store, written with its answer."""
 
 
+# The log counts µs since 1970 (unsigned); datetime ends in 9999. FY N runs into N+1.
+FIRST_YEAR = 1970
+LAST_YEAR = 9998
+FISCAL_YEAR = click.IntRange(FIRST_YEAR, LAST_YEAR)
+DAY = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _in_log_range(
+    ctx: click.Context, param: click.Parameter, value: dt.datetime | None
+) -> dt.datetime | None:
+    if value is not None and not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise click.BadParameter(f"{value:%Y-%m-%d} is not within {FIRST_YEAR}..{LAST_YEAR}")
+    return value
+
+
 def _this_fiscal_year() -> int:
     return audit_mod.fiscal_year(clock.now())
 
@@ -59,9 +73,11 @@ labelled 令和8年度 etc.): one per lookup or search, n per batch of n codes.
 )
 @store_option
 @policy_option
-@click.option("--fiscal-year", type=int, help="One fiscal year, e.g. 2026 (令和8年度).")
-@click.option("--from-year", type=int, help="First fiscal year of a range.")
-@click.option("--to-year", type=int, help="Last fiscal year of a range [default: this one].")
+@click.option("--fiscal-year", type=FISCAL_YEAR, help="One fiscal year, e.g. 2026 (令和8年度).")
+@click.option("--from-year", type=FISCAL_YEAR, help="First fiscal year of a range.")
+@click.option(
+    "--to-year", type=FISCAL_YEAR, help="Last fiscal year of a range [default: this one]."
+)
 @click.option("--csv", "as_csv", is_flag=True, help="CSV (one row per task, subtotals, total).")
 @click.option("--json", "as_json", is_flag=True, help="JSON.")
 def usage(
@@ -90,7 +106,7 @@ def usage(
     elif as_csv:
         click.echo(audit_mod.usage_csv(report), nl=False)
     else:
-        Console().print(audit_mod.usage_table(report))
+        data_console().print(audit_mod.usage_table(report))
 
 
 @command.command(
@@ -122,12 +138,12 @@ def disclose(store_path: Path, policy_path: Path, requester: str, as_json: bool,
         return
     table = Table(title=f"{code}: {len(history)} provision(s)")
     for column in ("日時", "提供先", "事務", "種別", "監査ID"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for p in history:
         who = f"{p.requester_name} ({p.requester})" if p.requester_name else p.requester
         what = f"{p.task} {p.task_name}" if p.task_name else p.task
         table.add_row(p.time, who, what, p.kind, str(p.audit_id))
-    Console().print(table)
+    data_console().print(table)
 
 
 @command.command(
@@ -143,8 +159,8 @@ was flagged, 0 when nothing was.
 )
 @store_option
 @policy_option
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="From (Japan time).")
-@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), help="Before (Japan time).")
+@click.option("--since", type=DAY, callback=_in_log_range, help="From (Japan time).")
+@click.option("--until", type=DAY, callback=_in_log_range, help="Before (Japan time).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one anomaly each.")
 def anomalies(
     store_path: Path,
@@ -165,10 +181,10 @@ def anomalies(
     else:
         table = Table(title=f"{len(found)} anomal{'y' if len(found) == 1 else 'ies'}")
         for column in ("kind", "requester", "from", "to", "count", "detail"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for a in found:
             table.add_row(a.kind, a.requester, a.start, a.end, str(a.count), a.detail)
-        Console().print(table)
+        data_console().print(table)
     if found:
         sys.exit(int(ExitCode.FAILURE))
 

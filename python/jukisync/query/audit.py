@@ -120,6 +120,17 @@ class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     counts: list[int]  # per fiscal year, in `UsageReport.fiscal_years` order
     total: int
+    # The first fiscal year the task existed in (its ordinance's enactment), if later
+    # than the first year of the report: earlier years print "-", as the seed's table.
+    enacted_fy: int | None = None
+
+    def cells(self, fiscal_years: Sequence[int]) -> list[str]:
+        """The counts as printed: "-" for a year before the task existed (unless
+        something was counted in it all the same: data is never hidden)."""
+        return [
+            "-" if n == 0 and self.enacted_fy is not None and fy < self.enacted_fy else f"{n:,}"
+            for fy, n in zip(fiscal_years, self.counts, strict=True)
+        ]
 
 
 class UsageCategory(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,6 +165,13 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _OUTSIDE: Final = ("-", "(カタログ外の事務)")
+
+
+def _enacted_fy(catalogue: Catalogue, task: str) -> int | None:
+    known = catalogue.task(task)
+    if known is None or known.enacted is None:
+        return None
+    return fiscal_year(dt.datetime.combine(known.enacted, dt.time(), JST))
 
 
 def _groups(catalogue: Catalogue) -> list[tuple[str, str, list[tuple[str, str]]]]:
@@ -202,7 +220,13 @@ def usage(
     categories = []
     for code, name, tasks in groups:
         rows = [
-            UsageRow(task=t, name=n, counts=list(per_task[t]), total=sum(per_task[t]))
+            UsageRow(
+                task=t,
+                name=n,
+                counts=list(per_task[t]),
+                total=sum(per_task[t]),
+                enacted_fy=_enacted_fy(catalogue, t),
+            )
             for t, n in tasks
         ]
         counts = [sum(r.counts[i] for r in rows) for i in range(len(years))]
@@ -226,14 +250,17 @@ def usage(
 def usage_table(report: UsageReport) -> Table:
     table = Table(
         title=f"{report.authority} 本人確認情報の利用状況（利用件数）",
-        caption=f"監査ログ checkpoint {report.checkpoint[0]}:{report.checkpoint[1][:16]}…",
+        caption=f"監査ログ checkpoint {report.checkpoint[0]}:{report.checkpoint[1]}",
     )
-    table.add_column("区分")
-    table.add_column("コード")
-    table.add_column("事務")
+    # Never cut a number, label or name ("平成2…", "10,1…"): on a narrow terminal
+    # cells wrap (fold), and off a terminal the console is as wide as the table
+    # (jukisync.cli.common.data_console).
+    table.add_column("区分", overflow="fold")
+    table.add_column("コード", overflow="fold")
+    table.add_column("事務", overflow="fold")
     for label in report.labels:
-        table.add_column(label, justify="right")
-    table.add_column("合計", justify="right")
+        table.add_column(label, justify="right", overflow="fold")
+    table.add_column("合計", justify="right", overflow="fold")
 
     def cells(counts: Sequence[int], total: int) -> list[str]:
         return [f"{n:,}" for n in counts] + [f"{total:,}"]
@@ -241,7 +268,11 @@ def usage_table(report: UsageReport) -> Table:
     for cat in report.categories:
         for i, row in enumerate(cat.tasks):
             table.add_row(
-                cat.name if i == 0 else "", row.task, row.name, *cells(row.counts, row.total)
+                cat.name if i == 0 else "",
+                row.task,
+                row.name,
+                *row.cells(report.fiscal_years),
+                f"{row.total:,}",
             )
         if len(cat.tasks) > 1:
             table.add_row("", "", "小計", *cells(cat.counts, cat.total), style="bold")
@@ -257,7 +288,8 @@ def usage_csv(report: UsageReport) -> str:
     w.writerow(["row", "category_code", "category", "task", "name", *report.labels, "合計"])
     for cat in report.categories:
         for r in cat.tasks:
-            w.writerow(["task", cat.code, cat.name, r.task, r.name, *r.counts, r.total])
+            cells = [c.replace(",", "") for c in r.cells(report.fiscal_years)]
+            w.writerow(["task", cat.code, cat.name, r.task, r.name, *cells, r.total])
         w.writerow(["subtotal", cat.code, cat.name, "", "小計", *cat.counts, cat.total])
     w.writerow(["total", "", "", "", "合計", *report.counts, report.total])
     return out.getvalue()

@@ -219,6 +219,7 @@ class Denial(enum.StrEnum):
     UNKNOWN_REQUESTER = "unknown_requester"
     UNKNOWN_TASK = "unknown_task"
     TASK_NOT_IN_USE = "task_not_in_use"
+    NOT_YET_ENACTED = "not_yet_enacted"
     NOT_GRANTED = "not_granted"
     KIND_NOT_ALLOWED = "kind_not_allowed"
     FIELD_NOT_ALLOWED = "field_not_allowed"
@@ -286,9 +287,12 @@ class Policy:
         fields: Iterable[str] | None = None,
         *,
         items: int = 1,
+        on: dt.date | None = None,
     ) -> Decision:
         """May `requester_id` run a `kind` query for `task_code`, seeing `fields` (all
-        the task may see when None), about `items` subjects?"""
+        the task may see when None), about `items` subjects, on the day `on` (Japan
+        time; a task cannot be used before its ordinance was enacted)? The query
+        service always gives `on`; without it the date is not checked."""
         requester = self._requesters.get(requester_id)
         if requester is None:
             return Decision.deny(
@@ -305,6 +309,13 @@ class Policy:
             )
         if not task.in_use:
             return Decision.deny(Denial.TASK_NOT_IN_USE, f"task {task_code} is not in use", task)
+        if on is not None and task.enacted is not None and on < task.enacted:
+            return Decision.deny(
+                Denial.NOT_YET_ENACTED,
+                f"task {task_code} exists from {task.enacted.isoformat()} (enacted), "
+                f"not on {on.isoformat()}",
+                task,
+            )
         if kind not in task.kinds:
             return Decision.deny(
                 Denial.KIND_NOT_ALLOWED, f"task {task_code} may not use {kind.value} queries", task

@@ -272,7 +272,7 @@ class QueryService:
         *,
         ref: str = "",
     ) -> Found | Denied:
-        decision = self.policy.decide(requester, task, Kind.CODE, fields)
+        decision = self.policy.decide(requester, task, Kind.CODE, fields, on=self._today())
         if not decision.allowed:
             return self._deny(requester, task, Kind.CODE, decision, ref=ref)
         if not is_valid_juminhyo_code(code):
@@ -292,7 +292,7 @@ class QueryService:
         *,
         ref: str = "",
     ) -> Found | Denied:
-        decision = self.policy.decide(requester, task, Kind.KOJIN_BANGO, fields)
+        decision = self.policy.decide(requester, task, Kind.KOJIN_BANGO, fields, on=self._today())
         if not decision.allowed:
             return self._deny(requester, task, Kind.KOJIN_BANGO, decision, ref=ref)
         if not is_valid_kojin_bango(kojin_bango):
@@ -319,7 +319,7 @@ class QueryService:
         fields: Sequence[str] | None = None,
         ref: str = "",
     ) -> Found | Denied:
-        decision = self.policy.decide(requester, task, Kind.SEARCH, fields)
+        decision = self.policy.decide(requester, task, Kind.SEARCH, fields, on=self._today())
         if not decision.allowed:
             return self._deny(requester, task, Kind.SEARCH, decision, ref=ref)
         problem = _search_problem(name, birth_date, sex, limit)
@@ -360,7 +360,9 @@ class QueryService:
     ) -> Confirmed | Denied:
         """Batch confirmation. The answer is written to `out` (CSV) when given, or to
         `out_dir` when the batch is larger than `inline_limit`."""
-        decision = self.policy.decide(requester, task, Kind.CONFIRM, fields, items=len(codes))
+        decision = self.policy.decide(
+            requester, task, Kind.CONFIRM, fields, items=len(codes), on=self._today()
+        )
         if not decision.allowed:
             return self._deny(requester, task, Kind.CONFIRM, decision, items=len(codes), ref=ref)
         codes = codes if isinstance(codes, list) else list(codes)
@@ -387,6 +389,11 @@ class QueryService:
         )
 
     # --- helpers ----------------------------------------------------------------------
+
+    def _today(self) -> dt.date:
+        """The date in Japan of the service's clock (the day a query is made on)."""
+        since_epoch = dt.timedelta(microseconds=self.clock())
+        return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + since_epoch).astimezone(clock_mod.JST).date()
 
     def _found(self, kind: Kind, result: _core.LookupResult, decision: Decision) -> Found:
         records = [] if result.record is None else [_filtered(result.record, decision)]
