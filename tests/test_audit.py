@@ -13,8 +13,11 @@ from pathlib import Path
 import lmdb
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jukisync.query.audit import (
+    NotAnAuditor,
     JST,
     anomalies,
     disclose,
@@ -297,13 +300,14 @@ def test_a_whole_rewritten_chain_fails_its_checkpoint(tmp_path: Path) -> None:
 
 def test_purge_beyond_retention_keeps_the_chain_verifiable(tmp_path: Path) -> None:
     store = Registry(tmp_path).open()
+    policy = make_policy(tmp_path / "policy")
     resident = "00000000042"
     for year in range(2018, 2027):
         store.audit_log(
             "code", requester="r", task="t", allowed=True, codes=[resident], time=jst(year, 6, 1)
         )
     now = jst(2026, 6, 1, 12)
-    result = purge(store, years=5, requester="auditor", now=now)
+    result = purge(store, policy, years=5, requester="auditor", now=now)
     # 2018..2020 and 2021-06-01 00:00 are before 2021-06-01 12:00.
     assert (result.purged, result.first_kept) == (4, 5)
     verified = store.audit_verify()
@@ -317,9 +321,9 @@ def test_purge_beyond_retention_keeps_the_chain_verifiable(tmp_path: Path) -> No
         4,
         "auditor",
     )
-    assert purge(store, years=5, requester="auditor", now=now).purged == 0
+    assert purge(store, policy, years=5, requester="auditor", now=now).purged == 0
     with pytest.raises(ValueError, match="at least 1"):
-        purge(store, years=0, requester="auditor", now=now)
+        purge(store, policy, years=0, requester="auditor", now=now)
 
 
 def test_disclosure_lists_provisions_and_is_logged(tmp_path: Path) -> None:
@@ -372,3 +376,37 @@ def test_anomalies(tmp_path: Path) -> None:
         ("repeated_denials", "pushy", 3),
     ]
     assert found[0].start == "2026-05-01T23:30:00+09:00" and "2026-05-01" in found[0].detail
+
+
+# --- the auditor role (issue 11, item 12) --------------------------------------------------------
+
+
+@given(requester=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,20}", fullmatch=True))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_only_auditors_disclose_or_purge_and_refusals_are_logged(
+    tmp_path_factory: pytest.TempPathFactory, requester: str
+) -> None:
+    directory = tmp_path_factory.mktemp("auditors")
+    store = Registry(directory).open()
+    policy = make_policy(directory / "policy")
+    resident = "00000000042"
+    store.audit_log("code", requester="r", task="t", allowed=True, codes=[resident], time=jst(2015, 1, 1))
+    is_auditor = requester in ("auditor", "auditor-1")
+    now = jst(2026, 6, 1)
+    for act, kind in (
+        (lambda: disclose(store, policy, resident, auditor=requester, now=now), "disclose"),
+        (lambda: purge(store, policy, years=5, requester=requester, now=now), "purge"),
+    ):
+        before = store.audit_head()[1]
+        if is_auditor:
+            act()
+        else:
+            with pytest.raises(NotAnAuditor, match="not_an_auditor"):
+                act()
+            entry = store.audit_entries()[-1]
+            assert store.audit_head()[1] == before + 1
+            assert (entry.kind, entry.requester, entry.allowed) == (kind, requester, False)
+            assert entry.reason.startswith("not_an_auditor:")
+    assert store.audit_verify().ok
+    del store
+    gc.collect()

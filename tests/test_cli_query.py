@@ -291,3 +291,23 @@ def test_every_year_option_is_bounded(setup: tuple[Path, Path], year: int) -> No
         for option in ("--since", "--until"):
             status, out = run("audit", "anomalies", *base, option, day, "--json")
             assert status in ((0, ExitCode.FAILURE) if valid else (ExitCode.USAGE,)), out
+
+
+@pytest.mark.parametrize("command", ["disclose", "purge"])
+def test_a_non_auditor_is_refused_with_exit_6_and_logged(
+    setup: tuple[Path, Path], command: str
+) -> None:
+    store, policy = setup
+    base = ["--store", str(store), "--policy", str(policy), "--requester", "agency-a"]
+    extra = [code(YAMAGUCHI_CITY, 1)] if command == "disclose" else ["--yes"]
+    status, out = run("audit", command, *base, *extra)
+    assert status == ExitCode.DENIED, out
+    assert "not an auditor" in out
+    s = _core.Store(
+        str(store), role="national", registry=storedir.load_registry(store),
+        require_attestation=False,
+    )
+    last = s.audit_entries()[-1]
+    assert (last.kind, last.requester, last.allowed) == (command, "agency-a", False)
+    del s
+    gc.collect()

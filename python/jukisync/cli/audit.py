@@ -131,7 +131,10 @@ def disclose(store_path: Path, policy_path: Path, requester: str, as_json: bool,
         fail("audit disclose", ExitCode.USAGE, f"{code!r} is not a 住民票コード (11 digits)")
     policy = load_policy("audit disclose", policy_path)
     store = open_store("audit disclose", store_path)
-    history = audit_mod.disclose(store, policy, code, auditor=requester)
+    try:
+        history = audit_mod.disclose(store, policy, code, auditor=requester)
+    except audit_mod.NotAnAuditor as exc:
+        fail("audit disclose", ExitCode.DENIED, f"{exc} (the refusal is logged)")
     if as_json:
         for p in history:
             click.echo(msgspec.json.encode(p).decode())
@@ -291,7 +294,10 @@ def purge(
             raise click.UsageError("not a terminal: pass --yes to purge")
         click.confirm(f"Remove the audit entries before {cutoff.isoformat()}?", abort=True)
     store = open_store("audit purge", store_path)
-    result = audit_mod.purge(store, years=years, requester=requester, now=now)
+    try:
+        result = audit_mod.purge(store, policy, years=years, requester=requester, now=now)
+    except audit_mod.NotAnAuditor as exc:
+        fail("audit purge", ExitCode.DENIED, f"{exc} (the refusal is logged)")
     report = {
         "purged": result.purged,
         "first_kept": result.first_kept,

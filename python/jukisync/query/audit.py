@@ -27,12 +27,13 @@ import msgspec
 from rich.table import Table
 
 from jukisync import _core, clock
-from jukisync.query.policy import Basis, Catalogue, Kind, Policy, Thresholds
+from jukisync.query.policy import Basis, Catalogue, Denial, Kind, Policy, Thresholds
 
 __all__ = [
     "DISCLOSE_KIND",
     "ERAS",
     "JST",
+    "NotAnAuditor",
     "QUERY_KINDS",
     "Anomaly",
     "Provision",
@@ -60,6 +61,7 @@ QUERY_KINDS: Final = frozenset(k.value for k in Kind)
 DISCLOSE_KIND: Final = "disclose"
 DISCLOSE_TASK: Final = "disclosure"  # the task logged for a resident's own disclosure
 PURGE_TASK: Final = "retention"
+PURGE_KIND: Final = "purge"  # the kind the store logs a purge under
 
 # (name, first day), newest first. 明治 is counted from 1868 (its 元年), as the era
 # was applied to the whole year.
@@ -314,11 +316,37 @@ class Provision(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
 
 
+class NotAnAuditor(Exception):
+    """`audit disclose|purge` by someone the policy does not list as an auditor; the
+    refusal was logged."""
+
+
+def _require_auditor(
+    store: _core.Store,
+    policy: Policy,
+    requester: str,
+    kind: str,
+    task: str,
+    *,
+    codes: Sequence[str] = (),
+    now: int | None,
+) -> None:
+    if policy.auditor(requester) is not None:
+        return
+    why = f"{Denial.NOT_AN_AUDITOR.value}: {requester!r} is not an auditor of {policy.source}"
+    store.audit_log(
+        kind, requester=requester, task=task, allowed=False, reason=why, codes=list(codes), time=now
+    )
+    raise NotAnAuditor(why)
+
+
 def disclose(
     store: _core.Store, policy: Policy, code: str, *, auditor: str, now: int | None = None
 ) -> list[Provision]:
     """The provision history of the record `code` (いつ、どこへ、何のために), oldest
-    first; the disclosure is itself logged as touching that record."""
+    first; the disclosure is itself logged as touching that record. Only an auditor
+    of the policy may ask (NotAnAuditor otherwise, the refusal logged)."""
+    _require_auditor(store, policy, auditor, DISCLOSE_KIND, DISCLOSE_TASK, codes=[code], now=now)
     history = []
     for e in store.audit_touching(code):
         if not e.allowed:
@@ -362,12 +390,14 @@ def retention_cutoff(now: int, years: int) -> int:
 
 
 def purge(
-    store: _core.Store, *, years: int, requester: str, now: int | None = None
+    store: _core.Store, policy: Policy, *, years: int, requester: str, now: int | None = None
 ) -> _core.PurgeResult:
-    """Remove the entries older than the retention period; the purge is logged."""
+    """Remove the entries older than the retention period; the purge is logged. Only
+    an auditor of the policy may purge (NotAnAuditor otherwise, the refusal logged)."""
     if years < 1:
         raise ValueError(f"retention of {years} years: must be at least 1")
     now = now if now is not None else clock.now_us()
+    _require_auditor(store, policy, requester, PURGE_KIND, PURGE_TASK, now=now)
     return store.audit_purge(
         retention_cutoff(now, years), requester=requester, task=PURGE_TASK, time=now
     )

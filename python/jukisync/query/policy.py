@@ -32,6 +32,7 @@ from jukisync import configerrors
 
 __all__ = [
     "ALL_KINDS",
+    "Auditor",
     "Basis",
     "Catalogue",
     "CatalogueError",
@@ -202,6 +203,14 @@ class Thresholds(_Section, frozen=True, kw_only=True):
     denials: Positive = 5  # this many refusals in the window
 
 
+class Auditor(_Section, frozen=True, kw_only=True):
+    """Who may read residents' provision histories (`audit disclose`) and purge the
+    log (`audit purge`): the `--requester` of those commands must be one of them."""
+
+    id: RequesterId
+    name: str
+
+
 class Retention(_Section, frozen=True, kw_only=True):
     years: Positive = 5  # provision records are kept 5 years (domain.md)
 
@@ -211,6 +220,7 @@ class PolicyFile(_Section, frozen=True, kw_only=True):
     requesters: list[Requester]
     retention: Retention = Retention()
     anomalies: Thresholds = Thresholds()
+    auditors: list[Auditor] = []
 
 
 class Denial(enum.StrEnum):
@@ -225,6 +235,7 @@ class Denial(enum.StrEnum):
     FIELD_NOT_ALLOWED = "field_not_allowed"
     BATCH_TOO_LARGE = "batch_too_large"
     INVALID_REQUEST = "invalid_request"
+    NOT_AN_AUDITOR = "not_an_auditor"
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -264,6 +275,11 @@ class Policy:
                         f"unknown task {code!r} (not in the catalogue)",
                     )
             self._requesters[r.id] = r
+        self._auditors: dict[str, Auditor] = {}
+        for i, a in enumerate(file.auditors):
+            if a.id in self._auditors:
+                raise GrantError(source, f"auditors[{i}].id", f"auditor {a.id!r} is listed twice")
+            self._auditors[a.id] = a
 
     @property
     def thresholds(self) -> Thresholds:
@@ -278,6 +294,10 @@ class Policy:
 
     def task(self, code: str) -> Task | None:
         return self._tasks.get(code)
+
+    def auditor(self, auditor_id: str) -> Auditor | None:
+        """The auditor `auditor_id`, or None: then it may not disclose nor purge."""
+        return self._auditors.get(auditor_id)
 
     def decide(
         self,
