@@ -410,3 +410,87 @@ def test_only_auditors_disclose_or_purge_and_refusals_are_logged(
     assert store.audit_verify().ok
     del store
     gc.collect()
+
+
+# --- disclosure across a 住民票コード change (issue 11, item 10) ---------------------------------
+
+
+@pytest.mark.parametrize("changes", [1, 2, 3])
+def test_disclosure_follows_code_changes_both_ways(tmp_path: Path, changes: int) -> None:
+    from jukisync.wire.messages import ChangeReason
+
+    reg = Registry(tmp_path)
+    store = reg.open()
+    policy = make_policy(tmp_path / "policy")
+    first = person(YAMAGUCHI_CITY, 1)
+    reg.apply(store, [first, person(YAMAGUCHI_CITY, 2)])
+    codes = [first.juminhyo_code]
+    store.lookup(codes[0], requester="agency-a", task="T-FULL", time=jst(2026, 4, 10))
+    for i in range(changes):
+        new = f"{int(codes[-1]) + 50_000 + i:011d}"
+        change = msgspec.structs.replace(
+            first,
+            juminhyo_code=new,
+            previous_juminhyo_code=codes[-1],
+            reason=ChangeReason.JUMINHYO_CODE_CHANGE,
+            changed_on=dt.date(2026, 5, 1 + i),
+        )
+        reg.apply(store, [change])
+        codes.append(new)
+        store.lookup(new, requester="agency-a", task="T-FULL", time=jst(2026, 6, 1 + i))
+    # someone else's provision is not theirs
+    store.lookup(code(YAMAGUCHI_CITY, 2), requester="agency-a", task="T-FULL", time=jst(2026, 7, 1))
+    expected = [jst(2026, 4, 10)] + [jst(2026, 6, 1 + i) for i in range(changes)]
+    for asked in codes:
+        history = disclose(store, policy, asked, auditor="auditor", now=jst(2026, 8, 1))
+        queries = [p for p in history if p.kind == "code"]
+        assert [p.time for p in queries] == [from_micros(t).isoformat() for t in expected], asked
+        assert sorted(store.codes_of(asked)) == sorted(codes)
+
+
+# --- purge by time, entries out of time order (issue 11, item 11) ------------------------------
+
+
+@given(
+    times=st.lists(st.integers(min_value=2015, max_value=2026), min_size=1, max_size=25),
+    rounds=st.integers(min_value=1, max_value=3),
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_purge_removes_every_old_entry_whatever_the_order_and_still_verifies(
+    tmp_path_factory: pytest.TempPathFactory, times: list[int], rounds: int
+) -> None:
+    directory = tmp_path_factory.mktemp("purge")
+    store = Registry(directory).open()
+    policy = make_policy(directory / "policy")
+    resident = "00000000042"
+    for i, year in enumerate(times):
+        store.audit_log(
+            "code", requester=f"r{i}", task="t", allowed=True, codes=[resident],
+            time=jst(year, 6, 1),
+        )
+    before_purge = store.audit_verify([])
+    checkpoints = [(before_purge.last_id, before_purge.head)]
+    for r in range(rounds):
+        now = jst(2024 + r, 6, 1, 12)
+        cutoff = jst(2019 + r, 6, 1, 12)
+        result = purge(store, policy, years=5, requester="auditor", now=now)
+        left = [e for e in store.audit_entries() if e.kind == "code" and e.requester != "later"]
+        assert all(e.time >= cutoff for e in left), "an old entry outlived retention"
+        assert sorted(e.requester for e in left) == sorted(
+            f"r{i}" for i, y in enumerate(times) if jst(y, 6, 1) >= cutoff
+        )
+        assert all(e.time >= cutoff for e in store.audit_touching(resident) if e.kind == "code")
+        verified = store.audit_verify()
+        assert verified.ok, verified.problems
+        logged = store.audit_entry(result.audit_id)
+        assert logged is not None and logged.kind == "purge" and logged.items == result.purged
+        # another entry after the purge chains on
+        store.audit_log("code", requester="later", task="t", allowed=True, time=now)
+        assert store.audit_verify().ok
+    # a checkpoint of the last entry logged before the purges still holds, unless that
+    # entry itself was purged from the front of the chain
+    last_id, head = checkpoints[0]
+    if last_id >= store.audit_verify().first_id:
+        assert store.audit_verify([(last_id, head)]).ok
+    del store
+    gc.collect()

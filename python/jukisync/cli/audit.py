@@ -125,8 +125,9 @@ The disclosure itself is logged (kind "disclose"), touching the resident's recor
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one provision each.")
 @click.argument("code")
 def disclose(store_path: Path, policy_path: Path, requester: str, as_json: bool, code: str) -> None:
-    """A resident's provision history: when, to whom, for which task (CODE is the
-    current 住民票コード; provisions under a former code are not followed)."""
+    """A resident's provision history: when, to whom, for which task (CODE may be the
+    current 住民票コード or a former one; provisions under every code the resident
+    has had are listed)."""
     if not is_valid_juminhyo_code(code):
         fail("audit disclose", ExitCode.USAGE, f"{code!r} is not a 住民票コード (11 digits)")
     policy = load_policy("audit disclose", policy_path)

@@ -343,12 +343,17 @@ def _require_auditor(
 def disclose(
     store: _core.Store, policy: Policy, code: str, *, auditor: str, now: int | None = None
 ) -> list[Provision]:
-    """The provision history of the record `code` (いつ、どこへ、何のために), oldest
-    first; the disclosure is itself logged as touching that record. Only an auditor
+    """The provision history of the resident of `code` (いつ、どこへ、何のために),
+    oldest first, under every 住民票コード they have had (code changes followed both
+    ways); the disclosure is itself logged as touching those records. Only an auditor
     of the policy may ask (NotAnAuditor otherwise, the refusal logged)."""
     _require_auditor(store, policy, auditor, DISCLOSE_KIND, DISCLOSE_TASK, codes=[code], now=now)
+    # The resident's former and later 住民票コード too: provisions before a code change
+    # were made under the old one.
+    codes = store.codes_of(code)
+    touching = {e.id: e for c in codes for e in store.audit_touching(c)}
     history = []
-    for e in store.audit_touching(code):
+    for e in sorted(touching.values(), key=lambda e: e.id):
         if not e.allowed:
             continue
         requester = policy.requester(e.requester)
@@ -369,7 +374,7 @@ def disclose(
         requester=auditor,
         task=DISCLOSE_TASK,
         allowed=True,
-        codes=[code],
+        codes=codes,
         time=now,
         detail=f"{len(history)} provisions disclosed",
     )

@@ -186,6 +186,9 @@ pub(crate) struct Dbs {
     meta: Db,
     /// The four-item search's name index and its code → keys map (query.rs).
     pub(crate) by_name_text: Db,
+    /// Code changes, new code ‖ old code → (): a resident's former 住民票コード, so
+    /// their provision history can follow them back (reads.rs `former_codes`).
+    pub(crate) former_codes: Db,
     pub(crate) audit: AuditDbs,
 }
 
@@ -249,6 +252,7 @@ impl Store {
             superseded: create("superseded", none)?,
             meta: create("meta", none)?,
             by_name_text: create("by_name_text", DatabaseFlags::DUP_SORT)?,
+            former_codes: create("former_codes", none)?,
             audit: AuditDbs {
                 entries: create("audit", none)?,
                 index: create("audit_index", none)?,
