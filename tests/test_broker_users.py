@@ -48,6 +48,7 @@ class Vhost:
             "agency-a": User(f"agency-a-{suffix}", Role.AGENCY, f"agency-a-{suffix}"),
             "agency-n": User(f"agency-n-{suffix}", Role.AGENCY, f"agency-n-{suffix}"),
             "operator": User(f"ops-{suffix}", Role.OPERATOR, f"ops-{suffix}"),
+            "municipality": User(f"m-{suffix}", Role.MUNICIPALITY, YAMAGUCHI_CITY),
         }
         self.passwords = {u.name: uuid.uuid4().hex for u in self.users.values()}
 
@@ -232,3 +233,42 @@ def test_broker_setup_refuses_a_municipality_that_is_not_an_origin_code() -> Non
     assert result.exit_code == 2
     assert "6-digit" in result.output
 
+
+
+async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) -> None:
+    """The patterns are not only tight but sufficient: a municipality publishes and
+    takes resend requests, a centre consumes its prefecture and forwards, national
+    consumes the forwards, and each declares the topology it declares at start."""
+    from jukisync.tier.daemon import national_queue_name
+    from jukisync.transport.amqp import AmqpOptions, AmqpTransport, bundle_queue_name
+    from jukisync.transport.base import ResendRequest
+
+    options = AmqpOptions(queue_type="classic", connect_timeout_s=30)
+    transports = {
+        role: AmqpTransport(vhost.url(role), name=f"pytest roles {role}", options=options)
+        for role in ("municipality", "centre", "national")
+    }
+    centre_queue = bundle_queue_name("centre-a", ["35"])
+    national_queue = national_queue_name(NODE)
+    try:
+        for t in transports.values():
+            await t.connect(timeout=30)
+        await transports["centre"].declare_bundle_queue(centre_queue, ["35"])
+        await transports["national"].declare_forward_queue(national_queue)
+        await transports["municipality"].declare_control_queue(YAMAGUCHI_CITY)
+        await transports["municipality"].publish_bundle(YAMAGUCHI_CITY, b"bundle")
+        await transports["centre"].publish_forward(YAMAGUCHI_CITY, b"forward")
+        resend = ResendRequest(origin=YAMAGUCHI_CITY, from_seq=1, requester="centre-a")
+        await transports["centre"].request_resend(resend)
+        for transport, consume in (
+            (transports["centre"], lambda t: t.consume_bundles(centre_queue, ["35"])),
+            (transports["national"], lambda t: t.consume_forwards(national_queue)),
+            (transports["municipality"], lambda t: t.consume_control(YAMAGUCHI_CITY)),
+        ):
+            subscription = consume(transport)
+            delivery = await asyncio.wait_for(subscription.__anext__(), 30)
+            await delivery.ack()
+            await subscription.close()
+    finally:
+        for t in transports.values():
+            await t.close()
