@@ -26,8 +26,8 @@ from conftest import AmqpKit
 from externaltools import rabbitmqctl, require_rabbitmqctl, require_tool
 from jukisync.sim.demo import DemoOptions, run_demo
 from jukisync.transport.amqp import (
-    AccessRefused,
     CONTENT_TYPE,
+    AccessRefused,
     AmqpDelivery,
     AmqpOptions,
     AmqpTransport,
@@ -245,7 +245,9 @@ async def test_refused_credentials_or_vhost_fail_at_once_without_the_password(
     """Not "unavailable" after the connect timeout, nor retried for ever under --wait
     (timeout None): AccessRefused (a TopologyError: the operator must fix the config)."""
     url, secret = _refused_urls(broker_url)[case]
-    transport = AmqpTransport(url, name="pytest refused", options=AmqpOptions(connect_timeout_s=600))
+    transport = AmqpTransport(
+        url, name="pytest refused", options=AmqpOptions(connect_timeout_s=600)
+    )
     try:
         with pytest.raises(AccessRefused) as refused:
             await asyncio.wait_for(transport.connect(timeout=timeout), 120)
@@ -254,7 +256,6 @@ async def test_refused_credentials_or_vhost_fail_at_once_without_the_password(
     message = str(refused.value)
     assert "\n" not in message and secret not in message
     assert ("vhost" in message) == (case == 2), message
-
 
 
 def _closed_port() -> int:

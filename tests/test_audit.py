@@ -5,6 +5,7 @@ disclosure and anomalies."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import hashlib
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jukisync.query.audit import (
-    NotAnAuditor,
     JST,
+    NotAnAuditor,
     anomalies,
     disclose,
     era_year,
@@ -382,7 +383,9 @@ def test_anomalies(tmp_path: Path) -> None:
 
 
 @given(requester=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,20}", fullmatch=True))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_only_auditors_disclose_or_purge_and_refusals_are_logged(
     tmp_path_factory: pytest.TempPathFactory, requester: str
 ) -> None:
@@ -390,12 +393,17 @@ def test_only_auditors_disclose_or_purge_and_refusals_are_logged(
     store = Registry(directory).open()
     policy = make_policy(directory / "policy")
     resident = "00000000042"
-    store.audit_log("code", requester="r", task="t", allowed=True, codes=[resident], time=jst(2015, 1, 1))
+    store.audit_log(
+        "code", requester="r", task="t", allowed=True, codes=[resident], time=jst(2015, 1, 1)
+    )
     is_auditor = requester in ("auditor", "auditor-1")
     now = jst(2026, 6, 1)
     for act, kind in (
-        (lambda: disclose(store, policy, resident, auditor=requester, now=now), "disclose"),
-        (lambda: purge(store, policy, years=5, requester=requester, now=now), "purge"),
+        (
+            functools.partial(disclose, store, policy, resident, auditor=requester, now=now),
+            "disclose",
+        ),
+        (functools.partial(purge, store, policy, years=5, requester=requester, now=now), "purge"),
     ):
         before = store.audit_head()[1]
         if is_auditor:
@@ -455,7 +463,9 @@ def test_disclosure_follows_code_changes_both_ways(tmp_path: Path, changes: int)
     times=st.lists(st.integers(min_value=2015, max_value=2026), min_size=1, max_size=25),
     rounds=st.integers(min_value=1, max_value=3),
 )
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_purge_removes_every_old_entry_whatever_the_order_and_still_verifies(
     tmp_path_factory: pytest.TempPathFactory, times: list[int], rounds: int
 ) -> None:
@@ -465,7 +475,11 @@ def test_purge_removes_every_old_entry_whatever_the_order_and_still_verifies(
     resident = "00000000042"
     for i, year in enumerate(times):
         store.audit_log(
-            "code", requester=f"r{i}", task="t", allowed=True, codes=[resident],
+            "code",
+            requester=f"r{i}",
+            task="t",
+            allowed=True,
+            codes=[resident],
             time=jst(year, 6, 1),
         )
     before_purge = store.audit_verify([])

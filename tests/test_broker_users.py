@@ -234,7 +234,6 @@ def test_broker_setup_refuses_a_municipality_that_is_not_an_origin_code() -> Non
     assert "6-digit" in result.output
 
 
-
 async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) -> None:
     """The patterns are not only tight but sufficient: a municipality publishes and
     takes resend requests, a centre consumes its prefecture and forwards, national

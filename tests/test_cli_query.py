@@ -250,7 +250,11 @@ def test_usage_piped_never_cuts_numbers_or_labels(tmp_path: Path, years: int) ->
     counts = {fy: 1_000_000 + 10_123 * (fy - first) for fy in range(first, first + years)}
     for fy, n in counts.items():
         store.audit_log(
-            "confirm", requester="x", task="T-FULL", allowed=True, items=n,
+            "confirm",
+            requester="x",
+            task="T-FULL",
+            allowed=True,
+            items=n,
             time=fiscal_year_range(fy)[0],
         )
     path = tmp_path / "store"
@@ -260,9 +264,7 @@ def test_usage_piped_never_cuts_numbers_or_labels(tmp_path: Path, years: int) ->
     policy = write_policy(tmp_path / "policy")
     args = ["--store", str(path), "--policy", str(policy)]
     last = first + years - 1
-    status, out = run(
-        "audit", "usage", *args, "--from-year", str(first), "--to-year", str(last)
-    )
+    status, out = run("audit", "usage", *args, "--from-year", str(first), "--to-year", str(last))
     assert status == 0, out
     assert "…" not in out
     for fy, n in counts.items():
@@ -274,7 +276,9 @@ def test_usage_piped_never_cuts_numbers_or_labels(tmp_path: Path, years: int) ->
 
 
 @given(year=st.integers(min_value=-(10**6), max_value=10**6))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_every_year_option_is_bounded(setup: tuple[Path, Path], year: int) -> None:
     store, policy = setup
     base = ["--store", str(store), "--policy", str(policy)]
@@ -304,7 +308,9 @@ def test_a_non_auditor_is_refused_with_exit_6_and_logged(
     assert status == ExitCode.DENIED, out
     assert "not an auditor" in out
     s = _core.Store(
-        str(store), role="national", registry=storedir.load_registry(store),
+        str(store),
+        role="national",
+        registry=storedir.load_registry(store),
         require_attestation=False,
     )
     last = s.audit_entries()[-1]

@@ -24,8 +24,8 @@ from typing import Any
 import aio_pika
 import msgspec
 import pytest
-from yarl import URL
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 from daemonkit import (
     ORIGINS,

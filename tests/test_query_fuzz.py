@@ -63,7 +63,9 @@ _values = st.recursive(
     | st.floats()
     | st.text()
     | st.binary(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 _requestish = st.fixed_dictionaries(

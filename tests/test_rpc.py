@@ -77,7 +77,9 @@ async def test_granted_agency_gets_the_tasks_fields(
     server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
 ) -> None:
     _, namespace = server
-    async with QueryClient(agencies["agency-a"], namespace=namespace, node_users=_node_users(server)) as client:
+    async with QueryClient(
+        agencies["agency-a"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
     assert isinstance(answer, Found), answer
     assert set(answer.records[0]) == {"juminhyo_code", "name", "address", "status"}
@@ -90,7 +92,9 @@ async def test_a_task_not_granted_is_refused_and_logged(
     server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
 ) -> None:
     _, namespace = server
-    async with QueryClient(agencies["agency-n"], namespace=namespace, node_users=_node_users(server)) as client:
+    async with QueryClient(
+        agencies["agency-n"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
     assert isinstance(answer, Denied)
     assert "T-ADDR" in answer.reason
@@ -104,7 +108,9 @@ async def test_spoofing_another_agency_is_stopped_by_the_broker(
     _, namespace = server
     before = len(store.audit_entries())
     victim = URL(agencies["agency-a"]).user
-    async with QueryClient(agencies["agency-n"], namespace=namespace, node_users=_node_users(server)) as client:
+    async with QueryClient(
+        agencies["agency-n"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         with pytest.raises(RpcError, match="refused"):
             await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)), user_id=victim)
     # nothing was answered, and nothing was logged in the victim's name
@@ -115,7 +121,9 @@ async def test_no_service_for_an_unknown_node(
     server: tuple[QueryServer, str], agencies: dict[str, str]
 ) -> None:
     _, namespace = server
-    async with QueryClient(agencies["agency-a"], namespace=namespace, node_users=_node_users(server)) as client:
+    async with QueryClient(
+        agencies["agency-a"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         with pytest.raises(RpcError, match="no query service"):
             await client.ask(ByCode(task="T-ADDR", code="00000000000"), node="nowhere")
 

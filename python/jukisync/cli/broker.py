@@ -98,7 +98,7 @@ as their policy requester id.
     "--passwords",
     "passwords_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML: user = \"password\" (required unless --dry-run).",
+    help='TOML: user = "password" (required unless --dry-run).',
 )
 @click.option("--dry-run", is_flag=True, help="Print the rabbitmqctl commands; change nothing.")
 @click.option("--rabbitmqctl", "tool", default="rabbitmqctl", show_default=True)

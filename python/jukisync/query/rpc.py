@@ -129,9 +129,7 @@ class QueryServer:
             )
         assert self._channel is not None
         await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                answer, correlation_id=message.correlation_id, user_id=self.user_id
-            ),
+            aio_pika.Message(answer, correlation_id=message.correlation_id, user_id=self.user_id),
             routing_key=message.reply_to,
         )
         await message.ack()

@@ -393,7 +393,9 @@ class QueryService:
     def _today(self) -> dt.date:
         """The date in Japan of the service's clock (the day a query is made on)."""
         since_epoch = dt.timedelta(microseconds=self.clock())
-        return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + since_epoch).astimezone(clock_mod.JST).date()
+        return (
+            (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + since_epoch).astimezone(clock_mod.JST).date()
+        )
 
     def _found(self, kind: Kind, result: _core.LookupResult, decision: Decision) -> Found:
         records = [] if result.record is None else [_filtered(result.record, decision)]

@@ -39,8 +39,8 @@ __all__ = [
     "Permissions",
     "Role",
     "User",
-    "plan",
     "permissions",
+    "plan",
     "shown",
 ]
 

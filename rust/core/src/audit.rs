@@ -416,7 +416,9 @@ impl AuditDbs {
         // Every entry older than `before`, by the time index (any id order).
         let mut old: Vec<(u64, u64)> = Vec::new(); // id, time
         let hi = time_key(before, 0);
-        for item in self.index.range(txn, &(Bound::Included(time_key(0, 0).as_slice()), Bound::Excluded(hi.as_slice())))? {
+        for item in
+            self.index.range(txn, &(Bound::Included(time_key(0, 0).as_slice()), Bound::Excluded(hi.as_slice())))?
+        {
             let (k, _) = item?;
             old.push((u64_at(k, 9), u64_at(k, 1)));
         }

@@ -380,7 +380,13 @@ fn purge_keeps_the_rest_verifiable_and_indexes_clean() {
 fn purge_by_time_reaches_entries_logged_out_of_order() {
     let log = log();
     // times: entry 3 is logged late with an old time, entry 5 too
-    for (time, code) in [(1_000, "00000000001"), (3_000, "00000000002"), (500, "00000000003"), (4_000, "00000000002"), (900, "00000000003")] {
+    for (time, code) in [
+        (1_000, "00000000001"),
+        (3_000, "00000000002"),
+        (500, "00000000003"),
+        (4_000, "00000000002"),
+        (900, "00000000003"),
+    ] {
         log.append(time, &[code]);
     }
     let before_purge = log.verify();
