@@ -505,3 +505,14 @@ def test_refused_login_or_vhost_is_a_config_error_at_once(
         [reason] = [line for line in done.stderr.splitlines() if line.startswith("jukisync run:")]
         assert case in reason, reason
         assert secret not in done.stderr and f":{base.password}@" not in done.stderr
+    # A publisher too (it would retry for ever without --timeout): exit 3, lines kept.
+    if wait:
+        return
+    origin = ORIGINS[0]
+    text = net.configs[origin].read_text()
+    config = net.root / "refused-publisher.toml"
+    config.write_text(text.replace(net.url, str(base.with_password(secret))))
+    data = write_updates(net.root / "refused.jsonl", synthetic_updates(5, 0, seed=9))
+    done = net.cli("publish", "--config", str(config), "--skip-others", str(data), check=False)
+    assert done.returncode == 3, done.stderr
+    assert "login" in done.stderr and secret not in done.stderr

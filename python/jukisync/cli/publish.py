@@ -46,7 +46,8 @@ from jukisync.publisher.input import BadLine, read_updates
 from jukisync.publisher.node import PublisherFailed, PublisherNode
 from jukisync.publisher.origin import Publisher, PublisherError
 from jukisync.publisher.outbox import OutboxError
-from jukisync.transport.amqp import AmqpTransport
+from jukisync.transport.amqp import AccessRefused, AmqpTransport, TopologyError
+from jukisync.transport.base import TransportClosed
 from jukisync.trust import keys
 from jukisync.wire.messages import Update
 
@@ -240,6 +241,8 @@ async def _publish(
         broker.url, name=f"jukisync publisher {loaded.origin} pid {os.getpid()}", options=broker
     )
     node = PublisherNode(publisher, transport)  # it knows the transport's message limit
+    # A refused login or vhost (or topology) needs the operator, not a retry for ever.
+    refused = asyncio.ensure_future(_refusal(transport))
     try:
         await node.start()
         for updates, last_line in reader.chunks() if reader is not None else ():
@@ -249,7 +252,7 @@ async def _publish(
             summary.accepted += len(updates)
             node.notify()
             await asyncio.sleep(0)  # let the pump publish while the file is read
-        summary.delivered = await _until_delivered(node, stop, timeout)
+        summary.delivered = await _until_delivered(node, stop, timeout, refused)
         if summary.delivered and follow and not stop.is_set():
             click.echo(
                 f"jukisync {_NAME}: {publisher.origin}: all confirmed; serving resend "
@@ -260,7 +263,11 @@ async def _publish(
     except PublisherFailed as exc:
         click.echo(f"jukisync {_NAME}: {exc}", err=True)
         return int(ExitCode.FAILURE)
+    except AccessRefused as exc:
+        click.echo(f"jukisync {_NAME}: broker: {exc} (the outbox keeps the updates)", err=True)
+        return int(ExitCode.CONFIG)
     finally:
+        refused.cancel()
         await node.stop(graceful=node.failure is None)
         await transport.close()
         summary.published_bundles = node.published
@@ -272,15 +279,37 @@ async def _publish(
     return int(ExitCode.UNAVAILABLE)
 
 
-async def _until_delivered(node: PublisherNode, stop: asyncio.Event, timeout: float | None) -> bool:
+async def _refusal(transport: AmqpTransport) -> None:
+    """Raises AccessRefused once the broker refuses this publisher's login or vhost;
+    otherwise waits until cancelled (a topology conflict is, to a publisher, as good
+    as no broker: the outbox keeps everything)."""
+    with contextlib.suppress(TransportClosed):
+        try:
+            await transport.connect(timeout=None)
+        except AccessRefused:
+            raise
+        except TopologyError:
+            pass
+    await asyncio.Event().wait()
+
+
+async def _until_delivered(
+    node: PublisherNode,
+    stop: asyncio.Event,
+    timeout: float | None,
+    refused: asyncio.Future[None],
+) -> bool:
     """Whether every bundle was confirmed before `stop` or the timeout; raises
-    PublisherFailed if publishing stopped for good."""
+    PublisherFailed if publishing stopped for good, AccessRefused if the broker
+    refuses this publisher's login or vhost."""
     drain = asyncio.ensure_future(node.drain())
     waiter = asyncio.ensure_future(stop.wait())
     try:
         done, _ = await asyncio.wait(
-            [drain, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            [drain, waiter, refused], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
+        if refused in done:
+            refused.result()  # AccessRefused
     finally:
         waiter.cancel()
         if not drain.done():
@@ -309,7 +338,8 @@ Examples:
 Exit codes:
   0    every update accepted and every bundle confirmed by the broker
   1    publishing stopped: a bundle too large for the broker (kept in the outbox)
-  3    bad config or key file, or an outbox of another origin
+  3    bad config or key file, an outbox of another origin, or the broker refused
+       the login or vhost of broker.url (at once; the outbox keeps the updates)
   4    some lines were invalid (the valid ones were published); or --supersedes
        refused because of invalid lines
   5    --supersedes names no bundle of the outbox
