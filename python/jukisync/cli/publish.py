@@ -33,7 +33,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -305,9 +305,8 @@ async def _until_delivered(
     drain = asyncio.ensure_future(node.drain())
     waiter = asyncio.ensure_future(stop.wait())
     try:
-        done, _ = await asyncio.wait(
-            [drain, waiter, refused], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        watched: list[asyncio.Future[Any]] = [drain, waiter, refused]
+        done, _ = await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if refused in done:
             refused.result()  # AccessRefused
     finally:
