@@ -221,3 +221,38 @@ def test_the_shipped_catalogue_dates_j14_1_from_2014() -> None:
     config = Path(__file__).resolve().parent.parent / "config"
     task = load_catalogue(config / "tasks-yamaguchi.toml").task("J14-1")
     assert task is not None and task.enacted == dt.date(2014, 4, 1)
+
+
+@pytest.mark.parametrize(
+    ("file", "key", "typo"),
+    [
+        ("policy", 'tasks = ["T-NUM"]', "taks"),
+        ("policy", "denials = 3", "denails"),
+        ("policy", 'catalogue = "catalogue.toml"', "catalog"),
+        ("catalogue", 'provision = "番号法第9条"', "provisoin"),
+        ("catalogue", "enacted = 2020-04-01", "enactd"),
+        ("catalogue", 'authority = "テスト県"', "authorty"),
+    ],
+)
+def test_an_unknown_policy_or_catalogue_key_suggests_the_meant_one(
+    tmp_path: Path, file: str, key: str, typo: str
+) -> None:
+    from jukisync.query.policy import PolicyError
+
+    name, _, value = key.partition(" = ")
+    catalogue, policy = CATALOGUE, POLICY
+    if file == "policy":
+        assert key in policy
+        policy = policy.replace(key, f"{typo} = {value}", 1)
+    else:
+        assert key in catalogue
+        catalogue = catalogue.replace(key, f"{typo} = {value}", 1)
+    with pytest.raises(PolicyError) as exc:
+        make_policy_from(tmp_path, catalogue, policy)
+    assert f"unknown field `{typo}` (did you mean `{name}`?)" in str(exc.value)
+
+
+def make_policy_from(directory: Path, catalogue: str, policy: str) -> object:
+    from jukisync.query.policy import load_policy
+
+    return load_policy(write_policy(directory, catalogue, policy))
