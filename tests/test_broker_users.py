@@ -27,7 +27,7 @@ from jukisync.query.rpc import QueryClient, QueryServer, query_queue_name, reply
 from jukisync.query.service import ByCode, Found, QueryService, encode
 from jukisync.transport.base import QUERY_EXCHANGE
 from jukisync.transport.brokerusers import Role, User, plan
-from netkit import YAMAGUCHI_CITY
+from netkit import HAGI, YAMAGUCHI_CITY
 from querykit import Registry, code, make_policy, person
 
 pytestmark = pytest.mark.broker
@@ -271,3 +271,17 @@ async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) ->
     finally:
         for t in transports.values():
             await t.close()
+
+
+async def test_a_municipality_cannot_publish_as_another(vhost: Vhost) -> None:
+    from jukisync.transport.base import UPDATES_EXCHANGE, bundle_key
+
+    connection = await aio_pika.connect(vhost.url("municipality"))
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
+            UPDATES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await exchange.publish(aio_pika.Message(b"bundle"), routing_key=bundle_key(YAMAGUCHI_CITY))
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await exchange.publish(aio_pika.Message(b"bundle"), routing_key=bundle_key(HAGI))

@@ -33,6 +33,7 @@ from jukisync.transport.base import (
     QUERY_EXCHANGE,
     REPLY_PREFIX,
     UPDATES_EXCHANGE,
+    bundle_key,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "permissions",
     "plan",
     "shown",
+    "topic_permissions",
 ]
 
 # An unmatchable pattern: RabbitMQ grants nothing for "^$" (no resource has no name).
@@ -126,6 +128,16 @@ def permissions(user: User, namespace: str = "") -> Permissions:
     return Permissions(configure=_any(dead_queue), write=NOTHING, read=_any(dead_queue))
 
 
+def topic_permissions(user: User, namespace: str = "") -> list[tuple[str, str, str]]:
+    """(exchange, write, read) routing-key patterns on topic exchanges: a municipality
+    may publish only under its own origin's key (`upd.<pref>.<origin>`), so it cannot
+    route bundles as another municipality (whose signature it cannot make anyway)."""
+    if user.role is Role.MUNICIPALITY:
+        key = "^" + re.escape(bundle_key(user.id)) + "$"
+        return [(namespace + UPDATES_EXCHANGE, key, NOTHING)]
+    return []
+
+
 def _check_user(user: User) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", user.name):
         raise ValueError(f"user {user.name!r}: letters, digits and ._@- only (1-64)")
@@ -164,6 +176,10 @@ def plan(
         commands.append(
             ["set_permissions", "-p", vhost, user.name, perms.configure, perms.write, perms.read]
         )
+        for exchange, write, read in topic_permissions(user, namespace):
+            commands.append(
+                ["set_topic_permissions", "-p", vhost, user.name, exchange, write, read]
+            )
     return commands
 
 
