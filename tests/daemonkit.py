@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aio_pika
 import msgspec
 
 from externaltools import close_connection_async, rabbitmqctl
@@ -38,6 +39,7 @@ from jukisync.transport.amqp import (
     QueueType,
     bundle_queue_name,
     control_queue_name,
+    heads_queue_name,
     remove_topology,
 )
 from jukisync.trust import keys
@@ -50,6 +52,11 @@ ORIGINS = (YAMAGUCHI_CITY, UBE, CHIYODA)
 PREFECTURES = ("13", "35")
 MAP_SIZE = 1 << 30
 TIMEOUT = 60.0  # for convergence; generous for a loaded CI machine
+# Heads announced and gaps repaired quickly, so the tests do not wait for defaults.
+REPLICATION = (
+    "announce_interval_s = 0.5\nresend_interval_s = 0.2\nanswer_wait_s = 2.0\n"
+    "max_requests_per_s = 50.0"
+)
 
 
 def jukisync_command() -> list[str]:
@@ -137,6 +144,8 @@ class Net:
         max_bundle_bytes: int = 1 << 20,
         http: bool = False,
         query_policy: Path | None = None,
+        replication: str = REPLICATION,
+        health: str = "",
     ) -> None:
         tag = uuid.uuid4().hex[:8]
         self.root = root
@@ -148,6 +157,8 @@ class Net:
         self.procs: dict[str, Proc] = {}
         self.ports: dict[str, int] = {}
         self._stores: dict[str, _core.Store] = {}
+        self.replication = replication
+        self.health = health
         self._make_keys()
         self.configs: dict[str, Path] = {}
         for centre in self.centres:
@@ -206,6 +217,9 @@ class Net:
         text += f'[http]\nlisten = "127.0.0.1"\nport = {port}\n\n'
         text += f"[limits]\nmax_bundle_bytes = {max_bundle_bytes}\nmap_size = {MAP_SIZE}\n"
         text += "max_batch = 32\n"
+        text += f"\n[replication]\n{self.replication}\n"
+        if self.health:
+            text += f"\n[health]\n{self.health}\n"
         path = self.root / f"{name}.toml"
         path.write_text(text)
         return path
@@ -217,7 +231,8 @@ class Net:
             f'role = "municipality"\norigin = "{origin}"\n'
             f'signing_key = "keys/{origin}-k1.key.json"\noutbox = "data/outbox-{origin}"\n'
             f"max_updates = {max_updates}\nlinger_s = {linger_s}\n"
-            f"max_bundle_bytes = {max_bundle_bytes}\n\n" + self._broker_section()
+            f"max_bundle_bytes = {max_bundle_bytes}\nannounce_interval_s = 0.5\n\n"
+            + self._broker_section()
         )
         path = self.root / f"muni-{origin}.toml"
         path.write_text(text)
@@ -235,10 +250,27 @@ class Net:
         names = [bundle_queue_name(c, PREFECTURES) for c in self.centres]
         names.append(national_queue_name(self.national))
         names += [control_queue_name(o) for o in self.origins]
+        names += [heads_queue_name(n) for n in [*self.centres, self.national]]
         return [self.namespace + n for n in names]
 
+    def purge(self, queue: str) -> int:
+        """Empty a queue (full name without the namespace), as an operator's mistake
+        or a lost broker node would; returns how many messages went."""
+
+        async def purge() -> int:
+            connection = await aio_pika.connect(self.url)
+            try:
+                channel = await connection.channel()
+                underlay = await channel.get_underlay_channel()
+                result = await underlay.queue_purge(self.namespace + queue)
+                return int(result.message_count or 0)
+            finally:
+                await connection.close()
+
+        return asyncio.run(purge())
+
     # --- processes ------------------------------------------------------------------
-    def _spawn(self, key: str, args: list[str]) -> Proc:
+    def _spawn(self, key: str, args: list[str], stdin: int = subprocess.DEVNULL) -> Proc:
         log = self.root / f"{key.replace(' ', '_')}.log"
         handle = log.open("ab")
         handle.write(f"\n=== {' '.join(args)}\n".encode())
@@ -247,7 +279,7 @@ class Net:
             [*jukisync_command(), *args],
             stdout=handle,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             cwd=self.root,
         )
         handle.close()
@@ -273,10 +305,15 @@ class Net:
         )
         assert proc.alive(), f"{name} exited with {proc.popen.returncode}:\n{proc.output()}"
 
-    def publish(self, origin: str, file: Path | str, *extra: str) -> Proc:
+    def publish(
+        self, origin: str, file: Path | str, *extra: str, stdin: int = subprocess.DEVNULL
+    ) -> Proc:
+        """`jukisync publish`; with `stdin=subprocess.PIPE` the test writes its input
+        (`proc.popen.stdin`, FILE '-')."""
         return self._spawn(
             f"publish {origin}",
             ["publish", "--config", str(self.configs[origin]), *extra, str(file)],
+            stdin=stdin,
         )
 
     def publish_all(self, file: Path, *extra: str) -> None:

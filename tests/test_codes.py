@@ -381,3 +381,18 @@ def test_validate_update_uses_registered_juminhyo_check() -> None:
 def test_code_error_is_a_value_error() -> None:
     assert issubclass(CodeError, ValueError)
     assert codes.CodeError is CodeError
+
+
+def test_forbidden_and_kana_sets_over_every_code_point() -> None:
+    """The regexes of the text checks are exactly their definitions: Cc, Cs, Zl, Zp
+    and U+FFFD are forbidden; ァ..ヺ, ー, ・ and the two spaces are katakana."""
+    import unicodedata
+
+    from jukisync.wire.codes import _FORBIDDEN, _NOT_KANA
+
+    for cp in range(0x110000):
+        ch = chr(cp)
+        forbidden = unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"} or ch == "\ufffd"
+        assert bool(_FORBIDDEN.search(ch)) == forbidden, hex(cp)
+        kana = 0x30A1 <= cp <= 0x30FA or ch in "ー・ \u3000"
+        assert bool(_NOT_KANA.search(ch)) != kana, hex(cp)

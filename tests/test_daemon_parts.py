@@ -92,13 +92,13 @@ def test_file_progress_is_kept_with_the_updates_it_covers(tmp_path: Path) -> Non
     policy = BundlePolicy(max_updates=4)
     p = publisher(tmp_path, policy)
     key = b"file:abc"
-    assert p.progress(key) == 0
-    p.add_many([update(ORIGIN, n) for n in range(5)], progress=(key, 7))
-    p.add_many([], progress=(key, 9))  # only bad lines in that chunk
+    assert p.progress(key) is None
+    p.add_many([update(ORIGIN, n) for n in range(5)], progress=(key, b"7"))
+    p.add_many([], progress=(key, b"9"))  # only bad lines in that chunk
     p.close()
     again = Publisher(ORIGIN, _core.generate_signing_key(), "k1", tmp_path / "outbox")
-    assert again.progress(key) == 9 and again.next_seq == 6
-    assert again.progress(b"file:other") == 0
+    assert again.progress(key) == b"9" and again.next_seq == 6
+    assert again.progress(b"file:other") is None
     again.close()
 
 
@@ -248,7 +248,9 @@ async def test_http_endpoint_answers_health_metrics_and_nothing_else(tmp_path: P
         0,
         health=lambda: (healthy[0], {"status": "ok" if healthy[0] else "starting"}),
         metrics=metrics,
-        refresh=lambda: metrics.set_state(up=True, connected=healthy[0], consuming=False),
+        refresh=lambda: metrics.set_state(
+            up=True, connected=healthy[0], consuming=False, reconnects=0
+        ),
     )
     await endpoint.start()
     assert endpoint._server is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import pytest
 
 from jukisync import _core
 from jukisync.publisher.bundling import BundlePolicy, ChainHead, Linger, number, rechain, seal
-from jukisync.publisher.input import BadLine, feed, read_updates
+from jukisync.publisher.feed import Feed
+from jukisync.publisher.input import BadLine, read_updates
 from jukisync.publisher.origin import Publisher, PublisherError
 from jukisync.publisher.outbox import OutboxEntry, OutboxError
 from jukisync.wire.codes import CodeError
@@ -161,6 +161,7 @@ def test_outbox_resumes_after_crash(make: object, key: bytes, clock: FakeClock) 
     p.confirm(p.unconfirmed()[:1])
     # A crash: the process dies without flush or close; the environment is reopened.
     p._outbox._env.close()
+    p._lock.release()  # the kernel drops a dead process's flock
     q = make()  # type: ignore[operator]
     assert q.next_seq == 6 and q.open_count == 2
     assert [(e.first_seq, e.last_seq) for e in q.unconfirmed()] == []  # 1-3 was confirmed
@@ -225,7 +226,7 @@ def test_reissue_supersedes_and_rechains(make: object, key: bytes) -> None:
 # --- the update file reader ------------------------------------------------------------
 
 
-def test_file_reader_reports_bad_lines_and_keeps_the_rest(make: object) -> None:
+def test_file_reader_reports_bad_lines_and_keeps_the_rest(make: object, tmp_path: Path) -> None:
     good = [update(ORIGIN, i) for i in range(4)]
     bad_digit = msgspec.structs.replace(good[1], kojin_bango="983205673210")
     lines = [
@@ -248,7 +249,10 @@ def test_file_reader_reports_bad_lines_and_keeps_the_rest(make: object) -> None:
 
     p = make(max_updates=10)  # type: ignore[operator]
     seen: list[BadLine] = []
-    text = io.StringIO("\n".join(line.decode() for line in lines))
-    report = feed(text, p.add_many, chunk=1, on_bad=seen.append)
-    assert report.accepted == 2 and report.bad == seen == bad
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"\n".join(lines))
+    feed = Feed(p, str(data), chunk=1, on_bad=seen.append)
+    for _ in feed.batches():
+        pass
+    assert feed.report.accepted == 2 and feed.report.invalid == 3 and seen == bad
     assert p.next_seq == 3  # the file's seq values were not trusted

@@ -112,6 +112,11 @@ class ApplyResult:
     def released(self) -> int:
         """Bundles of the same origin applied from pending after this one."""
 
+    @property
+    def pending_rejected(self) -> ApplyResult | None:
+        """A bundle taken from pending after this one and rejected there (quarantined;
+        a halt stops its origin), or None."""
+
 @final
 class Record:
     """One identity record. Fields are converted to Python objects on access."""

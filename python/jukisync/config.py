@@ -26,11 +26,13 @@ __all__ = [
     "AggregatorConfig",
     "BrokerConfig",
     "ConfigError",
+    "HealthConfig",
     "HttpConfig",
     "MunicipalityConfig",
     "NationalConfig",
     "NodeConfigFile",
     "QueryServiceConfig",
+    "ReplicationConfig",
     "TrustConfig",
     "load",
 ]
@@ -49,6 +51,7 @@ class ConfigError(Exception):
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Prefecture = Annotated[str, msgspec.Meta(pattern=r"^(0[1-9]|[1-3][0-9]|4[0-7])$")]
 NodeId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 
@@ -89,6 +92,35 @@ class HttpConfig(_Section, frozen=True, kw_only=True):
     port: Port = 9464
 
 
+class ReplicationConfig(_Section, frozen=True, kw_only=True):
+    """Knowing and repairing divergence (DESIGN.md §3a): head announcements heard on
+    the node's `jukisync.heads.<id>` queue; an aggregator relays the heads it holds
+    every `announce_interval_s`. Every `resend_interval_s` the node compares its heads
+    with the announced ones and asks for what it lacks (the origin, after
+    `answer_wait_s` without an answer the twin centre; national: the centres), at most
+    `repair_max_bundles` bundles per request and `max_requests_per_s` overall."""
+
+    announce_interval_s: Seconds = 10.0
+    resend_interval_s: Seconds = 1.0
+    answer_wait_s: Seconds = 5.0
+    repair_max_bundles: Positive = 256
+    max_requests_per_s: Seconds = 20.0
+
+
+class HealthConfig(_Section, frozen=True, kw_only=True):
+    """When `/healthz` says `degraded` (HTTP 503): an origin halted, behind its
+    announced head by more than `max_lag_seqs` sequence numbers or `max_lag_s`
+    seconds, or bundles in pending while its head has not moved for
+    `pending_stuck_s` seconds; and for `settle_s` after it began hearing heads
+    (default: two `replication.announce_interval_s`), since until a round of
+    announcements came in it cannot know what exists."""
+
+    max_lag_seqs: NonNegative = 1000
+    max_lag_s: Seconds = 60.0
+    pending_stuck_s: Seconds = 60.0
+    settle_s: Seconds | None = None
+
+
 class _StoreLimits(_Section, frozen=True, kw_only=True):
     max_bundle_bytes: Positive = 8 << 20
     pending_limit: Positive = 10_000
@@ -105,6 +137,8 @@ class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=Tru
     broker: BrokerConfig = BrokerConfig()
     http: HttpConfig = HttpConfig()
     limits: _StoreLimits = _StoreLimits()
+    replication: ReplicationConfig = ReplicationConfig()
+    health: HealthConfig = HealthConfig()
     query: QueryServiceConfig | None = None
 
     def __post_init__(self) -> None:
@@ -121,6 +155,8 @@ class NationalConfig(_Section, tag="national", tag_field="role", kw_only=True, f
     broker: BrokerConfig = BrokerConfig()
     http: HttpConfig = HttpConfig()
     limits: _StoreLimits = _StoreLimits()
+    replication: ReplicationConfig = ReplicationConfig()
+    health: HealthConfig = HealthConfig()
     query: QueryServiceConfig | None = None
 
 
@@ -136,6 +172,9 @@ class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only
     # limits.max_bundle_bytes.
     max_bundle_bytes: Annotated[int, msgspec.Meta(ge=8192)] = 8 << 20
     retain_confirmed: Positive = 100_000
+    # The signed confirmed head goes to `jukisync.heads` at start, after each
+    # confirmed batch and every this many seconds while the publisher runs.
+    announce_interval_s: Seconds = 10.0
 
     def __post_init__(self) -> None:
         if not codes.is_valid_local_government_code(self.origin):

@@ -58,6 +58,8 @@ def hold(directory: str | os.PathLike[str], name: str, what: str) -> DirectoryLo
         with contextlib.suppress(OSError, ValueError):
             holder = os.pread(fd, 32, 0).decode().strip()
         os.close(fd)
+        if holder == str(os.getpid()):
+            raise LockHeld(f"{what} {directory} is already open in this process") from None
         who = f" (pid {holder})" if holder.isdigit() else ""
         raise LockHeld(f"{what} {directory} is in use by another process{who}") from None
     except BaseException:

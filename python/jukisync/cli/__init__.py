@@ -22,6 +22,7 @@ _SUBCOMMANDS = [
     "status",
     "run",
     "publish",
+    "outbox",
     "search",
     "confirm",
     "audit",

@@ -3,17 +3,22 @@
 Reads JSON lines of updates (the `jukisync gen` format), accepts the valid ones into
 the durable outbox (numbered, bundled, signed), publishes them over RabbitMQ with
 publisher confirms, serves the centres' resend requests meanwhile, and exits once
-every bundle is confirmed (`--follow`: keep serving until SIGTERM).
+every bundle is confirmed. `--follow` streams: FILE is watched for appended lines,
+stdin ('-') is read until it closes, and resend requests are served until SIGTERM.
+The input is read off the event loop (`jukisync.publisher.feed`), so publishing,
+confirms and reconnects go on while it waits for lines; linger cuts the bundles.
 
 - Invalid lines are reported on stderr as `FILE:LINE: what is wrong` and skipped; the
   valid ones are published all the same, and the exit code is then INPUT (4).
 - Store-and-forward: the file is accepted into the outbox whether or not the broker
   is up; while it is down, publishing retries until it returns (`--timeout` bounds
   the wait: exit UNAVAILABLE, the outbox keeps everything for the next run).
-- Crash-safe input: how far the file got is recorded in the outbox with the updates
-  it accepted, in the same transaction. Run the same file again after a crash and
-  it goes on after the last accepted line: nothing is lost, nothing is numbered
-  twice. An empty file (or `/dev/null`) only delivers what the outbox holds.
+- Crash-safe, append-only input: how far the file got (byte offset, line, hash of
+  the bytes consumed) is recorded in the outbox with the updates it accepted, in the
+  same transaction. Run the same file again after a crash, or after lines were
+  appended, and it goes on after the last accepted line: nothing is lost, nothing is
+  numbered twice. A file whose beginning changed is refused (exit 4). An empty file
+  (or `/dev/null`) only delivers what the outbox holds.
 - `--supersedes HASH`: after an operator dropped a halting bundle at the centres
   (`jukisync quarantine drop` prints its hash), the updates of FILE replace it in the
   chain (`Publisher.reissue`) and the origin resumes.
@@ -23,14 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import itertools
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,28 +40,26 @@ from typing import Any, NoReturn
 import click
 
 from jukisync import config as node_config
-from jukisync import lockfile
+from jukisync import lockfile, logs
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
-from jukisync.publisher.bundling import BundlePolicy
-from jukisync.publisher.input import BadLine, read_updates
+from jukisync.publisher.configured import (
+    PublisherConfigError,
+    load_config,
+    open_configured,
+    transport_for,
+)
+from jukisync.publisher.feed import STDIN, Feed, FeedError, FeedReport
+from jukisync.publisher.input import BadLine, input_schema
 from jukisync.publisher.node import PublisherFailed, PublisherNode
 from jukisync.publisher.origin import Publisher, PublisherError
-from jukisync.publisher.outbox import OutboxError
 from jukisync.transport.amqp import AccessRefused, AmqpTransport, TopologyError
 from jukisync.transport.base import TransportClosed
-from jukisync.trust import keys
-from jukisync.wire.messages import Update
 
-__all__ = ["ATTESTATION_ROOM", "command"]
+__all__ = ["command"]
 
 _NAME = "publish"
-_CHUNK = 1000  # updates accepted per outbox transaction
 _MAX_REPORTED = 1000  # invalid lines listed one by one; the rest are only counted
-LOCK_FILE = "publisher.lock"
-# Bytes kept free under the limits for what the centres add to a bundle on its way
-# (one attestation is about 250 bytes).
-ATTESTATION_ROOM = 1024
 
 log = logging.getLogger("jukisync.publish")
 
@@ -80,123 +80,45 @@ class Summary:
     delivered: bool = False
     invalid_lines: list[int] = field(default_factory=list)
 
+    def take(self, report: FeedReport) -> None:
+        self.accepted = report.accepted
+        self.invalid = report.invalid
+        self.skipped_other_origins = report.skipped_other_origins
+        self.resumed_after_line = report.resumed_after_line
+
 
 def _die(code: ExitCode, message: str) -> NoReturn:
     fail(_NAME, code, message)
 
 
-def _lines(path: str) -> Iterator[bytes]:
-    if path == "-":
-        yield from sys.stdin.buffer
-        return
-    with open(path, "rb") as f:
-        yield from f
+class _BadLines:
+    """Reports invalid lines as `FILE:LINE: reason` on stderr (the first
+    `_MAX_REPORTED`; then only counts them)."""
 
-
-def _file_key(path: str) -> bytes | None:
-    """The key under which the outbox records how far this file's content got (None
-    for stdin: a stream cannot be recognised when it comes again)."""
-    if path == "-":
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return b"file:" + digest.digest()
-
-
-class _Reader:
-    """The valid updates of a file, for this origin, in chunks; bad lines reported."""
-
-    def __init__(
-        self, path: str, publisher: Publisher, skip_others: bool, summary: Summary, start: int
-    ) -> None:
+    def __init__(self, path: str, summary: Summary) -> None:
         self.path = path
-        self.publisher = publisher
-        self.skip_others = skip_others
         self.summary = summary
-        self.start = start
-        self.last_line = start
+        self.seen = 0
 
-    def _bad(self, bad: BadLine) -> None:
-        summary = self.summary
-        summary.invalid += 1
-        if summary.invalid <= _MAX_REPORTED:
-            summary.invalid_lines.append(bad.line_no)
+    def __call__(self, bad: BadLine) -> None:
+        self.seen += 1
+        if self.seen <= _MAX_REPORTED:
+            self.summary.invalid_lines.append(bad.line_no)
             click.echo(f"jukisync {_NAME}: {self.path}:{bad.line_no}: {bad.error}", err=True)
-        elif summary.invalid == _MAX_REPORTED + 1:
+        elif self.seen == _MAX_REPORTED + 1:
             click.echo(
                 f"jukisync {_NAME}: {self.path}: more invalid lines; only counted from here",
                 err=True,
             )
 
-    def chunks(self) -> Iterator[tuple[list[Update], int]]:
-        """(valid updates, last line number read) per chunk of at most _CHUNK updates."""
-        origin = self.publisher.origin
-        lines = itertools.islice(_lines(self.path), self.start, None)
-        batch: list[Update] = []
-        for item in read_updates(lines, self.publisher.validate):
-            if isinstance(item, BadLine):
-                item = BadLine(item.line_no + self.start, item.error)
-                self.last_line = item.line_no
-                self._bad(item)
-                continue
-            line_no, update = item[0] + self.start, item[1]
-            self.last_line = line_no
-            if update.municipality != origin:
-                if self.skip_others:
-                    self.summary.skipped_other_origins += 1
-                else:
-                    self._bad(
-                        BadLine(
-                            line_no,
-                            f"municipality {update.municipality} is not this publisher's "
-                            f"origin {origin} (--skip-others to skip such lines)",
-                        )
-                    )
-                continue
-            batch.append(update)
-            if len(batch) >= _CHUNK:
-                yield batch, line_no
-                batch = []
-        yield batch, self.last_line
 
-
-def _open_publisher(loaded: node_config.MunicipalityConfig) -> Publisher:
-    try:
-        pair = keys.load(loaded.signing_key)
-    except keys.KeyFileError as exc:
-        _die(ExitCode.CONFIG, f"signing_key: {exc}")
-    if pair.owner != loaded.origin:
-        _die(
-            ExitCode.CONFIG,
-            f"signing_key: {loaded.signing_key} belongs to {pair.owner!r}, "
-            f"not to origin {loaded.origin}",
-        )
-    limit = min(loaded.max_bundle_bytes, loaded.broker.max_message_bytes) - ATTESTATION_ROOM
-    try:
-        policy = BundlePolicy(loaded.max_updates, loaded.linger_s, max_bytes=limit)
-    except ValueError as exc:
-        _die(ExitCode.CONFIG, f"max_bundle_bytes / broker.max_message_bytes: {exc}")
-    try:
-        return Publisher(
-            loaded.origin,
-            pair.secret,
-            pair.key_id,
-            loaded.outbox,
-            policy=policy,
-            retain_confirmed=loaded.retain_confirmed,
-        )
-    except (OutboxError, OSError) as exc:
-        _die(ExitCode.CONFIG, f"outbox: {exc}")
-
-
-def _reissue(publisher: Publisher, reader: _Reader, dropped: bytes, summary: Summary) -> None:
+def _reissue(publisher: Publisher, feed: Feed, dropped: bytes, summary: Summary) -> None:
     """All valid lines of the file make the replacement; any invalid one refuses it."""
-    updates = [u for chunk, _ in reader.chunks() for u in chunk]
+    updates, bad = feed.updates()
     summary.accepted = len(updates)
-    if summary.invalid:
-        _die(ExitCode.INPUT, f"{summary.invalid} invalid lines: nothing re-issued")
+    summary.invalid = len(bad)
+    if bad:
+        _die(ExitCode.INPUT, f"{len(bad)} invalid lines: nothing re-issued")
     try:
         entries = publisher.reissue(dropped, updates)
     except PublisherError as exc:
@@ -212,15 +134,14 @@ def _reissue(publisher: Publisher, reader: _Reader, dropped: bytes, summary: Sum
 async def _publish(
     loaded: node_config.MunicipalityConfig,
     publisher: Publisher,
-    reader: _Reader | None,
-    key: bytes | None,
+    feed: Feed | None,
     summary: Summary,
     *,
     follow: bool,
     timeout: float | None,
 ) -> int:
-    """Feed the file (if any) into the outbox while publishing; until all is confirmed
-    (and with `follow` until a signal). Returns the exit code."""
+    """Feed the input (if any) into the outbox while publishing; until all is
+    confirmed (and with `follow` until a signal). Returns the exit code."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     stopped_by: list[int] = []
@@ -236,24 +157,25 @@ async def _publish(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
 
-    broker = loaded.broker
-    transport = AmqpTransport(
-        broker.url, name=f"jukisync publisher {loaded.origin} pid {os.getpid()}", options=broker
-    )
-    node = PublisherNode(publisher, transport)  # it knows the transport's message limit
-    # A refused login or vhost (or topology) needs the operator, not a retry for ever.
+    transport = transport_for(loaded)
+    # It knows the transport's message limit.
+    node = PublisherNode(publisher, transport, announce_s=loaded.announce_interval_s)
+    # A refused login or vhost needs the operator, not a retry for ever.
     refused = asyncio.ensure_future(_refusal(transport))
     try:
         await node.start()
-        for updates, last_line in reader.chunks() if reader is not None else ():
-            if stop.is_set():
-                break
-            publisher.add_many(updates, progress=None if key is None else (key, last_line))
-            summary.accepted += len(updates)
-            node.notify()
-            await asyncio.sleep(0)  # let the pump publish while the file is read
+        if feed is not None:
+            try:
+                # The input is read in a thread: the pump publishes, confirms and
+                # reconnects while the feed waits for lines.
+                summary.take(await feed.run(node.notify, stop))
+            except FeedError as exc:
+                summary.take(feed.report)
+                click.echo(f"jukisync {_NAME}: {exc}", err=True)
+                return int(ExitCode.INPUT)
         summary.delivered = await _until_delivered(node, stop, timeout, refused)
-        if summary.delivered and follow and not stop.is_set():
+        # A followed file has no end but a signal; a stream ends when it closes.
+        if summary.delivered and follow and summary.file != STDIN and not stop.is_set():
             click.echo(
                 f"jukisync {_NAME}: {publisher.origin}: all confirmed; serving resend "
                 "requests until SIGTERM",
@@ -275,6 +197,8 @@ async def _publish(
     if summary.delivered:
         return int(ExitCode.OK)
     if stopped_by:
+        if follow and not publisher.unconfirmed_count() and not publisher.open_count:
+            return int(ExitCode.OK)  # a followed input ends with a signal
         return 128 + stopped_by[0]
     return int(ExitCode.UNAVAILABLE)
 
@@ -323,6 +247,12 @@ async def _until_delivered(
     return True
 
 
+def _print_schema(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(json.dumps(input_schema(), ensure_ascii=False, indent=2))
+        ctx.exit(0)
+
+
 @click.command(
     _NAME,
     epilog="""\b
@@ -332,6 +262,13 @@ Examples:
   jukisync publish --config config/municipality.toml --skip-others all.jsonl
   jukisync publish --config config/municipality.toml /dev/null   # deliver the outbox
   jukisync publish --config config/municipality.toml --supersedes 3fa2...e9 fixed.jsonl
+  tail -F /var/log/cs/changes.jsonl | jukisync publish --config m.toml --follow -
+  jukisync publish --config config/municipality.toml --follow changes.jsonl  # appended lines
+
+\b
+Input: one JSON object per line, fields as in docs/update.schema.json (`seq` is
+ignored: the publisher numbers updates). A line that is not UTF-8, not JSON or not a
+valid update is reported as FILE:LINE: reason and skipped.
 
 \b
 Exit codes:
@@ -339,12 +276,14 @@ Exit codes:
   1    publishing stopped: a bundle too large for the broker (kept in the outbox)
   3    bad config or key file, an outbox of another origin, or the broker refused
        the login or vhost of broker.url (at once; the outbox keeps the updates)
-  4    some lines were invalid (the valid ones were published); or --supersedes
-       refused because of invalid lines
+  4    some lines were invalid (the valid ones were published); FILE was rewritten
+       since it was published (not appended to); or --supersedes refused because
+       of invalid lines
   5    --supersedes names no bundle of the outbox
   7    not all confirmed within --timeout (kept in the outbox), or the outbox is in
        use by another publisher
-  130  (SIGINT) / 143 (SIGTERM) before everything was confirmed (kept in the outbox)
+  130  (SIGINT) / 143 (SIGTERM) before everything was confirmed (kept in the outbox);
+       with --follow a signal is the normal end: 0 once everything is confirmed
 """,
 )
 @click.option(
@@ -354,6 +293,14 @@ Exit codes:
     type=click.Path(dir_okay=False, path_type=Path),
     help='Municipality config (role = "municipality").',
 )
+@click.option(
+    "--print-schema",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_print_schema,
+    help="Print the JSON Schema of an input line (docs/update.schema.json) and exit.",
+)
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @click.option(
     "--skip-others",
@@ -361,7 +308,12 @@ Exit codes:
     help="Skip (and count) lines of other municipalities instead of reporting them as "
     "invalid, so one generated file can feed every municipality's publisher.",
 )
-@click.option("--follow", is_flag=True, help="After delivering, keep serving resend requests.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Stream: publish lines as they come. FILE: lines appended to it, serving resend "
+    "requests, until SIGTERM/SIGINT; '-': stdin until it closes (then deliver and exit).",
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -403,15 +355,9 @@ def command(
     exits when every bundle is confirmed.
     """
     try:
-        loaded = node_config.load(config_path)
-    except node_config.ConfigError as exc:
+        loaded = load_config(config_path)
+    except PublisherConfigError as exc:
         _die(ExitCode.CONFIG, str(exc))
-    if not isinstance(loaded, node_config.MunicipalityConfig):
-        _die(
-            ExitCode.CONFIG,
-            f"{config_path}: role is {type(loaded).__name__.removesuffix('Config').lower()}; "
-            "publish needs a municipality config",
-        )
     dropped: bytes | None = None
     if supersedes is not None:
         try:
@@ -420,29 +366,30 @@ def command(
             dropped = b""
         if len(dropped) != 32:
             raise click.BadParameter("a bundle hash is 64 hex digits", param_hint="--supersedes")
-    if file != "-" and (not Path(file).exists() or Path(file).is_dir()):
+        if follow:
+            raise click.BadParameter("not with --follow", param_hint="--supersedes")
+    if file != STDIN and (not Path(file).exists() or Path(file).is_dir()):
         _die(ExitCode.NOT_FOUND, f"{file}: no such file")
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the transport reports losses
-    logging.getLogger("aio_pika").setLevel(logging.CRITICAL)
+    logs.configure(log_level)
 
     try:
-        lock = lockfile.hold(loaded.outbox, LOCK_FILE, "outbox")
+        publisher = open_configured(loaded)
+    except PublisherConfigError as exc:
+        _die(ExitCode.CONFIG, str(exc))
     except lockfile.LockHeld as exc:
         _die(ExitCode.UNAVAILABLE, str(exc))
-    except OSError as exc:
-        _die(ExitCode.CONFIG, f"outbox: {loaded.outbox}: {exc.strerror or exc}")
-    with lock:
-        code = _run(loaded, file, skip_others, follow, timeout, dropped, no_resume, as_json)
+    try:
+        code = _run(
+            loaded, publisher, file, skip_others, follow, timeout, dropped, no_resume, as_json
+        )
+    finally:
+        publisher.close()
     sys.exit(code)
 
 
 def _run(
     loaded: node_config.MunicipalityConfig,
+    publisher: Publisher,
     file: str,
     skip_others: bool,
     follow: bool,
@@ -453,32 +400,38 @@ def _run(
 ) -> int:
     import uvloop
 
-    publisher = _open_publisher(loaded)
     summary = Summary(origin=loaded.origin, file=file)
+    on_bad = _BadLines(file, summary)
     try:
-        key = None if dropped is not None else _file_key(file)
-        start = 0 if key is None or no_resume else publisher.progress(key)
-        if start:
-            summary.resumed_after_line = start
-            click.echo(
-                f"jukisync {_NAME}: {file}: lines 1-{start} were accepted before "
-                "(same content); going on after them",
-                err=True,
-            )
-        reader: _Reader | None = _Reader(file, publisher, skip_others, summary, start)
+        feed: Feed | None = Feed(
+            publisher,
+            file,
+            follow=follow,
+            skip_others=skip_others,
+            resume=not no_resume and dropped is None,
+            on_bad=on_bad,
+        )
+    except FeedError as exc:
+        _die(ExitCode.INPUT, str(exc))
+    assert feed is not None
+    if feed.report.resumed_after_line:
+        summary.resumed_after_line = feed.report.resumed_after_line
+        click.echo(
+            f"jukisync {_NAME}: {file}: lines 1-{feed.report.resumed_after_line} were "
+            "accepted before; going on after them",
+            err=True,
+        )
+    try:
         if dropped is not None:
-            assert reader is not None
-            _reissue(publisher, reader, dropped, summary)
-            reader = None
+            _reissue(publisher, feed, dropped, summary)
+            feed = None
         code = uvloop.run(
-            _publish(loaded, publisher, reader, key, summary, follow=follow, timeout=timeout)
+            _publish(loaded, publisher, feed, summary, follow=follow, timeout=timeout)
         )
         summary.head_seq = publisher.head.last_seq
         summary.unconfirmed = publisher.unconfirmed_count()
     except OSError as exc:
         _die(ExitCode.INPUT, f"{file}: {exc.strerror or exc}")
-    finally:
-        publisher.close()
     _report(summary, as_json)
     if code == ExitCode.OK and summary.invalid:
         return int(ExitCode.INPUT)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from jukisync import config as node_config
+from jukisync import logs
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
 
@@ -27,6 +28,7 @@ _LEVELS = ["debug", "info", "warning", "error"]
 Examples:
   jukisync run --config config/aggregator.toml
   jukisync run --config config/national.toml --wait      # start before the broker
+  jukisync run --config config/aggregator.toml --log-format json 2>> centre.jsonl
   curl -s localhost:9464/healthz; curl -s localhost:9464/metrics
 
 \b
@@ -59,7 +61,15 @@ Exit codes:
     show_default=True,
     help="Diagnostics on stderr.",
 )
-def command(config_path: Path, wait: bool, log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default="text",
+    show_default=True,
+    help="text, or json: one object per line (time with offset, level, logger, message) "
+    "for log shippers.",
+)
+def command(config_path: Path, wait: bool, log_level: str, log_format: logs.LogFormat) -> None:
     """Run an aggregation centre or the national node over RabbitMQ until SIGTERM.
 
     An aggregator consumes its prefectures' bundles, verifies and applies them,
@@ -78,13 +88,7 @@ def command(config_path: Path, wait: bool, log_level: str) -> None:
             ExitCode.CONFIG,
             f"{config_path}: role is municipality; use `jukisync publish --config` for it",
         )
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the transport reports losses
-    logging.getLogger("aio_pika").setLevel(logging.CRITICAL)
+    logs.configure(log_level, log_format)
 
     import uvloop  # only for this command: the others need no event loop of their own
     from prometheus_client import disable_created_metrics

@@ -32,6 +32,7 @@ from jukisync.transport.base import (
     Transport,
     TransportUnavailable,
     decode_resend,
+    head_key,
 )
 
 __all__ = ["PublisherFailed", "PublisherNode"]
@@ -53,6 +54,8 @@ class PublisherNode:
         window: int = 64,
         retry_s: float = 0.2,
         max_message_bytes: int | None = None,
+        announce_s: float | None = 10.0,
+        max_resend: int = 1000,
     ) -> None:
         self.publisher = publisher
         self.transport = transport
@@ -66,6 +69,10 @@ class PublisherNode:
         self.published = 0  # bundles confirmed by the transport
         self.published_updates = 0  # updates in those bundles
         self.resent = 0  # bundles published again on request
+        self.announce_s = announce_s  # None: no head announcements
+        self.max_resend = max_resend  # bundles served per resend request at most
+        self.announced = 0  # head announcements some tier heard
+        self._announce_wake = asyncio.Event()
         self.failure: PublisherFailed | None = None
         self.unavailable = False  # the last publish attempt found the broker unavailable
         self._wake = asyncio.Event()
@@ -88,6 +95,8 @@ class PublisherNode:
         self._control = self.transport.consume_control(self.origin)
         self._spawn("pump", self._pump())
         self._spawn("control", self._serve_control(self._control))
+        if self.announce_s is not None:
+            self._spawn("announce", self._announce_loop(self.announce_s))
         self._wake.set()  # bundles left unconfirmed before a restart go out first
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
@@ -193,6 +202,7 @@ class PublisherNode:
             done = [e for e, r in zip(entries, results, strict=True) if r is None]
             if done:
                 self.publisher.confirm(done)
+                self._announce_wake.set()
                 self.published += len(done)
                 self.published_updates += sum(e.last_seq - e.first_seq + 1 for e in done)
             for entry, result in zip(entries, results, strict=True):
@@ -201,6 +211,28 @@ class PublisherNode:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result  # TransportUnavailable: retried; anything else: a bug
+
+    # --- head announcements ------------------------------------------------------------
+    async def _announce_loop(self, interval_s: float) -> None:
+        """At start, every `interval_s`, and after each confirmed batch: the signed
+        confirmed head, so a tier that missed bundles learns it without new traffic."""
+        while True:
+            self._announce_wake.clear()
+            await self.announce()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._announce_wake.wait(), timeout=interval_s)
+
+    async def announce(self) -> bool:
+        """Publish the head announcement now; False if nobody could hear it."""
+        message = self.publisher.announcement()
+        if message is None:
+            return False
+        try:
+            await self.transport.publish_heads(head_key(self.origin), message)
+        except TransportUnavailable:
+            return False  # no tier listens (yet), or no broker: the next one will do
+        self.announced += 1
+        return True
 
     # --- resend requests -------------------------------------------------------------------
     async def _serve_control(self, subscription: Subscription) -> None:
@@ -216,7 +248,7 @@ class PublisherNode:
                 await delivery.ack()
                 continue
             try:
-                entries = self.publisher.resend(request.from_seq)
+                entries = self.publisher.resend(request.from_seq, self.max_resend)
             except PublisherError as exc:
                 log.error("publisher %s: cannot serve %s: %s", self.origin, request.requester, exc)
                 await delivery.ack()

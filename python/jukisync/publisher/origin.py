@@ -9,12 +9,15 @@ validation, the signing key, the clock and the persistence.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
-from jukisync import _core, clock
+import msgspec
+
+from jukisync import _core, clock, lockfile
 from jukisync.publisher.bundling import (
     BundlePolicy,
     ChainHead,
@@ -26,12 +29,21 @@ from jukisync.publisher.bundling import (
     seal,
 )
 from jukisync.publisher.outbox import Change, Outbox, OutboxEntry, OutboxError
+from jukisync.trust.heads import sign_head
 from jukisync.wire import codes
-from jukisync.wire.messages import Envelope, Update, decode_body, decode_envelope, encode
+from jukisync.wire.messages import Envelope, Head, Update, decode_body, decode_envelope, encode
 
-__all__ = ["OutboxEntry", "OutboxError", "Publisher", "PublisherError"]
+__all__ = ["LOCK_FILE", "OutboxEntry", "OutboxError", "Publisher", "PublisherError"]
 
 Validator = Callable[[Update], None]
+
+# The file in the outbox directory whose flock makes a publisher the only writer of
+# its chain (two writers would give out the same sequence numbers: a fork).
+LOCK_FILE = "publisher.lock"
+
+# What the outbox reads back when it reopens: anything `add` accepts must decode with
+# it, or the outbox could not be opened again (a poisoned outbox).
+_strict_update = msgspec.msgpack.Decoder(Update)
 
 
 class PublisherError(Exception):
@@ -43,7 +55,9 @@ class Publisher:
 
     `add` returns once the update is durable in the outbox with its sequence number;
     bundles are cut at `policy.max_updates` or, by `cut_due`, `policy.linger_s`
-    after their first update.
+    after their first update. It holds the outbox's lock (`LOCK_FILE`) from
+    construction to `close`: a second publisher on the outbox, in this process or
+    another, raises `lockfile.LockHeld`.
     """
 
     def __init__(
@@ -57,7 +71,7 @@ class Publisher:
         sync: bool = True,
         retain_confirmed: int = 10_000,
         map_size: int = 1 << 30,
-        validate: Validator = codes.validate_update,
+        validate: Validator | None = None,
         clock_us: Callable[[], int] = clock.now_us,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -67,16 +81,25 @@ class Publisher:
         self.key_id = key_id
         self.policy = policy or BundlePolicy()
         self._secret = signing_key
-        self._validate = validate
+        # The centres' content rules, with the origin: a municipality sends only the
+        # records it holds. A custom validator replaces them (tests of faulty origins).
+        self._validate = validate or functools.partial(codes.validate_update, origin=origin)
         self._clock_us = clock_us
         self._monotonic = monotonic
-        self._outbox = Outbox(
-            outbox_path,
-            origin,
-            map_size=map_size,
-            sync=sync,
-            retain_confirmed=retain_confirmed,
-        )
+        # Before the outbox is opened: a second publisher on it must not even read a
+        # state the first is about to change. Raises `lockfile.LockHeld`.
+        self._lock = lockfile.hold(outbox_path, LOCK_FILE, "outbox")
+        try:
+            self._outbox = Outbox(
+                outbox_path,
+                origin,
+                map_size=map_size,
+                sync=sync,
+                retain_confirmed=retain_confirmed,
+            )
+        except BaseException:
+            self._lock.release()
+            raise
         self._head = self._outbox.head()
         self._next_seq = self._outbox.next_seq()
         self._open = self._outbox.open_updates()
@@ -114,28 +137,45 @@ class Publisher:
 
     def validate(self, update: Update) -> None:
         """Raise `codes.CodeError` naming the field if `add` would refuse `update`:
-        the validator's checks, and a size that fits in a bundle."""
+        the wire types (an `Update` built in Python is not type-checked: `sex=3` or
+        `reason="marriage"` must not reach the outbox, which could then not be read
+        back), the centres' content rules (`codes.validate_update` with this origin),
+        and a size that fits in a bundle."""
+        self._checked(update)
+
+    def _checked(self, update: Update) -> Update:
+        """`update` as the outbox will read it back, once `validate` passes."""
+        if not isinstance(update, Update):
+            raise codes.CodeError("update", update, "not a jukisync Update")
+        try:
+            # `seq` is the publisher's to give (`number`): whatever the caller put there.
+            encoded = encode(msgspec.structs.replace(update, seq=0))
+            update = _strict_update.decode(encoded)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise codes.CodeError(_field_of(exc), update, str(exc)) from None
+        except (TypeError, ValueError, OverflowError) as exc:  # not encodable at all
+            raise codes.CodeError("update", update, f"cannot be encoded: {exc}") from None
         self._validate(update)
         budget = self.policy.update_budget
-        if budget is not None and (size := len(encode(update))) > budget:
+        if budget is not None and (size := len(encoded)) > budget:
             raise codes.CodeError(
                 "update",
                 update.juminhyo_code,
                 f"encoded in {size:,} bytes, more than a bundle may hold ({budget:,})",
             )
+        return update
 
     def add_many(
-        self, updates: Sequence[Update], *, progress: tuple[bytes, int] | None = None
+        self, updates: Sequence[Update], *, progress: tuple[bytes, bytes] | None = None
     ) -> list[int]:
         """Accept several updates in one transaction, all or none.
 
         Every update is validated first, so an invalid one raises `codes.CodeError`
         (naming the field) before any is numbered, signed or written. `progress`
-        (key, position) is recorded in the same transaction, so a reader of a file
+        (key, position bytes) is recorded in the same transaction, so a reader of a file
         knows after a crash which lines were accepted (`progress`).
         """
-        for update in updates:
-            self.validate(update)
+        updates = [self._checked(u) for u in updates]
         if not updates:
             if progress is not None:
                 self._outbox.commit(Change(progress=progress))
@@ -168,8 +208,8 @@ class Publisher:
             self._linger.closed()
         return [u.seq for u in numbered]
 
-    def progress(self, key: bytes) -> int:
-        """The last position recorded under `key` by `add_many` (0 if none)."""
+    def progress(self, key: bytes) -> bytes | None:
+        """The last position recorded under `key` by `add_many` (None if none)."""
         return self._outbox.progress(key)
 
     def _cuts(self, updates: Sequence[Update], *, final: bool) -> list[int]:
@@ -222,6 +262,27 @@ class Publisher:
         return entry, sealed.head
 
     # --- after the transport ---------------------------------------------------------
+    def announcement(self) -> bytes | None:
+        """The signed head announcement of this origin: the last bundle before the first
+        unconfirmed one (what the centres can have been given), or None before any."""
+        waiting = self._outbox.unconfirmed(1)
+        seq = waiting[0].first_seq - 1 if waiting else self._head.last_seq
+        if seq <= 0:
+            return None
+        entries = self._outbox.bundles_from(seq, 1)
+        if not entries or entries[0].last_seq != seq:
+            return None  # not retained (cannot happen with retain_confirmed >= 1)
+        entry = entries[0]
+        created_at = decode_body(decode_envelope(entry.envelope).body).created_at
+        head = Head(
+            origin=self.origin,
+            seq=seq,
+            hash=entry.hash,
+            created_at=created_at,
+            announced_at=self._clock_us(),
+        )
+        return sign_head(head, self.key_id, self._secret)
+
     def confirm(self, entries: Iterable[OutboxEntry]) -> None:
         """The transport confirmed these bundles: keep them only for `resend`."""
         self._outbox.confirm([e.last_seq for e in entries])
@@ -252,8 +313,7 @@ class Publisher:
         re-chained onto it; open updates are renumbered too. Returns the new bundles,
         all unconfirmed, in chain order.
         """
-        for update in updates:
-            self.validate(update)
+        updates = [self._checked(u) for u in updates]
         if not updates:
             raise PublisherError("a re-issued bundle needs at least one update")
         dropped = self._outbox.find(dropped_hash)
@@ -298,7 +358,10 @@ class Publisher:
 
     # --- lifetime --------------------------------------------------------------------
     def close(self) -> None:
-        self._outbox.close()
+        try:
+            self._outbox.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Publisher:
         return self
@@ -310,3 +373,12 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _field_of(exc: Exception) -> str:
+    """The field msgspec names in a validation error (`... - at `$.sex``), or "update"."""
+    text = str(exc)
+    marker = "at `$."
+    if marker in text:
+        return text.split(marker, 1)[1].split("`", 1)[0].split("[", 1)[0] or "update"
+    return "update"

@@ -58,7 +58,7 @@ class Change:
     put_bundles: list[OutboxEntry] = field(default_factory=list)  # put unconfirmed
     head: ChainHead | None = None
     next_seq: int | None = None
-    progress: tuple[bytes, int] | None = None  # (key, position): how far a feed got
+    progress: tuple[bytes, bytes] | None = None  # (key, position): how far a feed got
 
 
 def _key(seq: int) -> bytes:
@@ -135,11 +135,11 @@ class Outbox:
         with self._env.begin() as txn:
             return _seq(_required(txn, _META_NEXT_SEQ, self._meta))
 
-    def progress(self, key: bytes) -> int:
-        """The position last recorded under `key` by a `Change` (0 if none)."""
+    def progress(self, key: bytes) -> bytes | None:
+        """The position last recorded under `key` by a `Change` (None if none)."""
         with self._env.begin(db=self._meta) as txn:
             value = txn.get(_META_PROGRESS + key)
-            return 0 if value is None else _seq(bytes(value))
+            return None if value is None else bytes(value)
 
     def open_updates(self) -> list[Update]:
         """Accepted updates not yet in a bundle, in sequence order."""
@@ -167,7 +167,7 @@ class Outbox:
                 txn.put(_META_NEXT_SEQ, _key(change.next_seq), db=self._meta)
             if change.progress is not None:
                 key, position = change.progress
-                txn.put(_META_PROGRESS + key, _key(position), db=self._meta)
+                txn.put(_META_PROGRESS + key, position, db=self._meta)
 
     def confirm(self, last_seqs: list[int]) -> None:
         """The transport confirmed these bundles; keep only the newest confirmed ones."""
@@ -231,6 +231,20 @@ class Outbox:
             if not cursor.first():
                 return None
             return self._entry_decoder.decode(cursor.value()).first_seq
+
+    # --- raw reading (operators' checks of a possibly damaged outbox) ---------------
+    def raw_open(self) -> list[tuple[int, bytes]]:
+        """(seq, stored bytes) of each open update, undecoded."""
+        with self._env.begin(db=self._open) as txn:
+            return [(_seq(bytes(k)), bytes(v)) for k, v in txn.cursor()]
+
+    def raw_bundles(self) -> list[tuple[int, bytes, bool]]:
+        """(last_seq key, stored bytes, confirmed) of each retained bundle, undecoded."""
+        with self._env.begin() as txn:
+            return [
+                (_seq(bytes(k)), bytes(v), txn.get(k, db=self._unconfirmed) is None)
+                for k, v in txn.cursor(db=self._bundles)
+            ]
 
     def find(self, body_hash: bytes) -> OutboxEntry | None:
         """The retained bundle with this body hash (a linear scan: operators' path)."""

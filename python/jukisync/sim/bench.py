@@ -410,6 +410,17 @@ class _TimedTransport(Transport):
     def consume_control(self, origin: str, *, prefetch: int = 16) -> Subscription:
         return self.inner.consume_control(origin, prefetch=prefetch)
 
+    async def declare_heads_queue(self, queue: str, bindings: Sequence[str]) -> None:
+        await self.inner.declare_heads_queue(queue, bindings)
+
+    async def publish_heads(self, routing_key: str, message: bytes) -> None:
+        await self.inner.publish_heads(routing_key, message)
+
+    def consume_heads(
+        self, queue: str, bindings: Sequence[str], *, prefetch: int = 64
+    ) -> Subscription:
+        return self.inner.consume_heads(queue, bindings, prefetch=prefetch)
+
     async def close(self) -> None:
         await self.inner.close()
 

@@ -39,9 +39,15 @@ from jukisync.exitcodes import ExitCode
 from jukisync.query.policy import PolicyError, load_policy
 from jukisync.query.rpc import QueryServer
 from jukisync.query.service import QueryService
+from jukisync.tier.catchup import CentreSigner
 from jukisync.tier.node import NodeConfig, Role, TierNode
 from jukisync.tier.observability import HttpEndpoint, NodeMetrics
-from jukisync.transport.amqp import AmqpTransport, TopologyError, bundle_queue_name
+from jukisync.transport.amqp import (
+    AmqpTransport,
+    TopologyError,
+    bundle_queue_name,
+    heads_queue_name,
+)
 from jukisync.transport.base import TransportUnavailable
 from jukisync.trust import keys, storedir
 
@@ -204,6 +210,10 @@ class Daemon:
 
     # --- health --------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, details): healthy only when `ok`, i.e. connected, consuming, no
+        origin halted, none behind its announced head beyond the `[health]` bounds,
+        no pending stuck. Otherwise `degraded` with `reasons` (or starting, stopping,
+        unavailable, failed)."""
         node, transport = self.node, self.transport
         connected = transport is not None and transport.connected
         consuming = node is not None and node.consuming
@@ -231,10 +241,65 @@ class Daemon:
             details["broker_error"] = str(transport.last_error)
         if node is not None:
             stats = node.store.stats()
-            details["halted"] = sorted(node.store.halted())
+            halted = node.store.halted()
+            details["halted"] = sorted(halted)
             for key in ("pending", "forward_backlog", "quarantine_open", "applied_bundles"):
                 details[key] = stats.get(key, 0)
+            reasons, behind = self._divergence(node, halted)
+            details["reasons"] = reasons
+            details["behind"] = behind
+            if status == "ok" and reasons:
+                status = details["status"] = "degraded"
         return status == "ok", details
+
+    def _divergence(
+        self, node: TierNode, halted: dict[str, str]
+    ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """Why the node does not hold what exists, per origin (bounded by `[health]`)."""
+        bounds = self.config.health
+        reasons = [f"origin {o} halted: {why}" for o, why in sorted(halted.items())]
+        # A tier that just started knows nothing of what exists until the heads come
+        # round: it may not claim to be caught up before two announcement periods.
+        settle = bounds.settle_s or 2 * self.config.replication.announce_interval_s
+        since = node.catchup.listening_since
+        if since is None:
+            reasons.append("not yet hearing head announcements")
+        elif time.monotonic() - since < settle:
+            reasons.append(
+                f"listening for head announcements ({time.monotonic() - since:.1f}s of {settle:g}s)"
+            )
+        behind: dict[str, dict[str, Any]] = {}
+        for entry in node.catchup.lags():
+            origin, lag = entry.origin, entry.lag
+            stuck = node.catchup.stuck_s(origin)
+            if lag.seqs:
+                behind[origin] = {
+                    "applied_seq": entry.applied_seq,
+                    "announced_seq": entry.announced_seq,
+                    "pending": entry.pending,
+                    "lag_seqs": lag.seqs,
+                    "lag_seconds": round(lag.seconds, 3),
+                }
+            if entry.diverged:
+                reasons.append(
+                    f"origin {origin}: head at seq {entry.applied_seq} differs from the "
+                    "announced one (a fork or divergence: reconcile)"
+                )
+            if entry.halted:
+                continue
+            if lag.seqs > bounds.max_lag_seqs or lag.seconds > bounds.max_lag_s:
+                reasons.append(
+                    f"origin {origin} behind by {lag.seqs} seqs, {lag.seconds:.1f}s "
+                    f"(applied {entry.applied_seq}, announced {entry.announced_seq})"
+                )
+            elif entry.pending and stuck > bounds.pending_stuck_s:
+                reasons.append(
+                    f"origin {origin}: {entry.pending} bundles in pending, head stuck at "
+                    f"{entry.applied_seq} for {stuck:.0f}s"
+                )
+        for origin in sorted(node.catchup.book.conflicts):
+            reasons.append(f"origin {origin}: two heads announced with one seq (a fork?)")
+        return reasons, behind
 
     def _refresh_metrics(self, metrics: NodeMetrics) -> None:
         node, transport = self.node, self.transport
@@ -242,6 +307,7 @@ class Daemon:
             up=node is not None and node.failure is None,
             connected=transport is not None and transport.connected,
             consuming=node is not None and node.consuming,
+            reconnects=max(0, transport.connections_opened - 1) if transport is not None else 0,
         )
 
     # --- running -------------------------------------------------------------------------
@@ -280,6 +346,11 @@ class Daemon:
             )
         except ValueError as exc:
             raise StartupError(ExitCode.CONFIG, f"broker: {exc}") from None
+        replication = config.replication
+        signer = None
+        if isinstance(config, AggregatorConfig):
+            pair = _centre_key(config, trust.registry)
+            signer = CentreSigner(config.id, pair.key_id, pair.secret)
         node = TierNode(
             NodeConfig(
                 name=config.id,
@@ -288,9 +359,17 @@ class Daemon:
                 prefectures=config.prefectures if isinstance(config, AggregatorConfig) else (),
                 max_batch=config.limits.max_batch,
                 prefetch=config.broker.prefetch,
+                heads_queue=heads_queue_name(config.id),
+                resend_interval_s=replication.resend_interval_s,
+                announce_interval_s=replication.announce_interval_s,
+                answer_wait_s=replication.answer_wait_s,
+                repair_max_bundles=replication.repair_max_bundles,
+                max_requests_per_s=replication.max_requests_per_s,
             ),
             store,
             self.transport,
+            registry=trust.registry,
+            signer=signer,
         )
         self.node = node
         metrics = NodeMetrics(node)

@@ -6,10 +6,10 @@ forwarding meanwhile), and acks each delivery only after the batch committed
 (DESIGN.md §3). Whatever arrived while a batch was being applied forms the next one.
 
 - `gap`: the store keeps the bundle in pending; an aggregator asks the origin to
-  resend from its head (one request per origin per interval, re-sent while the gap
-  stays open). The national node never asks: what it misses is already queued from
-  the centres, which forward in chain order from their durable forward outbox, and an
-  origin's resend would only reach the centres as duplicates.
+  resend from its head at once. Every gap left open, and every origin announced
+  beyond the node's head (`jukisync.heads`), is then repaired by `CatchUp`
+  (`tier/catchup.py`): the origin, else the twin centre's change log, or for national
+  the centres' re-forward, rate-limited and bounded.
 - `rejected`: logged as a security event (not from the origin: the stream carries on)
   or as a halt of that origin (an operator must release or drop it).
 - aggregator: every committed batch wakes the forwarder, which drains the store's
@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 import msgspec
 
-from jukisync._core import ApplyResult, Store
+from jukisync._core import ApplyResult, KeyRegistry, Store
+from jukisync.tier.catchup import CatchUp, CentreSigner
 from jukisync.transport.base import (
     Delivery,
-    ResendRequest,
     Subscription,
     Transport,
     TransportUnavailable,
@@ -62,8 +62,14 @@ class NodeConfig:
     max_batch: int = 256
     prefetch: int = 1024
     forward_batch: int = 512
-    resend_interval_s: float = 1.0  # minimum spacing of resend requests per origin
+    resend_interval_s: float = 1.0  # repair pass period; least spacing of requests per origin
     retry_s: float = 0.2  # back-off when the transport is unavailable
+    heads_queue: str | None = None  # hear head announcements (and serve repairs) there
+    announce_interval_s: float = 10.0  # aggregator: relay the heads it holds this often
+    answer_wait_s: float = 5.0  # a request unanswered this long goes to the next source
+    repair_max_bundles: int = 256  # bundles asked for (or served) per repair request
+    max_requests_per_s: float = 20.0  # repair requests over all origins
+    batch_log_s: float = 1.0  # at most one "applied" log line per this many seconds
 
 
 @dataclass(slots=True)
@@ -76,7 +82,9 @@ class NodeStats:
     gaps: int = 0
     security_events: int = 0
     halts: int = 0
-    resend_requests: int = 0
+    resend_requests: int = 0  # asked an origin
+    repair_requests: int = 0  # asked the centres (twin, or re-forward for national)
+    redeliveries: int = 0  # deliveries the broker marked redelivered
     forwarded: int = 0
     apply_s: float = 0.0  # wall time spent inside store.apply
     halted_origins: set[str] = field(default_factory=set)
@@ -102,7 +110,15 @@ def envelope_origin(envelope: bytes) -> str:
 class TierNode:
     """An aggregation centre or the national centre on one store and one transport."""
 
-    def __init__(self, config: NodeConfig, store: Store, transport: Transport) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: Store,
+        transport: Transport,
+        *,
+        registry: KeyRegistry | None = None,
+        signer: CentreSigner | None = None,
+    ) -> None:
         if config.role == "aggregator" and not config.prefectures:
             raise ValueError("an aggregator serves at least one prefecture")
         self.config = config
@@ -119,7 +135,9 @@ class TierNode:
         self._stopping = False
         self._forward_wake = asyncio.Event()
         self._forward_lock = asyncio.Lock()
-        self._requested: dict[str, tuple[int, float]] = {}  # origin -> (from_seq, when)
+        self.catchup = CatchUp(self, registry=registry, signer=signer)
+        self._heads_subscription: Subscription | None = None
+        self._batch_log = _BatchLog()
 
     @property
     def name(self) -> str:
@@ -144,6 +162,7 @@ class TierNode:
     # --- lifetime ----------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
+        await asyncio.to_thread(self._log_recovered)
         if cfg.role == "aggregator":
             await self.transport.declare_bundle_queue(cfg.queue, cfg.prefectures)
             self._subscription = self.transport.consume_bundles(
@@ -156,8 +175,29 @@ class TierNode:
         self._spawn("apply", self._apply_loop())
         if cfg.role == "aggregator":
             self._spawn("forward", self._forward_loop())
-            self._spawn("gaps", self._gap_loop())
             self._forward_wake.set()  # forwards left over from before a restart
+        self._heads_subscription = await self.catchup.start()
+
+    def _log_recovered(self) -> None:
+        """What the store holds from before this start: pending, forwards, halts."""
+        stats = self.store.stats()
+        halted = self.store.halted()
+        if stats.get("pending") or stats.get("forward_backlog") or halted:
+            log.info(
+                "%s: recovered from the store: %d bundles in pending, %d waiting to be "
+                "forwarded, %d origins halted%s",
+                self.name,
+                stats.get("pending", 0),
+                stats.get("forward_backlog", 0),
+                len(halted),
+                f" ({', '.join(sorted(halted))})" if halted else "",
+            )
+            for origin in halted:
+                self.stats.halted_origins.add(origin)
+        for origin, (seq, _) in self.store.chain_heads().items():
+            if self.store.pending(origin):
+                self.catchup.on_gap(origin)  # the repair pass follows these up
+                log.info("%s: %s: head %d, bundles waiting in pending", self.name, origin, seq)
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks[name] = asyncio.create_task(self._guard(name, coro), name=f"{self.name}:{name}")
@@ -209,12 +249,16 @@ class TierNode:
             await _settle(receive)
         if self._subscription is not None:
             await self._subscription.close()
+        if self._heads_subscription is not None:
+            await self._heads_subscription.close()
 
     # --- receiving and applying --------------------------------------------------------
     async def _receive(self, subscription: Subscription) -> None:
         try:
             async for delivery in subscription:
                 self.stats.deliveries += 1
+                if delivery.redelivered:
+                    self.stats.redeliveries += 1
                 self._inbox.put_nowait(delivery)  # bounded by the subscription's prefetch
         except Exception as exc:  # e.g. TopologyError: the broker refused the queue
             raise NodeFailed(f"{self.name}: consuming {self.config.queue} failed: {exc}") from exc
@@ -248,6 +292,7 @@ class TierNode:
         self.stats.apply_s += elapsed
         for result in results:
             self._account(result)
+        self._log_batch(results, sum(d.redelivered for d in batch))
         for observer in self.observers:
             try:
                 observer(results, elapsed)
@@ -267,78 +312,76 @@ class TierNode:
         if status == "applied":
             stats.applied += 1 + result.released
             stats.updates_applied += result.updates
+            if result.origin is not None:
+                self.catchup.on_applied(result.origin)
+                # An applied bundle means the origin flows again (released, superseded).
+                stats.halted_origins.discard(result.origin)
+            if result.pending_rejected is not None:
+                self._account_rejected(result.pending_rejected, " (found while draining pending)")
         elif status == "duplicate":
             stats.duplicates += 1
         elif status == "gap":
             stats.gaps += 1
-        elif result.kind == "security":
+        else:
+            self._account_rejected(result, "")
+
+    def _account_rejected(self, result: ApplyResult, where: str) -> None:
+        stats = self.stats
+        if result.kind == "security":
             stats.security_events += 1
             security_log.warning(
-                "%s: security event: bundle claiming origin %s seq %s-%s rejected (%s); "
+                "%s: security event%s: bundle claiming origin %s seq %s-%s rejected (%s); "
                 "quarantine #%s; the origin's genuine stream carries on",
                 self.name,
+                where,
                 result.origin,
                 result.first_seq,
                 result.last_seq,
                 result.reason,
                 result.quarantine_id,
             )
-        else:
-            stats.halts += 1
-            if result.origin is not None:
-                stats.halted_origins.add(result.origin)
-            log.error(
-                "%s: origin %s HALTED at seq %s-%s: %s; quarantine #%s awaits an operator "
-                "(jukisync quarantine release|drop)",
+            return
+        stats.halts += 1
+        if result.origin is not None:
+            stats.halted_origins.add(result.origin)
+        log.error(
+            "%s: origin %s HALTED%s at seq %s-%s: %s; quarantine #%s awaits an operator "
+            "(jukisync quarantine release|drop)",
+            self.name,
+            result.origin,
+            where,
+            result.first_seq,
+            result.last_seq,
+            result.reason,
+            result.quarantine_id,
+        )
+
+    def _log_batch(self, results: Sequence[ApplyResult], redelivered: int = 0) -> None:
+        """One info line per applied batch, or a summary per `batch_log_s` when busy
+        (also called with no results, to flush a summary once things are quiet)."""
+        line = self._batch_log.add(results, redelivered, time.monotonic(), self.config.batch_log_s)
+        if line is not None:
+            log.info("%s: %s", self.name, line)
+
+    # --- gaps ------------------------------------------------------------------------
+    async def _on_gap(self, result: ApplyResult) -> None:
+        if result.origin is None:
+            return
+        new = result.origin not in self.catchup.gap_origins
+        self.catchup.on_gap(result.origin)
+        if result.resend_from is None:  # the origin is halted: resending cannot help
+            return
+        if new:
+            log.warning(
+                "%s: gap in %s: bundle seq %s-%s arrived before seq %s; kept in pending",
                 self.name,
                 result.origin,
                 result.first_seq,
                 result.last_seq,
-                result.reason,
-                result.quarantine_id,
+                result.resend_from,
             )
-        if status == "applied" and result.origin is not None:
-            # An applied bundle means the origin flows again (released, or superseded).
-            stats.halted_origins.discard(result.origin)
-
-    # --- gaps and resend requests ------------------------------------------------------
-    async def _on_gap(self, result: ApplyResult) -> None:
-        if self.config.role != "aggregator" or result.origin is None:
-            return
-        if result.resend_from is None:  # the origin is halted: resending cannot help
-            return
-        await self._request_resend(result.origin, result.resend_from)
-
-    async def _request_resend(self, origin: str, from_seq: int) -> None:
-        now = time.monotonic()
-        previous = self._requested.get(origin)
-        if (
-            previous is not None
-            and previous[0] == from_seq
-            and now - previous[1] < self.config.resend_interval_s
-        ):
-            return  # the same request is already on its way
-        self._requested[origin] = (from_seq, now)
-        try:
-            await self.transport.request_resend(ResendRequest(origin, from_seq, self.name))
-        except TransportUnavailable:
-            log.warning("%s: could not ask %s to resend from %s", self.name, origin, from_seq)
-            return
-        self.stats.resend_requests += 1
-        log.info("%s: gap in %s: asked it to resend from seq %s", self.name, origin, from_seq)
-
-    async def _gap_loop(self) -> None:
-        """Ask again for gaps that stay open (a lost request, a publisher restarting)."""
-        interval = self.config.resend_interval_s
-        while True:
-            await asyncio.sleep(interval)
-            for origin in list(self._requested):
-                pending = await asyncio.to_thread(self.store.pending, origin)
-                if not pending:
-                    del self._requested[origin]
-                    continue
-                head = await asyncio.to_thread(self.store.chain_head, origin)
-                await self._request_resend(origin, (head[0] if head else 0) + 1)
+        if self.config.role == "aggregator":
+            await self.catchup.ask(result.origin, result.resend_from)
 
     # --- forwarding (aggregator) -------------------------------------------------------
     async def _forward_loop(self) -> None:
@@ -369,6 +412,43 @@ class TierNode:
                 continue
             await asyncio.to_thread(self.store.forward_done, [i for i, _ in items])
             self.stats.forwarded += len(items)
+
+
+@dataclass(slots=True)
+class _BatchLog:
+    """Counts applied batches between log lines (rate-limited summary when busy)."""
+
+    bundles: int = 0
+    updates: int = 0
+    batches: int = 0
+    redelivered: int = 0
+    origins: set[str] = field(default_factory=set)
+    last: float | None = None
+
+    def add(
+        self, results: Sequence[ApplyResult], redelivered: int, now: float, every_s: float
+    ) -> str | None:
+        for r in results:
+            if r.status == "applied":
+                self.bundles += 1 + r.released
+                self.updates += r.updates
+                if r.origin is not None:
+                    self.origins.add(r.origin)
+        if results:
+            self.batches += 1
+        self.redelivered += redelivered
+        if not self.bundles or (self.last is not None and now - self.last < every_s):
+            return None
+        shown = ", ".join(sorted(self.origins)[:5]) + (", ..." if len(self.origins) > 5 else "")
+        line = (
+            f"applied {self.bundles} bundles ({self.updates} updates) of "
+            f"{len(self.origins)} origins ({shown}) in {self.batches} batches"
+            + (f"; {self.redelivered} deliveries were redeliveries" if self.redelivered else "")
+        )
+        self.bundles = self.updates = self.batches = self.redelivered = 0
+        self.origins = set()
+        self.last = now
+        return line
 
 
 async def _settle(task: asyncio.Task[None]) -> None:

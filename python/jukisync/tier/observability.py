@@ -8,19 +8,25 @@
   (label `origin`) and `jukisync_rejected_total` (labels `origin`, `kind`: security
   or halt; origin `unknown` when the bytes named none);
 - `jukisync_batch_seconds`: histogram of the time one batch spent in `store.apply`;
-- read from the store at each scrape: lag per origin (`jukisync_origin_head_seq`, the
-  last applied sequence number; `jukisync_origin_pending_bundles` and
-  `jukisync_origin_lag_seqs`, how far the bundles waiting in pending reach beyond
-  it; `jukisync_origin_halted`), `jukisync_forward_backlog`, and every store counter
-  as `jukisync_store_<name>` (these survive restarts: they live in the store);
-- the node: `jukisync_up`, `jukisync_connected`, `jukisync_consuming`,
+- read from the store at each scrape, per origin: `jukisync_origin_head_seq` (last
+  applied seq), `jukisync_origin_announced_seq` (highest verified announced head),
+  `jukisync_origin_lag_seqs` and `jukisync_origin_lag_seconds` (see `tier/lag.py`),
+  `jukisync_origin_pending_bundles`, `jukisync_origin_halted`,
+  `jukisync_origin_last_applied_timestamp_seconds`; the one backlog metric
+  `jukisync_forward_backlog`; the store's counters as `jukisync_store_<name>_total`
+  (these survive restarts: they live in the store) and its levels as
+  `jukisync_store_<name>`;
+- the node: `jukisync_up`, `jukisync_connected`, `jukisync_consuming`, and counters
   `jukisync_forwarded_total`, `jukisync_resend_requests_total`,
-  `jukisync_deliveries_total`, and the process collector's `process_*`.
+  `jukisync_repair_requests_total`, `jukisync_repairs_served_total`,
+  `jukisync_heads_heard_total`, `jukisync_heads_refused_total`,
+  `jukisync_deliveries_total`, `jukisync_redeliveries_total`,
+  `jukisync_reconnects_total`, and the process collector's `process_*`.
 
 `HttpEndpoint` serves both on asyncio (no thread for the server): `/healthz` answers
-200 when the node is consuming and connected, 503 otherwise, with a JSON body saying
-why; `/metrics` renders in a worker thread, since reading the store per origin can
-take a moment on a national store.
+200 when the daemon says `ok`, 503 otherwise (degraded, starting, unavailable...),
+with a JSON body saying why; `/metrics` renders in a worker thread, since reading the
+store per origin can take a moment on a national store.
 """
 
 from __future__ import annotations
@@ -53,24 +59,44 @@ _UNKNOWN = "unknown"
 _BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class _StoreCollector:
-    """Gauges read from the store and the node at scrape time."""
+# Store counters that only grow (typed as counters); the other store stats are levels.
+_STORE_COUNTERS = frozenset(
+    {
+        "applied_bundles",
+        "applied_updates",
+        "duplicates",
+        "gaps",
+        "rejected_security",
+        "rejected_halt",
+    }
+)
+_BACKLOG = "forward_backlog"  # exposed once, as jukisync_forward_backlog
 
-    def __init__(self, node: TierNode, gap_origins: Callable[[], frozenset[str]]) -> None:
-        self.node = node
-        self.gap_origins = gap_origins
+
+class _StoreCollector:
+    """Metrics read from the store and the node at scrape time (in a worker thread:
+    what belongs to the event loop is copied by `NodeMetrics.set_state` first)."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        store: Store = self.node.store
+        node = self.metrics.node
+        store: Store = node.store
         stats = store.stats()
         for name, value in sorted(stats.items()):
-            yield GaugeMetricFamily(
-                f"jukisync_store_{name}", f"Store counter {name!r} (kept in the store)", value
-            )
+            if name == _BACKLOG:
+                continue
+            if name in _STORE_COUNTERS:
+                yield CounterMetricFamily(
+                    f"jukisync_store_{name}", f"Store counter {name!r} (kept in the store)", value
+                )
+            else:
+                yield GaugeMetricFamily(f"jukisync_store_{name}", f"Store level {name!r}", value)
         yield GaugeMetricFamily(
             "jukisync_forward_backlog",
-            "Applied bundles waiting to be forwarded to national",
-            stats.get("forward_backlog", 0),
+            "Applied bundles waiting to be forwarded to national (the backlog)",
+            stats.get(_BACKLOG, 0),
         )
         heads = store.chain_heads()
         head = GaugeMetricFamily(
@@ -79,36 +105,66 @@ class _StoreCollector:
         for origin, (seq, _) in sorted(heads.items()):
             head.add_metric([origin], seq)
         yield head
-        pending = GaugeMetricFamily(
-            "jukisync_origin_pending_bundles",
-            "Bundles waiting in pending (after a gap or a halt)",
+        families = {
+            "announced": GaugeMetricFamily(
+                "jukisync_origin_announced_seq",
+                "Highest verified announced head (origin's or a centre's relay)",
+                labels=["origin"],
+            ),
+            "pending": GaugeMetricFamily(
+                "jukisync_origin_pending_bundles",
+                "Bundles waiting in pending (after a gap or a halt)",
+                labels=["origin"],
+            ),
+            "seqs": GaugeMetricFamily(
+                "jukisync_origin_lag_seqs",
+                "Sequence numbers known to exist (announced or in pending) beyond the "
+                "last applied one",
+                labels=["origin"],
+            ),
+            "seconds": GaugeMetricFamily(
+                "jukisync_origin_lag_seconds",
+                "Age of the newest announced change not applied here (0 when caught up)",
+                labels=["origin"],
+            ),
+        }
+        for entry in node.catchup.lags(set(self.metrics.origins), set(self.metrics.gap_origins)):
+            o = [entry.origin]
+            families["announced"].add_metric(o, entry.announced_seq)
+            families["pending"].add_metric(o, entry.pending)
+            families["seqs"].add_metric(o, entry.lag.seqs)
+            families["seconds"].add_metric(o, entry.lag.seconds)
+        yield from families.values()
+        applied_at = GaugeMetricFamily(
+            "jukisync_origin_last_applied_timestamp_seconds",
+            "When this process last applied a bundle of the origin (Unix time)",
             labels=["origin"],
         )
-        lag = GaugeMetricFamily(
-            "jukisync_origin_lag_seqs",
-            "Sequence numbers known to exist (in pending) beyond the last applied one",
-            labels=["origin"],
-        )
-        halted = store.halted()
-        for origin in sorted(self.gap_origins() | set(halted)):
-            waiting = store.pending(origin)
-            pending.add_metric([origin], len(waiting))
-            top = max((last for _, last in waiting), default=0)
-            applied = heads.get(origin, (0, b""))[0]
-            lag.add_metric([origin], max(0, top - applied))
-        yield pending
-        yield lag
+        for origin, at in sorted(self.metrics.last_applied_us.items()):
+            applied_at.add_metric([origin], at / 1e6)
+        yield applied_at
         halts = GaugeMetricFamily(
             "jukisync_origin_halted", "1 while an origin waits for an operator", labels=["origin"]
         )
-        for origin in sorted(halted):
+        for origin in sorted(store.halted()):
             halts.add_metric([origin], 1)
         yield halts
-        stats_now = self.node.stats
+        stats_now = node.stats
+        catchup = node.catchup
         for name, value, text in (
             ("forwarded", stats_now.forwarded, "Bundles forwarded to national (confirmed)"),
             ("resend_requests", stats_now.resend_requests, "Resend requests sent to origins"),
+            (
+                "repair_requests",
+                stats_now.repair_requests,
+                "Requests that the centres re-send a range from their change logs",
+            ),
+            ("repairs_served", catchup.repairs_served, "Bundles re-sent for another tier"),
+            ("heads_heard", catchup.heads_heard, "Head announcements verified"),
+            ("heads_refused", catchup.heads_refused, "Head announcements refused"),
             ("deliveries", stats_now.deliveries, "Messages received from the broker"),
+            ("redeliveries", stats_now.redeliveries, "Messages the broker redelivered"),
+            ("reconnects", self.metrics.reconnects, "Connections to the broker re-opened"),
         ):
             yield CounterMetricFamily(f"jukisync_{name}", text, value)
 
@@ -119,8 +175,11 @@ class NodeMetrics:
     def __init__(self, node: TierNode) -> None:
         self.node = node
         self.registry = CollectorRegistry()
-        # Replaced, never changed in place: the collector reads it from another thread.
-        self._gap_origins: frozenset[str] = frozenset()
+        # Copied on the loop by `set_state`, read by the collector in another thread.
+        self.origins: frozenset[str] = frozenset()
+        self.gap_origins: frozenset[str] = frozenset()
+        self.last_applied_us: dict[str, int] = {}
+        self.reconnects = 0
         r = self.registry
         self.applied_bundles = Counter(
             "jukisync_applied_bundles",
@@ -160,7 +219,7 @@ class NodeMetrics:
         self.consuming = Gauge("jukisync_consuming", "1 while consuming its queue", registry=r)
         info = Gauge("jukisync_node_info", "The node's role and id", ["role", "node"], registry=r)
         info.labels(node.config.role, node.name).set(1)
-        r.register(_StoreCollector(node, lambda: self._gap_origins))
+        r.register(_StoreCollector(self))
         ProcessCollector(registry=r)
 
     def observe(self, results: Sequence[ApplyResult], elapsed_s: float) -> None:
@@ -171,16 +230,21 @@ class NodeMetrics:
             if status == "applied":
                 self.applied_bundles.labels(origin).inc(1 + result.released)
                 self.applied_updates.labels(origin).inc(result.updates)
+                found = result.pending_rejected  # rejected while draining pending
+                if found is not None:
+                    self.rejected.labels(found.origin or _UNKNOWN, found.kind or _UNKNOWN).inc()
             elif status == "duplicate":
                 self.duplicates.labels(origin).inc()
             elif status == "gap":
                 self.gaps.labels(origin).inc()
-                if result.origin is not None and result.origin not in self._gap_origins:
-                    self._gap_origins = self._gap_origins | {result.origin}
             else:
                 self.rejected.labels(origin, result.kind or _UNKNOWN).inc()
 
-    def set_state(self, *, up: bool, connected: bool, consuming: bool) -> None:
+    def set_state(self, *, up: bool, connected: bool, consuming: bool, reconnects: int) -> None:
+        self.origins = frozenset(self.node.catchup.origins())
+        self.gap_origins = frozenset(self.node.catchup.gap_origins)
+        self.last_applied_us = dict(self.node.catchup.last_applied_us)
+        self.reconnects = reconnects
         self.up.set(int(up))
         self.connected.set(int(connected))
         self.consuming.set(int(consuming))

@@ -7,6 +7,9 @@ prefixed by a namespace, e.g. for tests):
   to `upd.<pref>.*` for each of its prefectures (`bundle_queue_name`);
 - `jukisync.forward` (topic) → the national queue, bound to `fwd.#`;
 - `jukisync.control` (direct) → one queue per publisher, `jukisync.control.<origin>`;
+- `jukisync.heads` (topic) → one queue per tier node, `jukisync.heads.<node>`, bound by
+  `heads_bindings`: head announcements and repair requests, hints only, so the queue
+  keeps the newest `HEADS_MAX_LENGTH` (drop-head) and dead-letters nothing;
 - `jukisync.dead` (fanout) → queue `jukisync.dead`, which operators read: every queue
   dead-letters there what a consumer nacks without requeue and, on quorum queues,
   what was delivered `delivery_limit` times without being acked (poison).
@@ -69,6 +72,7 @@ from yarl import URL
 from jukisync.transport.base import (
     CONTROL_EXCHANGE,
     FORWARD_EXCHANGE,
+    HEADS_EXCHANGE,
     QUERY_EXCHANGE,
     UPDATES_EXCHANGE,
     Delivery,
@@ -111,6 +115,8 @@ __all__ = [
     "control_queue_spec",
     "exchange_specs",
     "forward_queue_spec",
+    "heads_queue_name",
+    "heads_queue_spec",
     "message_properties",
     "queue_arguments",
     "remove_topology",
@@ -198,6 +204,14 @@ def bundle_queue_name(centre: str, prefectures: Sequence[str]) -> str:
     return f"jukisync.bundles.{centre}.{'-'.join(_check_prefectures(prefectures))}"
 
 
+def heads_queue_name(node: str) -> str:
+    """The queue of one tier node's head announcements and repair requests."""
+    return f"jukisync.heads.{node}"
+
+
+HEADS_MAX_LENGTH: Final = 10_000
+
+
 def control_queue_name(origin: str) -> str:
     """The queue of one publisher's control messages."""
     return f"jukisync.control.{origin}"
@@ -228,6 +242,10 @@ class Names:
         return self.exchange(CONTROL_EXCHANGE)
 
     @property
+    def heads(self) -> str:
+        return self.exchange(HEADS_EXCHANGE)
+
+    @property
     def dead(self) -> str:
         return self.exchange(DEAD_LETTER)
 
@@ -247,6 +265,7 @@ def exchange_specs(names: Names) -> tuple[ExchangeSpec, ...]:
         ExchangeSpec(names.updates, "topic"),
         ExchangeSpec(names.forward, "topic"),
         ExchangeSpec(names.control, "direct"),
+        ExchangeSpec(names.heads, "topic"),
         ExchangeSpec(names.dead, "fanout"),
     )
 
@@ -258,6 +277,8 @@ class QueueSpec:
     name: str
     exchange: str
     bindings: tuple[str, ...]
+    # Arguments of its own instead of the transport's (type kept): a queue of hints.
+    own_arguments: tuple[tuple[str, Any], ...] | None = None
 
 
 def bundle_queue_spec(names: Names, queue: str, prefectures: Sequence[str]) -> QueueSpec:
@@ -267,6 +288,11 @@ def bundle_queue_spec(names: Names, queue: str, prefectures: Sequence[str]) -> Q
 
 def forward_queue_spec(names: Names, queue: str) -> QueueSpec:
     return QueueSpec(names.queue(queue), names.forward, (forward_binding(),))
+
+
+def heads_queue_spec(names: Names, queue: str, bindings: Sequence[str]) -> QueueSpec:
+    own = (("x-max-length", HEADS_MAX_LENGTH), ("x-overflow", "drop-head"))
+    return QueueSpec(names.queue(queue), names.heads, tuple(bindings), own)
 
 
 def control_queue_spec(names: Names, origin: str) -> QueueSpec:
@@ -470,6 +496,8 @@ async def _declare_exchanges(channel: AbstractChannel, names: Names) -> None:
 async def _declare_queue(
     channel: AbstractChannel, queue: QueueSpec, arguments: dict[str, Any]
 ) -> None:
+    if queue.own_arguments is not None:
+        arguments = {"x-queue-type": arguments["x-queue-type"], **dict(queue.own_arguments)}
     try:
         declared = await channel.declare_queue(queue.name, durable=True, arguments=arguments)
         for binding in queue.bindings:
@@ -1158,6 +1186,17 @@ class AmqpTransport(Transport):
 
     async def request_resend(self, request: ResendRequest) -> None:
         await self._publish(self.names.control, control_key(request.origin), encode_resend(request))
+
+    async def declare_heads_queue(self, queue: str, bindings: Sequence[str]) -> None:
+        await self._declare(heads_queue_spec(self.names, queue, bindings))
+
+    async def publish_heads(self, routing_key: str, message: bytes) -> None:
+        await self._publish(self.names.heads, routing_key, message)
+
+    def consume_heads(
+        self, queue: str, bindings: Sequence[str], *, prefetch: int = 64
+    ) -> _AmqpSubscription:
+        return self._subscribe(heads_queue_spec(self.names, queue, bindings), prefetch)
 
     # --- consuming -------------------------------------------------------------------
     def _subscribe(self, queue: QueueSpec, prefetch: int) -> _AmqpSubscription:

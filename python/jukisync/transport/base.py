@@ -6,7 +6,13 @@ Three flows, each with at-least-once delivery and the routing of DESIGN.md §5:
   so two centres serving the same prefectures each get every bundle;
 - forwards, centres → national: exchange `jukisync.forward`, key `fwd.<pref>.<origin>`;
 - control, centres → one publisher: exchange `jukisync.control`, key `ctl.<origin>`
-  (resend requests).
+  (resend requests);
+- heads, everyone → tiers: exchange `jukisync.heads` (topic), key `head.<pref>.<origin>`
+  for signed head announcements (publishers, and centres relaying what they hold) and
+  `repair.<pref>.<origin>` for requests that the centres serving that prefecture
+  re-send a range from their change logs; each tier consumes its own queue, bound to
+  `head.<pref>.*` of its prefectures (national: `head.*.*`) and, for a centre, to
+  `repair.<pref>.*` (`heads_bindings`).
 
 Contract for implementations:
 - `publish_*` returns only once the broker has taken responsibility for the message
@@ -30,6 +36,7 @@ import msgspec
 __all__ = [
     "CONTROL_EXCHANGE",
     "FORWARD_EXCHANGE",
+    "HEADS_EXCHANGE",
     "QUERY_EXCHANGE",
     "REPLY_PREFIX",
     "UPDATES_EXCHANGE",
@@ -47,11 +54,15 @@ __all__ = [
     "encode_resend",
     "forward_binding",
     "forward_key",
+    "head_key",
+    "heads_bindings",
+    "repair_key",
 ]
 
 UPDATES_EXCHANGE = "jukisync.updates"
 FORWARD_EXCHANGE = "jukisync.forward"
 CONTROL_EXCHANGE = "jukisync.control"
+HEADS_EXCHANGE = "jukisync.heads"  # head announcements and repair requests
 QUERY_EXCHANGE = "jukisync.query"  # request/reply for agencies (jukisync.rpc)
 REPLY_PREFIX = "jukisync.replies."  # + "<agency's broker user>.<random>": its reply queues
 
@@ -91,6 +102,23 @@ def bundle_binding(prefecture: str) -> str:
 
 def forward_binding() -> str:
     return "fwd.#"
+
+
+def head_key(origin: str) -> str:
+    return f"head.{origin[:2]}.{origin}"
+
+
+def repair_key(origin: str) -> str:
+    return f"repair.{origin[:2]}.{origin}"
+
+
+def heads_bindings(prefectures: Sequence[str] | None) -> tuple[str, ...]:
+    """A tier's heads queue bindings: a centre (its prefectures) hears the heads and
+    the repair requests of those prefectures; national (None) every head."""
+    if prefectures is None:
+        return ("head.*.*",)
+    prefs = sorted(set(prefectures))
+    return (*(f"head.{p}.*" for p in prefs), *(f"repair.{p}.*" for p in prefs))
 
 
 # --- control messages ----------------------------------------------------------------
@@ -205,6 +233,21 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def consume_control(self, origin: str, *, prefetch: int = 16) -> Subscription:
         """Deliveries whose body is an encoded `ResendRequest` (see `decode_resend`)."""
+
+    # --- heads: announcements and repair requests -------------------------------------
+    @abc.abstractmethod
+    async def declare_heads_queue(self, queue: str, bindings: Sequence[str]) -> None:
+        """A tier's queue on `jukisync.heads` (see `heads_bindings`)."""
+
+    @abc.abstractmethod
+    async def publish_heads(self, routing_key: str, message: bytes) -> None:
+        """An encoded `HeadsMessage`; raises `TransportUnavailable` when no queue is
+        bound for `routing_key` (nobody hears that prefecture)."""
+
+    @abc.abstractmethod
+    def consume_heads(
+        self, queue: str, bindings: Sequence[str], *, prefetch: int = 64
+    ) -> Subscription: ...
 
     @abc.abstractmethod
     async def close(self) -> None:

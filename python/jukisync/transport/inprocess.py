@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from jukisync.transport.base import (
     CONTROL_EXCHANGE,
     FORWARD_EXCHANGE,
+    HEADS_EXCHANGE,
     UPDATES_EXCHANGE,
     Delivery,
     ResendRequest,
@@ -267,6 +268,20 @@ class InProcessTransport(Transport):
         key = control_key(origin)
         self.network.declare(key, CONTROL_EXCHANGE, [key])
         return self._subscribe(key, prefetch)
+
+    async def declare_heads_queue(self, queue: str, bindings: Sequence[str]) -> None:
+        self._check_open()
+        self.network.declare(queue, HEADS_EXCHANGE, bindings)
+
+    async def publish_heads(self, routing_key: str, message: bytes) -> None:
+        self._check_open()
+        await self.network.route(HEADS_EXCHANGE, routing_key, message)
+
+    def consume_heads(
+        self, queue: str, bindings: Sequence[str], *, prefetch: int = 64
+    ) -> Subscription:
+        self.network.declare(queue, HEADS_EXCHANGE, bindings)
+        return self._subscribe(queue, prefetch)
 
     async def close(self) -> None:
         self._closed = True

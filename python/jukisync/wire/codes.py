@@ -7,11 +7,15 @@
 
 `validate_update` is what a publisher runs before signing: content that fails it, if
 signed anyway, makes every tier halt the origin (DESIGN.md §3), so it is cheaper to
-refuse it at the source.
+refuse it at the source. It is the same rule set as the centres' core
+(`rust/core/src/validate.rs`, with the origin given): `tests/test_publisher_edges.py`
+checks on generated updates that the two accept and refuse exactly the same ones
+(with no registered 住民票コード check, which only this side can have).
 """
 
 from __future__ import annotations
 
+import re
 import types
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -184,13 +188,12 @@ LOCAL_GOVERNMENTS: Final[Mapping[str, str]] = types.MappingProxyType(
 
 # --- update validation ------------------------------------------------------------------
 
-# 振り仮名 is written in katakana: the letters ァ..ヺ, plus the long-vowel mark, the
-# middle dot between the names of foreign residents, and spaces (half- or full-width)
-# between surname and given name. Exactly the set the Rust core accepts
+# 振り仮名 is written in katakana: the letters ァ..ヺ, plus the long-vowel mark ー, the
+# middle dot ・ between the names of foreign residents, and spaces (half- or
+# full-width) between surname and given name. Exactly the set the Rust core accepts
 # (rust/core/src/text.rs): anything this module lets through but the core refuses
-# would halt the origin at the first tier.
-_KANA_RANGES: Final = ((0x30A1, 0x30FA),)
-_KANA_EXTRA: Final = frozenset("ー・ \u3000")
+# would halt the origin at the first tier. This matches any other character.
+_NOT_KANA: Final = re.compile("[^\u30a1-\u30fa\u30fc\u30fb \u3000]")
 # The core's limit on any text field, in code points.
 MAX_TEXT_CHARS: Final = 256
 # The core refuses dates before this year as implausible.
@@ -198,27 +201,21 @@ MIN_YEAR: Final = 1800
 
 # Cc: C0/C1 controls (NUL, newline, ESC...); Cs: lone surrogates (cannot be UTF-8
 # encoded at all); Zl/Zp: line and paragraph separators, i.e. line breaks. None can
-# be part of a name or an address; their presence means garbled input.
-_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
-
-
-def _is_kana_char(ch: str) -> bool:
-    if ch in _KANA_EXTRA:
-        return True
-    cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in _KANA_RANGES)
+# be part of a name or an address; their presence means garbled input. U+FFFD is what
+# a decoder leaves where it met bytes it could not read: the 2013 garbled-update
+# incident in one character. (Cc is exactly U+0000-001F and U+007F-009F, Cs
+# U+D800-DFFF, Zl U+2028, Zp U+2029: one character class finds any of them.)
+_FORBIDDEN: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\ufffd]")
 
 
 def _check_text(field: str, value: str) -> None:
     if len(value) > MAX_TEXT_CHARS:
         raise CodeError(field, value, f"longer than {MAX_TEXT_CHARS} characters")
-    for ch in value:
+    if (found := _FORBIDDEN.search(value)) is not None:
+        ch = found.group()
         if ch == "\ufffd":
-            # U+FFFD is what a decoder leaves where it met bytes it could not read:
-            # the 2013 garbled-update incident in one character.
             raise CodeError(field, value, "contains U+FFFD (replacement character)")
-        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
-            raise CodeError(field, value, f"contains control character U+{ord(ch):04X}")
+        raise CodeError(field, value, f"contains control character U+{ord(ch):04X}")
     if not unicodedata.is_normalized("NFC", value):
         raise CodeError(field, value, "is not in Unicode NFC")
 
@@ -294,7 +291,7 @@ def validate_update(update: Update, *, origin: str | None = None) -> None:
             raise CodeError(field, value, "must not be empty or blank")
         _check_text(field, value)
 
-    bad_kana = [ch for ch in update.name_kana if not _is_kana_char(ch)]
+    bad_kana = _NOT_KANA.findall(update.name_kana)
     if bad_kana:
         raise CodeError(
             "name_kana",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -24,14 +24,20 @@ __all__ = [
     "ChangeFamily",
     "ChangeReason",
     "Envelope",
+    "Head",
+    "HeadAnnouncement",
+    "HeadsMessage",
     "KeyEntry",
     "RegistryBody",
+    "RepairRequest",
     "Sex",
     "SignedRegistry",
     "StoredRecord",
     "Update",
     "decode_body",
     "decode_envelope",
+    "decode_head",
+    "decode_heads_message",
     "decode_update",
     "encode",
 ]
@@ -224,7 +230,52 @@ class StoredRecord(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     seq: int
 
 
+class Head(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The signed part of a head announcement: `origin`'s chain ends at `seq`, whose
+    bundle body hashes to `hash` and was created at `created_at` (origin's clock).
+
+    Signed by the origin's own key (`relayed_by` None) or, when a centre relays the
+    head it holds, by that centre's key (`relayed_by` = the centre id, the key's
+    owner). Never trusted for content: a tier only learns from it that signed
+    envelopes up to `seq` exist, and asks for them.
+    """
+
+    origin: str
+    seq: Count
+    hash: Hash
+    created_at: Micros
+    announced_at: Micros
+    relayed_by: str | None = None
+
+
+class HeadAnnouncement(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag="head"):
+    """On `jukisync.heads`, routing key `head.<pref>.<origin>`: `body` is an encoded
+    `Head`, `sig` the Ed25519 signature over it by `key_id`."""
+
+    body: bytes
+    key_id: str
+    sig: bytes
+
+
+class RepairRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag="repair"):
+    """On `jukisync.heads`, routing key `repair.<pref>.<origin>`: `requester` is behind
+    on `origin` from `from_seq`; a centre serving that prefecture sends at most
+    `max_bundles` bundles from its change log (signed, attested envelopes) either to
+    the centres (`to="centres"`: the updates exchange, as the origin would) or to
+    national (`to="national"`: the forward exchange, as a forward)."""
+
+    origin: str
+    from_seq: Count
+    max_bundles: Annotated[int, msgspec.Meta(ge=1)]
+    requester: str
+    to: Literal["centres", "national"]
+
+
+HeadsMessage = HeadAnnouncement | RepairRequest
+
 _encoder = msgspec.msgpack.Encoder()
+_heads_decoder = msgspec.msgpack.Decoder(HeadsMessage)
+_head_decoder = msgspec.msgpack.Decoder(Head)
 _body_decoder = msgspec.msgpack.Decoder(BundleBody)
 _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 _update_decoder = msgspec.json.Decoder(Update)
@@ -240,6 +291,15 @@ def decode_body(data: bytes) -> BundleBody:
 
 def decode_envelope(data: bytes) -> Envelope:
     return _envelope_decoder.decode(data)
+
+
+def decode_heads_message(data: bytes) -> HeadAnnouncement | RepairRequest:
+    message: HeadAnnouncement | RepairRequest = _heads_decoder.decode(data)
+    return message
+
+
+def decode_head(data: bytes) -> Head:
+    return _head_decoder.decode(data)
 
 
 def decode_update(json_line: bytes | str) -> Update:

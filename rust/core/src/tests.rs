@@ -177,6 +177,30 @@ fn gap_waits_then_applies_in_order() {
 }
 
 #[test]
+fn a_halt_found_while_draining_pending_is_reported_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let b1 = net.bundle(A, people(1, A, "birth"));
+    let mut bad = people(1, A, "birth");
+    bad[0].kojin_bango = "983205673210".into(); // bad check digit: a halt once applied
+    let b2 = net.bundle(A, bad);
+    let b3 = net.bundle(A, people(1, A, "birth"));
+    assert_eq!(apply1(&store, &b2).status, Status::Gap);
+    assert_eq!(apply1(&store, &b3).status, Status::Gap);
+    let out = apply1(&store, &b1);
+    assert_eq!((out.status, out.released), (Status::Applied, 0));
+    let found = out.pending_rejected.expect("the halt in pending is reported");
+    assert_eq!((found.status, found.kind), (Status::Rejected, Some(RejectKind::Halt)));
+    assert_eq!((found.first_seq, found.last_seq), (Some(2), Some(2)));
+    assert!(found.quarantine_id.is_some());
+    assert_eq!(store.halted().unwrap().len(), 1);
+    let stats: std::collections::HashMap<_, _> = store.stats().unwrap().into_iter().collect();
+    assert_eq!(stats["rejected_halt"], 1, "counted like a delivered halt");
+    assert_eq!(store.pending(A).unwrap(), vec![(3, 3)], "the later bundle waits");
+}
+
+#[test]
 fn forgeries_are_security_events_and_halt_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = Net::new();

@@ -17,7 +17,10 @@ pub fn text_problem(s: &str, required: bool) -> Option<&'static str> {
     if s.chars().any(|c| c == '\u{FFFD}') {
         return Some("contains U+FFFD (garbled text)");
     }
-    if s.chars().any(char::is_control) {
+    // Cc controls, and the line and paragraph separators (Zl, Zp): line breaks are
+    // never part of a name or an address (the publisher's `codes.validate_update`
+    // refuses the same set).
+    if s.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
         return Some("contains control characters");
     }
     if !is_nfc(s) {
@@ -58,6 +61,7 @@ mod tests {
     fn detects_garbled_text() {
         assert_eq!(text_problem("山口\u{FFFD}", true), Some("contains U+FFFD (garbled text)"));
         assert_eq!(text_problem("山口\u{7}", true), Some("contains control characters"));
+        assert_eq!(text_problem("山口\u{2028}市", true), Some("contains control characters"));
         assert_eq!(text_problem("", true), Some("empty"));
         assert_eq!(text_problem("", false), None);
         assert_eq!(text_problem("カ\u{3099}", true), Some("not in Unicode NFC"));

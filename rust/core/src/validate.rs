@@ -80,15 +80,17 @@ fn update_problem(u: &Update, origin: &str) -> Option<String> {
     if !(u.sex == 1 || u.sex == 2) {
         return Some(format!("sex: {} is neither 1 nor 2", u.sex));
     }
-    for (field, value, required) in [
-        ("name", Some(&u.name), true),
-        ("name_kana", Some(&u.name_kana), true),
-        ("address", Some(&u.address), true),
-        ("former_surname", u.former_surname.as_ref(), false),
-        ("alias", u.alias.as_ref(), false),
+    // An absent 旧氏 or 通称 is None; a present one must not be blank (it would show
+    // as a recorded-but-empty item at every tier), like the required texts.
+    for (field, value) in [
+        ("name", Some(&u.name)),
+        ("name_kana", Some(&u.name_kana)),
+        ("address", Some(&u.address)),
+        ("former_surname", u.former_surname.as_ref()),
+        ("alias", u.alias.as_ref()),
     ] {
         if let Some(v) = value {
-            if let Some(p) = text::text_problem(v, required) {
+            if let Some(p) = text::text_problem(v, true) {
                 return Some(format!("{field}: {p} in {v:?}"));
             }
         }
@@ -111,6 +113,40 @@ fn update_problem(u: &Update, origin: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn update() -> Update {
+        Update {
+            seq: 1,
+            juminhyo_code: "35203900017".into(),
+            previous_juminhyo_code: None,
+            kojin_bango: "123456789018".into(),
+            name: "山口 太郎".into(),
+            name_kana: "ヤマグチ タロウ".into(),
+            former_surname: None,
+            alias: None,
+            birth_date: "1980-04-01".into(),
+            sex: 1,
+            address: "山口県山口市亀山町1番1号".into(),
+            municipality: "352039".into(),
+            reason: "move_in".into(),
+            changed_on: "2026-04-01".into(),
+            recorded_at: 0,
+        }
+    }
+
+    #[test]
+    fn optional_texts_are_absent_or_not_blank() {
+        assert_eq!(update_problem(&update(), "352039"), None);
+        let recorded = Update { alias: Some("須美寿 譲".into()), ..update() };
+        assert_eq!(update_problem(&recorded, "352039"), None);
+        for blank in ["", " ", "\u{3000}"] {
+            let u = Update { former_surname: Some(blank.into()), ..update() };
+            let problem = update_problem(&u, "352039").unwrap_or_default();
+            assert!(problem.starts_with("former_surname: empty"), "{problem}");
+        }
+        let u = Update { address: "山口市\u{2029}亀山町".into(), ..update() };
+        assert!(update_problem(&u, "352039").is_some_and(|p| p.starts_with("address:")));
+    }
 
     #[test]
     fn dates() {

@@ -26,11 +26,16 @@ pub(crate) struct ApplyResult {
     resend_from: Option<u64>,
     quarantine_id: Option<u64>,
     released: usize,
+    pending_rejected: Option<Py<ApplyResult>>,
 }
 
-impl From<Outcome> for ApplyResult {
-    fn from(o: Outcome) -> Self {
-        ApplyResult {
+impl ApplyResult {
+    fn from_outcome(py: Python<'_>, o: Outcome) -> PyResult<Self> {
+        let pending_rejected = match o.pending_rejected {
+            Some(inner) => Some(Py::new(py, ApplyResult::from_outcome(py, *inner)?)?),
+            None => None,
+        };
+        Ok(ApplyResult {
             status: o.status.as_str(),
             origin: o.origin,
             first_seq: o.first_seq,
@@ -42,7 +47,8 @@ impl From<Outcome> for ApplyResult {
             resend_from: o.resend_from,
             quarantine_id: o.quarantine_id,
             released: o.released,
-        }
+            pending_rejected,
+        })
     }
 }
 
@@ -171,14 +177,16 @@ impl Store {
         py: Python<'_>,
         envelopes: Vec<Bound<'_, PyBytes>>,
         received_at: Option<u64>,
-    ) -> Res<Vec<ApplyResult>> {
+    ) -> PyResult<Vec<ApplyResult>> {
         let owned: Vec<Vec<u8>> = envelopes.iter().map(|b| b.as_bytes().to_vec()).collect();
         let received_at = received_at.unwrap_or_else(store::now_micros);
-        let outcomes = py.detach(|| {
-            let raws: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-            self.inner.apply(&raws, received_at)
-        })?;
-        Ok(outcomes.into_iter().map(ApplyResult::from).collect())
+        let outcomes = py
+            .detach(|| {
+                let raws: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                self.inner.apply(&raws, received_at)
+            })
+            .map_err(Error::from)?;
+        outcomes.into_iter().map(|o| ApplyResult::from_outcome(py, o)).collect()
     }
 
     fn get(&self, py: Python<'_>, code: String) -> Res<Option<Record>> {
@@ -250,8 +258,9 @@ impl Store {
         Ok(py.detach(|| self.inner.quarantine_entry(id))?.into())
     }
 
-    fn release(&self, py: Python<'_>, id: u64) -> Res<ApplyResult> {
-        Ok(py.detach(|| self.inner.release(id, store::now_micros()))?.into())
+    fn release(&self, py: Python<'_>, id: u64) -> PyResult<ApplyResult> {
+        let outcome = py.detach(|| self.inner.release(id, store::now_micros())).map_err(Error::from)?;
+        ApplyResult::from_outcome(py, outcome)
     }
 
     fn drop(&self, py: Python<'_>, id: u64) -> Res<()> {

@@ -222,11 +222,18 @@ impl Store {
                 let origin = v.head.origin.clone();
                 let mut outcome = self.apply_verified(txn, &v, received_at, false, records)?;
                 if outcome.status == Status::Applied {
-                    outcome.released = self.drain_pending(txn, &origin, received_at, registry, records)?;
+                    (outcome.released, outcome.pending_rejected) =
+                        self.drain_pending(txn, &origin, received_at, registry, records)?;
                 }
                 outcome
             }
         };
+        self.count(txn, &outcome)?;
+        Ok(outcome)
+    }
+
+    /// The store's counter of an outcome (applied bundles are counted as committed).
+    fn count(&self, txn: &mut RwTxn, outcome: &Outcome) -> Result<()> {
         let counter = match (outcome.status, outcome.kind) {
             (Status::Applied, _) => None,
             (Status::Duplicate, _) => Some("duplicates"),
@@ -237,7 +244,7 @@ impl Store {
         if let Some(c) = counter {
             self.bump(txn, c, 1)?;
         }
-        Ok(outcome)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -393,6 +400,9 @@ impl Store {
         Ok(())
     }
 
+    /// Apply what waits in pending after the origin's head, in order. Returns how many
+    /// were applied and, if one was rejected on the way (quarantined and counted like a
+    /// delivered one; a halt stops the drain), its outcome.
     pub(super) fn drain_pending(
         &self,
         txn: &mut RwTxn,
@@ -400,16 +410,16 @@ impl Store {
         received_at: u64,
         registry: &Registry,
         records: &mut Vec<Record>,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Option<Box<Outcome>>)> {
         let mut released = 0;
         loop {
             if self.dbs.halts.get(txn, origin.as_bytes())?.is_some() {
-                return Ok(released);
+                return Ok((released, None));
             }
             let (head_seq, _) = self.head(txn, origin)?;
             let key = seq_key(origin, head_seq + 1);
             let Some(raw) = self.dbs.pending.get(txn, &key)?.map(<[u8]>::to_vec) else {
-                return Ok(released);
+                return Ok((released, None));
             };
             self.dbs.pending.delete(txn, &key)?;
             let prepared = self.prepare(&[&raw], registry).pop().expect("one in, one out");
@@ -422,7 +432,11 @@ impl Store {
             match outcome.status {
                 Status::Applied => released += 1,
                 Status::Duplicate => {}
-                _ => return Ok(released),
+                Status::Rejected => {
+                    self.count(txn, &outcome)?;
+                    return Ok((released, Some(Box::new(outcome))));
+                }
+                Status::Gap => return Ok((released, None)),
             }
         }
     }

@@ -107,6 +107,9 @@ pub struct Outcome {
     pub resend_from: Option<u64>,
     pub quarantine_id: Option<u64>,
     pub released: usize,
+    /// A bundle of the same origin taken from pending after this one and rejected
+    /// there (quarantined; a halt stops the origin): reported, not silent.
+    pub pending_rejected: Option<Box<Outcome>>,
 }
 
 impl Outcome {
@@ -123,6 +126,7 @@ impl Outcome {
             resend_from: None,
             quarantine_id: None,
             released: 0,
+            pending_rejected: None,
         }
     }
 

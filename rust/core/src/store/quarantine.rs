@@ -86,7 +86,8 @@ impl Store {
         let mut outcome = self.apply_verified(&mut txn, &v, received_at, true, &mut records)?;
         self.set_state(&mut txn, entry, "released")?;
         self.dbs.halts.delete(&mut txn, origin.as_bytes())?;
-        outcome.released = self.drain_pending(&mut txn, &origin, received_at, &registry, &mut records)?;
+        (outcome.released, outcome.pending_rejected) =
+            self.drain_pending(&mut txn, &origin, received_at, &registry, &mut records)?;
         self.write_records(&mut txn, records)?;
         txn.commit()?;
         Ok(outcome)
