@@ -239,8 +239,13 @@ async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) ->
     takes resend requests, a centre consumes its prefecture and forwards, national
     consumes the forwards, and each declares the topology it declares at start."""
     from jukisync.tier.daemon import national_queue_name
-    from jukisync.transport.amqp import AmqpOptions, AmqpTransport, bundle_queue_name
-    from jukisync.transport.base import ResendRequest
+    from jukisync.transport.amqp import (
+        AmqpOptions,
+        AmqpTransport,
+        bundle_queue_name,
+        heads_queue_name,
+    )
+    from jukisync.transport.base import ResendRequest, head_key, heads_bindings
 
     options = AmqpOptions(queue_type="classic", connect_timeout_s=30)
     transports = {
@@ -249,13 +254,17 @@ async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) ->
     }
     centre_queue = bundle_queue_name("centre-a", ["35"])
     national_queue = national_queue_name(NODE)
+    centre_heads, national_heads = heads_queue_name("centre-a"), heads_queue_name(NODE)
     try:
         for t in transports.values():
             await t.connect(timeout=30)
         await transports["centre"].declare_bundle_queue(centre_queue, ["35"])
         await transports["national"].declare_forward_queue(national_queue)
         await transports["municipality"].declare_control_queue(YAMAGUCHI_CITY)
+        await transports["centre"].declare_heads_queue(centre_heads, heads_bindings(["35"]))
+        await transports["national"].declare_heads_queue(national_heads, heads_bindings(None))
         await transports["municipality"].publish_bundle(YAMAGUCHI_CITY, b"bundle")
+        await transports["municipality"].publish_heads(head_key(YAMAGUCHI_CITY), b"head")
         await transports["centre"].publish_forward(YAMAGUCHI_CITY, b"forward")
         resend = ResendRequest(origin=YAMAGUCHI_CITY, from_seq=1, requester="centre-a")
         await transports["centre"].request_resend(resend)
@@ -263,6 +272,14 @@ async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) ->
             (transports["centre"], lambda t: t.consume_bundles(centre_queue, ["35"])),
             (transports["national"], lambda t: t.consume_forwards(national_queue)),
             (transports["municipality"], lambda t: t.consume_control(YAMAGUCHI_CITY)),
+            (
+                transports["centre"],
+                lambda t: t.consume_heads(centre_heads, heads_bindings(["35"])),
+            ),
+            (
+                transports["national"],
+                lambda t: t.consume_heads(national_heads, heads_bindings(None)),
+            ),
         ):
             subscription = consume(transport)
             delivery = await asyncio.wait_for(subscription.__anext__(), 30)
@@ -273,15 +290,19 @@ async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) ->
             await t.close()
 
 
-async def test_a_municipality_cannot_publish_as_another(vhost: Vhost) -> None:
-    from jukisync.transport.base import UPDATES_EXCHANGE, bundle_key
+@pytest.mark.parametrize("what", ["bundle", "head"])
+async def test_a_municipality_cannot_publish_as_another(vhost: Vhost, what: str) -> None:
+    from jukisync.transport.base import HEADS_EXCHANGE, UPDATES_EXCHANGE, bundle_key, head_key
 
+    exchange_name, key = (
+        (UPDATES_EXCHANGE, bundle_key) if what == "bundle" else (HEADS_EXCHANGE, head_key)
+    )
     connection = await aio_pika.connect(vhost.url("municipality"))
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(
-            UPDATES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        await exchange.publish(aio_pika.Message(b"bundle"), routing_key=bundle_key(YAMAGUCHI_CITY))
+        await exchange.publish(aio_pika.Message(b"mine"), routing_key=key(YAMAGUCHI_CITY))
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
-            await exchange.publish(aio_pika.Message(b"bundle"), routing_key=bundle_key(HAGI))
+            await exchange.publish(aio_pika.Message(b"theirs"), routing_key=key(HAGI))

@@ -30,10 +30,12 @@ from jukisync.transport.amqp import DEAD_LETTER
 from jukisync.transport.base import (
     CONTROL_EXCHANGE,
     FORWARD_EXCHANGE,
+    HEADS_EXCHANGE,
     QUERY_EXCHANGE,
     REPLY_PREFIX,
     UPDATES_EXCHANGE,
     bundle_key,
+    head_key,
 )
 
 __all__ = [
@@ -92,16 +94,19 @@ def permissions(user: User, namespace: str = "") -> Permissions:
         "control": p + q(CONTROL_EXCHANGE),
         "dead": p + q(DEAD_LETTER),
         "query": p + q(QUERY_EXCHANGE),
+        "heads": p + q(HEADS_EXCHANGE),
     }
     dead_queue = p + q(DEAD_LETTER)
     # Every transport declares the four exchanges and the shared dead-letter queue
     # (bound to its exchange) when it connects.
-    topology = [exchanges[k] for k in ("updates", "forward", "control", "dead")] + [dead_queue]
+    topology = [exchanges[k] for k in ("updates", "forward", "control", "dead", "heads")]
+    topology.append(dead_queue)
     if user.role is Role.MUNICIPALITY:
         control_queue = p + q(f"jukisync.control.{user.id}")
         return Permissions(
             configure=_any(*topology, control_queue),
-            write=_any(exchanges["updates"], control_queue, dead_queue),
+            # heads: its signed chain head announcements
+            write=_any(exchanges["updates"], exchanges["heads"], control_queue, dead_queue),
             read=_any(exchanges["control"], exchanges["dead"], control_queue),
         )
     if user.role in (Role.CENTRE, Role.NATIONAL):
@@ -111,15 +116,24 @@ def permissions(user: User, namespace: str = "") -> Permissions:
             else p + q(f"jukisync.forwards.{user.id}")
         )
         query_queue = p + q(f"{QUERY_EXCHANGE}.{user.id}")
+        heads_queue = p + q(f"{HEADS_EXCHANGE}.{user.id}")
         consumes = exchanges["updates"] if user.role is Role.CENTRE else exchanges["forward"]
-        publishes = [exchanges["control"]]  # resend requests
+        publishes = [exchanges["control"], exchanges["heads"]]  # resends, relays, repairs
         if user.role is Role.CENTRE:
             publishes.append(exchanges["forward"])
         return Permissions(
-            configure=_any(*topology, queues, exchanges["query"], query_queue),
+            configure=_any(*topology, queues, heads_queue, exchanges["query"], query_queue),
             # amq.default: query replies go to the agency's reply queue by its name.
-            write=_any(*publishes, queues, query_queue, dead_queue, q("amq.default")),
-            read=_any(consumes, exchanges["dead"], queues, exchanges["query"], query_queue),
+            write=_any(*publishes, queues, heads_queue, query_queue, dead_queue, q("amq.default")),
+            read=_any(
+                consumes,
+                exchanges["dead"],
+                exchanges["heads"],
+                queues,
+                heads_queue,
+                exchanges["query"],
+                query_queue,
+            ),
         )
     if user.role is Role.AGENCY:
         # Its reply queues are named after it (jukisync.query.rpc.reply_queue_name).
@@ -133,8 +147,10 @@ def topic_permissions(user: User, namespace: str = "") -> list[tuple[str, str, s
     may publish only under its own origin's key (`upd.<pref>.<origin>`), so it cannot
     route bundles as another municipality (whose signature it cannot make anyway)."""
     if user.role is Role.MUNICIPALITY:
-        key = "^" + re.escape(bundle_key(user.id)) + "$"
-        return [(namespace + UPDATES_EXCHANGE, key, NOTHING)]
+        return [
+            (namespace + UPDATES_EXCHANGE, "^" + re.escape(bundle_key(user.id)) + "$", NOTHING),
+            (namespace + HEADS_EXCHANGE, "^" + re.escape(head_key(user.id)) + "$", NOTHING),
+        ]
     return []
 
 
