@@ -35,6 +35,8 @@ _PAIRS = [
     ("four-item search (audited) vs lmdb + Python", "search", "lmdb_search", None),
     ("batch confirmation vs lmdb get + msgspec loop", "confirm", "lmdb_confirm_loop", None),
     ("end to end vs raw aio-pika, bytes/s over 2 hops", "e2e_bytes", "raw_bytes", 0.5),
+    ("reconcile equal stores vs a digest of both", "reconcile_equal", "digest_both", None),
+    ("reconcile 10 differing codes vs a digest of both", "reconcile_10_diff", "digest_both", None),
 ]
 
 

@@ -378,13 +378,21 @@ class Net:
         environment per process), read while the daemon writes it."""
         if name not in self._stores:
             self._stores[name] = _core.Store(
-                str(self.store_dir(name)),
-                role="national",
+                str(self.store_dir(name)),  # as the role its daemon recorded
                 registry=self.registry(),
                 require_attestation=False,
                 map_size=MAP_SIZE,
             )
         return self._stores[name]
+
+    def assert_consistent(self) -> None:
+        """`check` finds nothing wrong in any tier store this network made (also after
+        SIGKILLs: every write is one LMDB transaction)."""
+        names = [*self.centres, self.national]
+        found = {
+            n: self.store(n).check() for n in names if (self.store_dir(n) / "data.mdb").exists()
+        }
+        assert not any(found.values()), found
 
     def expected_heads(self) -> dict[str, tuple[int, bytes]]:
         """Each origin's chain head as its outbox has it (no publisher may be running)."""
@@ -429,7 +437,10 @@ class Net:
         return store
 
     def converged(self, names: Sequence[str], heads: dict[str, tuple[int, bytes]]) -> bool:
-        return all(self.store(n).chain_heads() == heads for n in names)
+        try:
+            return all(self.store(n).chain_heads() == heads for n in names)
+        except _core.StoreError:  # a daemon that has not made (and recorded) its store yet
+            return False
 
     def wait_converged(self, names: Sequence[str], timeout: float = TIMEOUT) -> None:
         heads = self.expected_heads()
@@ -468,6 +479,7 @@ def assert_matches_reference(net: Net, names: Sequence[str], reference: _core.St
         assert isinstance(stats, dict)
         assert stats["applied_updates"] == want_updates, (name, stats)
         assert stats["pending"] == 0 and stats["halted"] == 0, (name, stats)
+        assert net.store(name).check() == [], name
 
 
 def close_connections(pids: Iterable[int]) -> int:

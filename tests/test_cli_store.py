@@ -62,6 +62,8 @@ def test_status_reports_counts_and_halts(halted_store: tuple[Path, Origin]) -> N
     report = json.loads(out)
     assert report["stats"]["records"] == 1 and report["stats"]["pending"] == 1
     assert set(report["halted"]) == {YAMAGUCHI_CITY}
+    assert report["verdict"]["state"] == "halted"
+    assert report["verdict"]["line"].startswith(f"halted: {YAMAGUCHI_CITY}")
     assert report["heads"][YAMAGUCHI_CITY]["seq"] == 1
     assert len(report["digests"]["35"]) == 64
 
@@ -78,11 +80,20 @@ def test_list_show_and_release(halted_store: tuple[Path, Origin]) -> None:
     code, out = run("quarantine", "show", "--store", str(path), "--json", halt_id)
     assert code == 0 and json.loads(out)["envelope_hex"]
     # a security rejection cannot be released
-    code, out = run("quarantine", "release", "--store", str(path), str(kinds["security"]["id"]))
-    assert code == ExitCode.INPUT and "security" in out
+    who = ("--operator", "op-1", "--reason", "vendor confirmed the patch")
     code, out = run("quarantine", "release", "--store", str(path), halt_id)
+    assert code == ExitCode.USAGE and "--operator" in out  # who and why are required
+    code, out = run(
+        "quarantine", "release", "--store", str(path), *who, str(kinds["security"]["id"])
+    )
+    assert code == ExitCode.INPUT and "security" in out
+    code, out = run("quarantine", "release", "--store", str(path), *who, halt_id)
     assert code == 0, out
     assert "1 waiting bundle(s)" in out
+    code, out = run("quarantine", "show", "--store", str(path), "--json", halt_id)
+    [action] = json.loads(out)["actions"]
+    assert (action["action"], action["operator"], action["role"]) == ("release", "op-1", "national")
+    assert action["reason"] == "vendor confirmed the patch" and action["at"]
     code, out = run("status", "--store", str(path), "--json")
     assert json.loads(out)["halted"] == {} and json.loads(out)["stats"]["records"] == 3
 
@@ -91,7 +102,8 @@ def test_drop_leaves_the_origin_waiting_for_a_reissue(halted_store: tuple[Path, 
     path, _ = halted_store
     code, out = run("quarantine", "list", "--store", str(path), "--json")
     entry = next(e for e in json.loads(out)["entries"] if e["kind"] == "halt")
-    code, out = run("quarantine", "drop", "--store", str(path), str(entry["id"]))
+    who = ("--operator", "op-2", "--reason", "garbled")
+    code, out = run("quarantine", "drop", "--store", str(path), *who, str(entry["id"]))
     assert code == 0 and entry["hash"] in out
     code, out = run("quarantine", "list", "--store", str(path), "--json")
     assert "dropped" in json.loads(out)["halted"][YAMAGUCHI_CITY]
@@ -101,7 +113,10 @@ def test_drop_leaves_the_origin_waiting_for_a_reissue(halted_store: tuple[Path, 
     ("args", "exit_code"),
     [
         (["quarantine", "show", "--store", "{path}", "999"], ExitCode.NOT_FOUND),
-        (["quarantine", "drop", "--store", "{path}", "999"], ExitCode.INPUT),
+        (
+            ["quarantine", "drop", "--store", "{path}", "--operator", "o", "--reason", "r", "999"],
+            ExitCode.INPUT,
+        ),
         (["status", "--store", "{missing}"], ExitCode.NOT_FOUND),
     ],
 )

@@ -70,6 +70,8 @@ def make_net(broker_url: str, tmp_path: Path) -> Iterator[MakeNet]:
     for net in nets:
         net.stop_all()
         net.remove_topology()
+    for net in nets:
+        net.assert_consistent()
 
 
 def test_three_roles_converge(make_net: MakeNet, tmp_path: Path) -> None:
@@ -305,7 +307,17 @@ def test_bad_input_is_quarantined_and_a_halt_is_resolved_by_an_operator(
     assert "U+FFFD" in halt["reason"]
 
     # The operator drops it; the municipality re-issues that range, corrected.
-    dropped = net.cli("quarantine", "drop", "--store", str(net.store_dir(centre)), str(halt["id"]))
+    dropped = net.cli(
+        "quarantine",
+        "drop",
+        "--config",
+        str(net.configs[centre]),
+        "--operator",
+        "op-1",
+        "--reason",
+        "garbled names",
+        str(halt["id"]),
+    )
     assert halt["hash"] in dropped.stdout
     fixed = write_updates(tmp_path / "fixed.jsonl", [garbled_source])
     reissue = net.publish(UBE, fixed, "--supersedes", halt["hash"])

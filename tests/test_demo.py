@@ -45,6 +45,7 @@ def test_demo_converges_and_reports_every_tier(kept_demo: tuple[dict[str, object
     for tier in tiers.values():
         assert tier["updates_applied"] == 3000
         assert tier["heads_equal"] is True
+        assert tier["inconsistencies"] == []
         assert tier["security_events"] == tier["halts"] == 0
     # 山口県 and at least one other prefecture, all digests equal.
     assert "35" in report["prefectures"] and len(report["prefectures"]) >= 2  # type: ignore[arg-type]

@@ -7,14 +7,17 @@ __all__ = [
     "AuditEntry",
     "AuditVerification",
     "Candidate",
+    "CodeDiff",
     "ConfirmResult",
     "JukisyncError",
     "KeyRegistry",
     "LookupResult",
     "MalformedError",
+    "OriginDiff",
     "PurgeResult",
     "QuarantineEntry",
     "QuarantineError",
+    "Reconciliation",
     "Record",
     "RegistryError",
     "SearchResult",
@@ -183,6 +186,52 @@ class QuarantineEntry:
     def envelope(self) -> bytes:
         """The bytes as received (the first 64 KiB only, for oversized messages)."""
 
+    @property
+    def actions(self) -> list[tuple[str, str, int, str, str]]:
+        """(action, operator, at µs, reason, role of the node) of each operator
+        decision, oldest first."""
+
+@final
+class CodeDiff:
+    """One record that differs between two stores (`Store.reconcile`)."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def newer(self) -> Literal["a", "b", "neither"]:
+        """The side holding the higher version; "neither": same version, other bytes."""
+
+    @property
+    def a(self) -> Record | None: ...
+    @property
+    def b(self) -> Record | None: ...
+
+@final
+class OriginDiff:
+    """An origin whose chain head or records differ between two stores."""
+
+    @property
+    def origin(self) -> str: ...
+    @property
+    def a_head(self) -> tuple[int, bytes] | None: ...
+    @property
+    def b_head(self) -> tuple[int, bytes] | None: ...
+    @property
+    def codes(self) -> list[CodeDiff]: ...
+
+@final
+class Reconciliation:
+    @property
+    def equal(self) -> bool: ...
+    @property
+    def origins(self) -> list[OriginDiff]: ...
+    @property
+    def nodes_compared(self) -> int:
+        """Merkle nodes compared: the cost grows with the differences."""
+
+    @property
+    def records_read(self) -> int: ...
+
 @final
 class Store:
     """A tier store: one LMDB environment owned by this object (DESIGN.md §4)."""
@@ -191,7 +240,7 @@ class Store:
         cls,
         path: str,
         *,
-        role: Literal["aggregator", "national"],
+        role: Literal["aggregator", "national"] | None = None,
         registry: KeyRegistry,
         centre_id: str | None = None,
         centre_key: bytes | None = None,
@@ -202,7 +251,10 @@ class Store:
         require_attestation: bool | None = None,
     ) -> Store:
         """`centre_*` are required for an aggregator (it attests what it forwards).
-        `require_attestation` defaults to True for national, False for aggregator."""
+        `require_attestation` defaults to True for national, False for aggregator.
+        The store records its role when first opened and refuses another one later;
+        `role=None` opens an existing store as the role it recorded (an aggregator
+        store without `centre_*` then reads but refuses to apply or release)."""
 
     @property
     def path(self) -> str: ...
@@ -232,12 +284,45 @@ class Store:
     def forward_done(self, ids: list[int]) -> None: ...
     def quarantine(self, include_closed: bool = False) -> list[QuarantineEntry]: ...
     def quarantine_entry(self, id: int) -> QuarantineEntry: ...
-    def release(self, id: int) -> ApplyResult:
-        """Accept a halting bundle as it is; the origin resumes (pending drained)."""
+    def release(
+        self,
+        id: int,
+        *,
+        operator: str | None = None,
+        reason: str | None = None,
+        at: int | None = None,
+    ) -> ApplyResult:
+        """Accept a halting bundle as it is; the origin resumes (pending drained). At an
+        aggregator it is attested and queued for forwarding. `operator` and `reason`
+        (together) are recorded with the entry, at `at` (µs, default now)."""
 
-    def drop(self, id: int) -> None:
+    def drop(
+        self,
+        id: int,
+        *,
+        operator: str | None = None,
+        reason: str | None = None,
+        at: int | None = None,
+    ) -> None:
         """Discard a quarantined bundle; a halted origin then waits for a bundle whose
         `supersedes` names the dropped bundle's hash."""
+
+    def check(self) -> list[tuple[str, str]]:
+        """Every inconsistency as (kind, detail): indexes and Merkle sums against the
+        records, heads against the change log, the log's chain and signatures, pending,
+        forward outbox, halts, the audit chain. Empty when consistent."""
+
+    def reconcile(self, other: Store) -> Reconciliation:
+        """Compare with another store (this one is `a`): heads, then Merkle trees."""
+
+    def rebuild_codes(self, codes: list[str]) -> int:
+        """Recompute these records from the local change log; how many changed."""
+
+    def rebuild_indexes(self) -> None:
+        """Rebuild every index and the Merkle sums from the records."""
+
+    def merkle_roots(self) -> dict[str, tuple[int, bytes]]:
+        """Each origin's Merkle root: (records, 256-bit sum)."""
 
     def halted(self) -> dict[str, str]:
         """Halted origins and why."""

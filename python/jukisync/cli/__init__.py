@@ -20,6 +20,8 @@ _SUBCOMMANDS = [
     "lookup",
     "quarantine",
     "status",
+    "check",
+    "reconcile",
     "run",
     "publish",
     "outbox",

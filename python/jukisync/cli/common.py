@@ -15,7 +15,14 @@ from jukisync import _core
 from jukisync.exitcodes import ExitCode
 from jukisync.trust import storedir
 
-__all__ = ["data_console", "fail", "fresh_data_dir", "open_store", "store_option"]
+__all__ = [
+    "data_console",
+    "fail",
+    "fresh_data_dir",
+    "open_node_store",
+    "open_store",
+    "store_option",
+]
 
 # Off a terminal nothing limits the width: a table is laid out at its natural width.
 _UNBOUNDED_WIDTH = 100_000
@@ -48,7 +55,9 @@ def fresh_data_dir(command: str, given: Path | None) -> tuple[Path, bool]:
 
 
 def open_store(command: str, path: Path) -> _core.Store:
-    """Open an existing tier store, verifying its registry against the root key beside it."""
+    """Open an existing tier store as the role it recorded, verifying its registry
+    against the root key beside it. An aggregator's store opened this way reads but
+    cannot apply or release (it has no centre key to attest with): see `open_node_store`."""
     if not (path / "data.mdb").is_file():
         # Opening a Store creates one: refuse before a typo makes an empty store.
         fail(command, ExitCode.NOT_FOUND, f"no store at {path} (no data.mdb)")
@@ -56,14 +65,40 @@ def open_store(command: str, path: Path) -> _core.Store:
         registry = storedir.load_registry(path)
     except storedir.StoreDirError as exc:
         fail(command, ExitCode.CONFIG, str(exc))
-    # Operator tools read, release and drop; they receive nothing. So any store
-    # (aggregator or national) is opened with the national role, which needs no centre
-    # key, and without requiring attestations: a halted bundle passed every check of
-    # its origin and centres when it arrived.
+    # Operator tools receive nothing: a halted bundle released here passed every check
+    # of its origin and centres when it arrived, so attestations are not required again.
     try:
-        return _core.Store(str(path), role="national", registry=registry, require_attestation=False)
+        return _core.Store(str(path), registry=registry, require_attestation=False)
     except _core.JukisyncError as exc:
         fail(command, ExitCode.CONFIG, f"cannot open {path}: {exc}")
+
+
+def open_node_store(command: str, config_path: Path, store_path: Path | None) -> _core.Store:
+    """Open a node's store as its daemon does: its role, and at a centre its signing
+    key (so what is applied here is attested and queued for national like anything
+    the daemon applies). `store_path`, when given, must be the config's store."""
+    from jukisync import config as node_config
+    from jukisync.tier import daemon
+
+    try:
+        loaded = node_config.load(config_path)
+    except node_config.ConfigError as exc:
+        fail(command, ExitCode.CONFIG, str(exc))
+    if not isinstance(loaded, node_config.AggregatorConfig | node_config.NationalConfig):
+        fail(command, ExitCode.CONFIG, f"{config_path}: not a centre's or national's config")
+    if store_path is not None and Path(loaded.store).resolve() != store_path.resolve():
+        fail(
+            command,
+            ExitCode.USAGE,
+            f"--store {store_path} is not the store of {config_path} ({loaded.store})",
+        )
+    if not (Path(loaded.store) / "data.mdb").is_file():
+        fail(command, ExitCode.NOT_FOUND, f"no store at {loaded.store} (no data.mdb)")
+    try:
+        trust = daemon.load_trust(loaded.trust)
+        return daemon.open_store(loaded, trust)
+    except daemon.StartupError as exc:
+        fail(command, exc.code, str(exc))
 
 
 store_option = click.option(

@@ -91,6 +91,9 @@ def _render(result: DemoResult, console: Console, kept: bool) -> None:
         )
     console.print(digests)
     console.print(f"centres agree with each other: {_yes(result.centres_agree)}")
+    for t in result.tiers:
+        for problem in t.inconsistencies:
+            console.print(f"[red]{t.name} inconsistent[/] {problem}", highlight=False)
     verdict = "[bold green]CONVERGED[/]" if result.converged else "[bold red]NOT CONVERGED[/]"
     rate = result.updates / max(result.elapsed_s, 1e-9)
     console.print(

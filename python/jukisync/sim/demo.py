@@ -189,6 +189,7 @@ def _judge(
         and all(digests_equal.values())
         and centres_agree
         and all(t.records == national.records for t in tiers)
+        and not any(t.inconsistencies for t in tiers)
     )
     return DemoResult(
         converged=converged,

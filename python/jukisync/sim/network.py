@@ -77,6 +77,8 @@ class TierReport:
     apply_s: float  # time this node spent in store.apply (this run)
     heads_equal: bool  # every origin's chain head equals its publisher's
     digests: dict[str, str]  # prefecture -> digest of its active records
+    # what `jukisync check` finds wrong in the store ("kind: detail"); empty when sound
+    inconsistencies: list[str]
 
 
 class Network:
@@ -302,4 +304,5 @@ class Network:
             apply_s=round(node.stats.apply_s, 3),
             heads_equal=heads == self.expected_heads(),
             digests={p: node.store.digest(p) for p in self.spec.prefectures},
+            inconsistencies=[f"{kind}: {detail}" for kind, detail in node.store.check()],
         )

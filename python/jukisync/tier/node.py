@@ -64,6 +64,7 @@ class NodeConfig:
     forward_batch: int = 512
     resend_interval_s: float = 1.0  # repair pass period; least spacing of requests per origin
     retry_s: float = 0.2  # back-off when the transport is unavailable
+    forward_poll_s: float = 1.0  # how often the forward outbox is read without a wake-up
     heads_queue: str | None = None  # hear head announcements (and serve repairs) there
     announce_interval_s: float = 10.0  # aggregator: relay the heads it holds this often
     answer_wait_s: float = 5.0  # a request unanswered this long goes to the next source
@@ -386,7 +387,13 @@ class TierNode:
     # --- forwarding (aggregator) -------------------------------------------------------
     async def _forward_loop(self) -> None:
         while True:
-            await self._forward_wake.wait()
+            # Also look now and then without a wake-up: an operator's `quarantine
+            # release` (another process) queues forwards this node did not apply.
+            # (asyncio.timeout, not wait_for: in 3.11 wait_for can swallow the stop's
+            # cancellation when the wake-up is set at the same moment.)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.forward_poll_s):
+                    await self._forward_wake.wait()
             self._forward_wake.clear()
             async with self._forward_lock:
                 await self._drain_forwards()

@@ -16,6 +16,8 @@ pub mod validate;
 pub mod wire;
 
 #[cfg(test)]
+mod divergence_tests;
+#[cfg(test)]
 mod query_tests;
 #[cfg(test)]
 mod tests;

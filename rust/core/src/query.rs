@@ -14,6 +14,7 @@ use crate::msgpack::MsgReader;
 use crate::record::{self, Record};
 use crate::store::Store;
 use crate::text;
+use crate::wire;
 
 /// Key of the search indexes: normalised text \0 birth date \0 sex digit. The reading
 /// index (`by_name`) keys `name_kana`, the name index (`by_name_text`) keys `name` and
@@ -407,10 +408,8 @@ impl Store {
     /// Look up one record by 個人番号, audited.
     pub fn lookup_number(&self, kojin_bango: &str, access: &Access) -> Result<Lookup> {
         let mut txn = self.env.write_txn()?;
-        let code_now =
-            self.dbs.by_number.get(&txn, kojin_bango.as_bytes())?.map(|c| String::from_utf8_lossy(c).into_owned());
-        let record = match &code_now {
-            Some(c) => self.record(&txn, c)?,
+        let record = match self.number_holder(&txn, kojin_bango)? {
+            Some((_, raw)) => Some(wire::decode::<Record>(&raw, "record")?),
             None => None,
         };
         let outcome = if record.is_some() { "found" } else { "not found" }.to_string();

@@ -6,16 +6,16 @@ use crate::registry::{sign_registry, KeyEntry, Registry, RegistryBody};
 use crate::store::{Centre, RejectKind, Role, Status, Store, StoreOptions};
 use crate::wire::{self, Attestation, Bin, BundleBody, Envelope, Update, ZERO_HASH};
 
-const A: &str = "352039"; // 山口市
-const B: &str = "131016"; // 千代田区
+pub(crate) const A: &str = "352039"; // 山口市
+pub(crate) const B: &str = "131016"; // 千代田区
 
-struct Net {
+pub(crate) struct Net {
     root: [u8; 32],
     keys: Vec<(String, String, [u8; 32])>, // owner, key id, secret
     heads: std::collections::HashMap<String, (u64, [u8; 32])>,
 }
 
-fn update(seq: u64, code: &str, municipality: &str, reason: &str, changed_on: &str) -> Update {
+pub(crate) fn update(seq: u64, code: &str, municipality: &str, reason: &str, changed_on: &str) -> Update {
     Update {
         seq,
         juminhyo_code: code.into(),
@@ -36,7 +36,7 @@ fn update(seq: u64, code: &str, municipality: &str, reason: &str, changed_on: &s
 }
 
 impl Net {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let keys = [A, B, "centre-east", "centre-west"]
             .iter()
             .map(|o| (o.to_string(), format!("{o}-k1"), crypto::generate_secret()))
@@ -48,7 +48,7 @@ impl Net {
         self.keys.iter().find(|k| k.1 == key_id).unwrap().2
     }
 
-    fn registry_with(&self, tweak: impl Fn(&mut KeyEntry)) -> Registry {
+    pub(crate) fn registry_with(&self, tweak: impl Fn(&mut KeyEntry)) -> Registry {
         let entries = self
             .keys
             .iter()
@@ -69,7 +69,7 @@ impl Net {
         Registry::load(&bytes, &crypto::public_key(&self.root).unwrap()).unwrap()
     }
 
-    fn store(&self, dir: &std::path::Path, role: Role) -> Store {
+    pub(crate) fn store(&self, dir: &std::path::Path, role: Role) -> Store {
         let centre = (role == Role::Aggregator).then(|| Centre {
             id: "centre-east".into(),
             key_id: "centre-east-k1".into(),
@@ -87,7 +87,7 @@ impl Net {
     }
 
     /// The next chained, signed bundle of `origin` holding `updates` (seqs assigned).
-    fn bundle(&mut self, origin: &str, mut updates: Vec<Update>) -> Vec<u8> {
+    pub(crate) fn bundle(&mut self, origin: &str, mut updates: Vec<Update>) -> Vec<u8> {
         let (head, prev) = *self.heads.get(origin).unwrap_or(&(0, ZERO_HASH));
         for (i, u) in updates.iter_mut().enumerate() {
             u.seq = head + 1 + i as u64;

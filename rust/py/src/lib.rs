@@ -2,6 +2,7 @@
 //! while holding the GIL, release it around the work, convert errors in one place.
 
 mod crypto;
+mod divergence;
 mod error;
 mod queries;
 mod record;
@@ -38,6 +39,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Record>()?;
     m.add_class::<QuarantineEntry>()?;
     m.add_class::<Store>()?;
+    m.add_class::<divergence::CodeDiff>()?;
+    m.add_class::<divergence::OriginDiff>()?;
+    m.add_class::<divergence::Reconciliation>()?;
     queries::register(m)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::divergence;
 use crate::error::{Error, Res};
 use crate::queries;
 use crate::record::Record;
@@ -75,6 +76,8 @@ pub(crate) struct QuarantineEntry {
     state: String,
     size: u64,
     envelope: Vec<u8>,
+    /// (action, operator, at µs, reason, role) of each operator decision, oldest first.
+    actions: Vec<(String, String, u64, String, String)>,
 }
 
 impl From<store::QuarantineEntry> for QuarantineEntry {
@@ -91,6 +94,7 @@ impl From<store::QuarantineEntry> for QuarantineEntry {
             state: e.state,
             size: e.size,
             envelope: e.envelope.into_vec(),
+            actions: e.actions.into_iter().map(|a| (a.action, a.operator, a.at, a.reason, a.role)).collect(),
         }
     }
 }
@@ -102,9 +106,14 @@ pub(crate) struct Store {
 }
 
 fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Aggregator => "aggregator",
-        Role::National => "national",
+    role.as_str()
+}
+
+fn operator(operator: Option<String>, reason: Option<String>) -> PyResult<Option<store::Operator>> {
+    match (operator, reason) {
+        (Some(operator), Some(reason)) => Ok(Some(store::Operator { operator, reason })),
+        (None, None) => Ok(None),
+        _ => Err(PyValueError::new_err("operator and reason go together")),
     }
 }
 
@@ -112,14 +121,14 @@ fn role_name(role: Role) -> &'static str {
 impl Store {
     #[new]
     #[pyo3(signature = (
-        path, *, role, registry, centre_id=None, centre_key=None, centre_key_id=None,
+        path, *, role=None, registry, centre_id=None, centre_key=None, centre_key_id=None,
         map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
-        role: &str,
+        role: Option<&str>,
         registry: &KeyRegistry,
         centre_id: Option<String>,
         centre_key: Option<Vec<u8>>,
@@ -129,13 +138,13 @@ impl Store {
         pending_limit: usize,
         require_attestation: Option<bool>,
     ) -> PyResult<Self> {
-        let role = match role {
-            "aggregator" => Role::Aggregator,
-            "national" => Role::National,
-            other => {
-                return Err(PyValueError::new_err(format!("role must be 'aggregator' or 'national', not {other:?}")))
-            }
-        };
+        let given =
+            match role {
+                None => None,
+                Some(r) => Some(Role::parse(r).ok_or_else(|| {
+                    PyValueError::new_err(format!("role must be 'aggregator' or 'national', not {r:?}"))
+                })?),
+            };
         let centre = match (centre_id, centre_key, centre_key_id) {
             (Some(id), Some(key), Some(key_id)) => {
                 Some(Centre { id, key_id, key: crypto::signing_key(&key).map_err(Error::from)? })
@@ -144,16 +153,22 @@ impl Store {
             _ => return Err(PyValueError::new_err("centre_id, centre_key and centre_key_id go together")),
         };
         let opts = StoreOptions {
-            role,
+            role: given.unwrap_or(Role::National),
             centre,
             map_size,
             max_bundle_bytes,
             pending_limit,
-            require_attestation: require_attestation.unwrap_or(role == Role::National),
+            // Without a role (opened as recorded) the core keeps this only for national.
+            require_attestation: require_attestation.unwrap_or(given.is_none_or(|r| r == Role::National)),
         };
         let registry = registry.inner.clone();
         let display = path.display().to_string();
-        let inner = py.detach(|| store::Store::open(&path, registry, opts)).map_err(Error::from)?;
+        let inner = py
+            .detach(|| match given {
+                Some(_) => store::Store::open(&path, registry, opts),
+                None => store::Store::open_as_recorded(&path, registry, opts),
+            })
+            .map_err(Error::from)?;
         Ok(Store { inner, path: display })
     }
 
@@ -258,13 +273,66 @@ impl Store {
         Ok(py.detach(|| self.inner.quarantine_entry(id))?.into())
     }
 
-    fn release(&self, py: Python<'_>, id: u64) -> PyResult<ApplyResult> {
-        let outcome = py.detach(|| self.inner.release(id, store::now_micros())).map_err(Error::from)?;
+    #[pyo3(signature = (id, *, operator=None, reason=None, at=None))]
+    fn release(
+        &self,
+        py: Python<'_>,
+        id: u64,
+        operator: Option<String>,
+        reason: Option<String>,
+        at: Option<u64>,
+    ) -> PyResult<ApplyResult> {
+        let by = self::operator(operator, reason)?;
+        let at = at.unwrap_or_else(store::now_micros);
+        let outcome = py.detach(|| self.inner.release_by(id, at, by.as_ref())).map_err(Error::from)?;
         ApplyResult::from_outcome(py, outcome)
     }
 
-    fn drop(&self, py: Python<'_>, id: u64) -> Res<()> {
-        Ok(py.detach(|| self.inner.drop_entry(id))?)
+    #[pyo3(signature = (id, *, operator=None, reason=None, at=None))]
+    fn drop(
+        &self,
+        py: Python<'_>,
+        id: u64,
+        operator: Option<String>,
+        reason: Option<String>,
+        at: Option<u64>,
+    ) -> PyResult<()> {
+        let by = self::operator(operator, reason)?;
+        let at = at.unwrap_or_else(store::now_micros);
+        Ok(py.detach(|| self.inner.drop_by(id, at, by.as_ref())).map_err(Error::from)?)
+    }
+
+    // ---- consistency and divergence (check.rs, reconcile.rs, rebuild.rs) --------------
+
+    /// Every inconsistency of the store as (kind, detail); empty when consistent.
+    fn check(&self, py: Python<'_>) -> Res<Vec<(&'static str, String)>> {
+        Ok(py.detach(|| self.inner.check())?.into_iter().map(|i| (i.kind, i.detail)).collect())
+    }
+
+    /// Compare with another store: heads per origin, then each origin's Merkle tree.
+    fn reconcile(&self, py: Python<'_>, other: &Store) -> PyResult<divergence::Reconciliation> {
+        let found = py.detach(|| self.inner.reconcile(&other.inner)).map_err(Error::from)?;
+        divergence::reconciliation(py, found)
+    }
+
+    /// Recompute these records from the local change log; how many changed.
+    fn rebuild_codes(&self, py: Python<'_>, codes: Vec<String>) -> Res<usize> {
+        Ok(py.detach(|| self.inner.rebuild_codes(&codes))?)
+    }
+
+    /// Rebuild every index and the Merkle sums from the records.
+    fn rebuild_indexes(&self, py: Python<'_>) -> Res<()> {
+        Ok(py.detach(|| self.inner.rebuild_indexes())?)
+    }
+
+    /// Each origin's Merkle root: origin -> (records, sum).
+    fn merkle_roots<'py>(&self, py: Python<'py>) -> Res<Bound<'py, PyDict>> {
+        let roots = py.detach(|| self.inner.merkle_roots())?;
+        let d = PyDict::new(py);
+        for (origin, count, sum) in roots {
+            d.set_item(origin, (count, PyBytes::new(py, &sum))).map_err(|e| Error(CoreError::Store(e.to_string())))?;
+        }
+        Ok(d)
     }
 
     fn halted(&self, py: Python<'_>) -> Res<std::collections::HashMap<String, String>> {

@@ -192,6 +192,7 @@ impl Store {
 
     /// Verify and apply a batch of envelopes in one write transaction.
     pub fn apply(&self, raws: &[&[u8]], received_at: u64) -> Result<Vec<Outcome>> {
+        self.can_apply()?;
         let registry = self.registry();
         let prepared = self.prepare(raws, &registry);
         let mut txn = self.env.write_txn()?;
@@ -273,6 +274,7 @@ impl Store {
             state: "open".into(),
             size: raw.len() as u64,
             envelope: ByteBuf::from(keep.to_vec()),
+            actions: Vec::new(),
         };
         self.dbs.quarantine.put(txn, &id.to_be_bytes(), &wire::encode(&entry)?)?;
         if kind == RejectKind::Halt {
@@ -417,6 +419,7 @@ impl Store {
                 return Ok((released, None));
             }
             let (head_seq, _) = self.head(txn, origin)?;
+            self.forget_passed_pending(txn, origin, head_seq)?;
             let key = seq_key(origin, head_seq + 1);
             let Some(raw) = self.dbs.pending.get(txn, &key)?.map(<[u8]>::to_vec) else {
                 return Ok((released, None));
@@ -508,6 +511,7 @@ impl Store {
         let mut name_puts: Vec<(Vec<u8>, String)> = Vec::new();
         let mut text_deletes: Vec<(Vec<u8>, String)> = Vec::new();
         let mut text_puts: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut merkle = super::merkle::Delta::default();
         let mut i = 0;
         while i < candidates.len() {
             let code = &candidates[i].juminhyo_code;
@@ -516,9 +520,15 @@ impl Store {
                 last += 1;
             }
             let best = &candidates[last];
-            let existing = self.record(txn, code)?;
+            let existing_raw = self.dbs.records.get(txn, code.as_bytes())?.map(<[u8]>::to_vec);
+            let existing: Option<Record> = existing_raw.as_deref().map(|r| wire::decode(r, "record")).transpose()?;
             if existing.as_ref().is_none_or(|e| e.version() < best.version()) {
-                self.dbs.records.put(txn, code.as_bytes(), &wire::encode(best)?)?;
+                let encoded = wire::encode(best)?;
+                if let Some(raw) = &existing_raw {
+                    merkle.record(code.as_bytes(), raw, false)?;
+                }
+                merkle.record(code.as_bytes(), &encoded, true)?;
+                self.dbs.records.put(txn, code.as_bytes(), &encoded)?;
                 let old = existing.as_ref().filter(|r| r.is_indexed());
                 let new = Some(best).filter(|r| r.is_indexed());
                 let (old_number, new_number) = (old.map(|r| &r.kojin_bango), new.map(|r| &r.kojin_bango));
@@ -550,12 +560,13 @@ impl Store {
             }
             i = last + 1;
         }
+        merkle.write(self, txn)?;
+        // Every index holds (key, code) pairs, one per indexed record and key: deleting
+        // a code's old pair never touches another record's (the 個人番号 index once kept
+        // one code per number, and lost residents when two records held one number).
         number_deletes.sort_unstable();
         for (number, code) in &number_deletes {
-            // another record may hold this number by now (a 個人番号 reassigned)
-            if self.dbs.by_number.get(txn, number.as_bytes())? == Some(code.as_bytes()) {
-                self.dbs.by_number.delete(txn, number.as_bytes())?;
-            }
+            self.dbs.by_number.delete_one_duplicate(txn, number.as_bytes(), code.as_bytes())?;
         }
         for (db, deletes) in [(self.dbs.by_name, &mut name_deletes), (self.dbs.by_name_text, &mut text_deletes)] {
             deletes.sort_unstable();

@@ -23,15 +23,26 @@ use crate::registry::Registry;
 use crate::wire::{self, BodyHead, BundleBody, Envelope, ZERO_HASH};
 
 mod apply;
+mod check;
 mod forward;
+mod merkle;
 mod quarantine;
 mod reads;
+mod rebuild;
+mod reconcile;
+
+pub use check::Inconsistency;
+pub use quarantine::Operator;
+pub use reconcile::{CodeDiff, OriginDiff, Reconciliation};
 
 pub use crate::query::{Access, Lookup, Search};
 
 type Db = Database<Bytes, Bytes>;
 
-pub const SCHEMA_VERSION: &[u8] = b"1";
+/// 2: the 個人番号 index holds every (number, code) pair (DUP_SORT `by_kojin_bango`,
+/// replacing the one-code-per-number `by_number`), the Merkle sums per origin exist,
+/// and the store records its role. A version-1 store is migrated on open.
+pub const SCHEMA_VERSION: &[u8] = b"2";
 /// How much of an oversized message is kept in quarantine for the operator to see.
 const QUARANTINE_KEEP_OVERSIZED: usize = 64 * 1024;
 
@@ -39,6 +50,23 @@ const QUARANTINE_KEEP_OVERSIZED: usize = 64 * 1024;
 pub enum Role {
     Aggregator,
     National,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Aggregator => "aggregator",
+            Role::National => "national",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "aggregator" => Some(Role::Aggregator),
+            "national" => Some(Role::National),
+            _ => None,
+        }
+    }
 }
 
 /// The signing identity an aggregation centre attests forwarded bundles with.
@@ -149,6 +177,21 @@ pub struct QuarantineEntry {
     pub state: String,
     pub size: u64,
     pub envelope: ByteBuf,
+    /// What operators did with the entry, oldest first (absent in entries written
+    /// before actions were recorded).
+    #[serde(default)]
+    pub actions: Vec<OperatorAction>,
+}
+
+/// One operator decision on a quarantined bundle: who, when (µs), what and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAction {
+    pub action: String,
+    pub operator: String,
+    pub at: u64,
+    pub reason: String,
+    /// The role of the node it was done at ("aggregator" or "national").
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +221,8 @@ enum Prepared<'a> {
 
 pub(crate) struct Dbs {
     pub(crate) records: Db,
+    /// 個人番号 → the codes of every indexed record holding it (DUP_SORT): a set, so the
+    /// index is a function of the records whatever the order updates arrive in.
     pub(crate) by_number: Db,
     pub(crate) by_name: Db,
     heads: Db,
@@ -188,6 +233,8 @@ pub(crate) struct Dbs {
     halts: Db,
     superseded: Db,
     meta: Db,
+    /// Additive hash sums of each origin's records by code prefix (merkle.rs).
+    merkle: Db,
     /// The four-item search's name index and its code → keys map (query.rs).
     pub(crate) by_name_text: Db,
     /// Code changes, new code ‖ old code → (): a resident's former 住民票コード, so
@@ -227,10 +274,17 @@ const COUNTERS: [&str; 6] =
     ["applied_bundles", "applied_updates", "duplicates", "gaps", "rejected_security", "rejected_halt"];
 
 impl Store {
+    /// Open (or create) a store as `opts.role`. The role is recorded on first open; a
+    /// store recorded with another role is refused (a national config pointed at a
+    /// centre's store would apply without attesting or forwarding).
     pub fn open(path: &Path, registry: Registry, opts: StoreOptions) -> Result<Self> {
         if opts.role == Role::Aggregator && opts.centre.is_none() {
             return Err(CoreError::Store("an aggregator store needs its centre id and signing key".into()));
         }
+        Self::open_with(path, registry, opts, true)
+    }
+
+    fn open_with(path: &Path, registry: Registry, opts: StoreOptions, role_given: bool) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(|e| CoreError::Store(format!("{}: {e}", path.display())))?;
         // SAFETY: LMDB forbids opening one environment twice in a process; jukisync
         // gives every tier store exactly one owner (DESIGN.md §4), this object.
@@ -245,7 +299,7 @@ impl Store {
         let none = DatabaseFlags::empty();
         let dbs = Dbs {
             records: create("records", none)?,
-            by_number: create("by_number", none)?,
+            by_number: create("by_kojin_bango", DatabaseFlags::DUP_SORT)?,
             by_name: create("by_name", DatabaseFlags::DUP_SORT)?,
             heads: create("heads", none)?,
             changelog: create("changelog", none)?,
@@ -255,6 +309,7 @@ impl Store {
             halts: create("halts", none)?,
             superseded: create("superseded", none)?,
             meta: create("meta", none)?,
+            merkle: create("merkle", none)?,
             by_name_text: create("by_name_text", DatabaseFlags::DUP_SORT)?,
             former_codes: create("former_codes", none)?,
             audit: AuditDbs {
@@ -263,9 +318,49 @@ impl Store {
                 meta: create("meta", none)?,
             },
         };
-        match dbs.meta.get(&txn, b"schema_version")? {
-            None => dbs.meta.put(&mut txn, b"schema_version", SCHEMA_VERSION)?,
-            Some(v) if v == SCHEMA_VERSION => {}
+        let store_role = match dbs.meta.get(&txn, b"role")? {
+            Some(v) => Some(Role::parse(std::str::from_utf8(v).unwrap_or("")).ok_or_else(|| {
+                CoreError::Store(format!("{}: unknown role {:?} recorded", path.display(), String::from_utf8_lossy(v)))
+            })?),
+            None => None,
+        };
+        let version = dbs.meta.get(&txn, b"schema_version")?.map(<[u8]>::to_vec);
+        let mut opts = opts;
+        match (role_given, store_role) {
+            (true, Some(recorded)) if recorded != opts.role => {
+                return Err(CoreError::Store(format!(
+                    "{} is the store of a{} {} node; it cannot be opened as a{} {} one",
+                    path.display(),
+                    if recorded == Role::Aggregator { "n" } else { "" },
+                    recorded.as_str(),
+                    if opts.role == Role::Aggregator { "n" } else { "" },
+                    opts.role.as_str()
+                )))
+            }
+            (true, _) => dbs.meta.put(&mut txn, b"role", opts.role.as_str().as_bytes())?,
+            (false, Some(recorded)) => {
+                // Attestations are what a national store requires of what it applies.
+                opts.require_attestation &= recorded == Role::National;
+                opts.role = recorded;
+            }
+            (false, None) => {
+                return Err(CoreError::Store(format!(
+                    "{} records no role (an empty store, or one made before stores recorded their \
+                     role): open it once with its node's config",
+                    path.display()
+                )))
+            }
+        }
+        if opts.role == Role::Aggregator && opts.centre.is_none() && role_given {
+            return Err(CoreError::Store("an aggregator store needs its centre id and signing key".into()));
+        }
+        let migrate = match version.as_deref() {
+            None => {
+                dbs.meta.put(&mut txn, b"schema_version", SCHEMA_VERSION)?;
+                false
+            }
+            Some(v) if v == SCHEMA_VERSION => false,
+            Some(b"1") => true,
             Some(v) => {
                 return Err(CoreError::Store(format!(
                     "schema version {} on disk, this build reads {}",
@@ -273,9 +368,38 @@ impl Store {
                     String::from_utf8_lossy(SCHEMA_VERSION)
                 )))
             }
-        }
+        };
         txn.commit()?;
-        Ok(Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)) })
+        let store = Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)) };
+        if migrate {
+            let mut txn = store.env.write_txn()?;
+            store.migrate_from_1(&mut txn)?;
+            store.dbs.meta.put(&mut txn, b"schema_version", SCHEMA_VERSION)?;
+            txn.commit()?;
+        }
+        Ok(store)
+    }
+
+    /// Open an existing store as the role it recorded when first opened (operator
+    /// tools: `opts.role` is ignored). Without `opts.centre` an aggregator store opened
+    /// this way reads, but refuses to apply or release (it could not attest).
+    pub fn open_as_recorded(path: &Path, registry: Registry, opts: StoreOptions) -> Result<Self> {
+        if !path.join("data.mdb").is_file() {
+            return Err(CoreError::Store(format!("no store at {} (no data.mdb)", path.display())));
+        }
+        Self::open_with(path, registry, opts, false)
+    }
+
+    /// Refuse to write bundles when this handle could not attest them.
+    pub(crate) fn can_apply(&self) -> Result<()> {
+        if self.opts.role == Role::Aggregator && self.opts.centre.is_none() {
+            return Err(CoreError::Store(
+                "this aggregator store was opened without its centre key: it cannot attest and forward; \
+                 give the node's config"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     pub fn role(&self) -> Role {

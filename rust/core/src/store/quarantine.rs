@@ -2,9 +2,15 @@
 
 use heed::{RoTxn, RwTxn};
 
-use super::{Halt, Outcome, Prepared, QuarantineEntry, RejectKind, Store};
+use super::{Halt, OperatorAction, Outcome, Prepared, QuarantineEntry, RejectKind, Store};
 use crate::error::{CoreError, Result};
 use crate::wire;
+
+/// Who resolves a quarantined bundle, and why (kept with the entry).
+pub struct Operator {
+    pub operator: String,
+    pub reason: String,
+}
 
 impl Store {
     pub fn quarantine_list(&self, include_closed: bool) -> Result<Vec<QuarantineEntry>> {
@@ -35,8 +41,29 @@ impl Store {
         }
     }
 
-    fn set_state(&self, txn: &mut RwTxn, mut entry: QuarantineEntry, state: &str) -> Result<()> {
+    fn set_state(
+        &self,
+        txn: &mut RwTxn,
+        mut entry: QuarantineEntry,
+        state: &str,
+        by: Option<&Operator>,
+        at: u64,
+    ) -> Result<()> {
         entry.state = state.into();
+        if let Some(op) = by {
+            entry.actions.push(OperatorAction {
+                action: match state {
+                    "released" => "release",
+                    "dropped" => "drop",
+                    other => other,
+                }
+                .into(),
+                operator: op.operator.clone(),
+                at,
+                reason: op.reason.clone(),
+                role: self.opts.role.as_str().into(),
+            });
+        }
         self.dbs.quarantine.put(txn, &entry.id.to_be_bytes(), &wire::encode(&entry)?)?;
         Ok(())
     }
@@ -56,6 +83,14 @@ impl Store {
     /// Accept a halting bundle as it is: apply it (content checks skipped) and resume
     /// the origin.
     pub fn release(&self, id: u64, received_at: u64) -> Result<Outcome> {
+        self.release_by(id, received_at, None)
+    }
+
+    /// `release`, recording who did it and why in the entry. At an aggregation centre
+    /// the bundle is attested and queued for forwarding like any applied bundle (the
+    /// store must have been opened with the centre's key).
+    pub fn release_by(&self, id: u64, received_at: u64, by: Option<&Operator>) -> Result<Outcome> {
+        self.can_apply()?;
         let registry = self.registry();
         let mut txn = self.env.write_txn()?;
         let entry = self.entry(&txn, id)?;
@@ -84,7 +119,7 @@ impl Store {
         }
         let mut records = Vec::new();
         let mut outcome = self.apply_verified(&mut txn, &v, received_at, true, &mut records)?;
-        self.set_state(&mut txn, entry, "released")?;
+        self.set_state(&mut txn, entry, "released", by, received_at)?;
         self.dbs.halts.delete(&mut txn, origin.as_bytes())?;
         (outcome.released, outcome.pending_rejected) =
             self.drain_pending(&mut txn, &origin, received_at, &registry, &mut records)?;
@@ -96,6 +131,11 @@ impl Store {
     /// Discard a quarantined bundle. If it halted its origin, the origin then waits for
     /// a bundle whose `supersedes` names this bundle's hash.
     pub fn drop_entry(&self, id: u64) -> Result<()> {
+        self.drop_by(id, 0, None)
+    }
+
+    /// `drop_entry`, recording who did it, when (µs) and why in the entry.
+    pub fn drop_by(&self, id: u64, at: u64, by: Option<&Operator>) -> Result<()> {
         let mut txn = self.env.write_txn()?;
         let entry = self.entry(&txn, id)?;
         if entry.state != "open" {
@@ -111,7 +151,7 @@ impl Store {
             }
             self.dbs.superseded.put(&mut txn, &hash, origin.as_bytes())?;
         }
-        self.set_state(&mut txn, entry, "dropped")?;
+        self.set_state(&mut txn, entry, "dropped", by, at)?;
         txn.commit()?;
         Ok(())
     }

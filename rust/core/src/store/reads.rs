@@ -2,6 +2,8 @@
 
 use std::ops::Bound;
 
+use heed::RoTxn;
+
 use super::{name_key, seq_key, u64_at, Store, COUNTERS};
 use crate::error::Result;
 use crate::record::{self, Record};
@@ -70,10 +72,32 @@ impl Store {
     /// The stored bytes of the record holding a 個人番号.
     pub fn by_number_raw(&self, kojin_bango: &str) -> Result<Option<Vec<u8>>> {
         let txn = self.env.read_txn()?;
-        match self.dbs.by_number.get(&txn, kojin_bango.as_bytes())? {
-            Some(code) => Ok(self.dbs.records.get(&txn, code)?.map(<[u8]>::to_vec)),
-            None => Ok(None),
+        Ok(self.number_holder(&txn, kojin_bango)?.map(|(_, raw)| raw))
+    }
+
+    /// The record a 個人番号 designates, when several hold it (an old code's 除票
+    /// beside the current record, before or after a code change reaches every tier):
+    /// an active one first, then the highest version, then the lowest code. A function
+    /// of the records alone, so every tier that holds them answers the same.
+    pub(crate) fn number_holder(&self, txn: &RoTxn, kojin_bango: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let Some(codes) = self.dbs.by_number.get_duplicates(txn, kojin_bango.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut best: Option<(bool, Record, Vec<u8>)> = None;
+        for item in codes {
+            let code = item?.1;
+            let Some(raw) = self.dbs.records.get(txn, code)? else { continue };
+            let r: Record = wire::decode(raw, "record")?;
+            let active = r.status == record::ACTIVE;
+            let better = match &best {
+                None => true,
+                Some((b_active, b, _)) => (active, r.version()) > (*b_active, b.version()),
+            };
+            if better {
+                best = Some((active, r, raw.to_vec()));
+            }
         }
+        Ok(best.map(|(_, r, raw)| (r.juminhyo_code, raw)))
     }
 
     pub fn by_number(&self, kojin_bango: &str) -> Result<Option<Record>> {
