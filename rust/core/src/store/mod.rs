@@ -291,7 +291,7 @@ impl Store {
         // (Not WRITE_MAP: measured slower here, 47k vs 61k updates/s applied into a
         // 200k-record store, as dirtying mapped pages makes the kernel write more.)
         #[allow(unsafe_code)]
-        let env = unsafe { EnvOpenOptions::new().map_size(opts.map_size).max_dbs(16).open(path)? };
+        let env = unsafe { EnvOpenOptions::new().map_size(opts.map_size).max_dbs(32).open(path)? };
         let mut txn = env.write_txn()?;
         let mut create = |name: &str, flags: DatabaseFlags| -> Result<Db> {
             Ok(env.database_options().types::<Bytes, Bytes>().name(name).flags(flags).create(&mut txn)?)
