@@ -18,8 +18,8 @@ import msgspec
 import nacl.signing
 import pytest
 
+from benchfixtures import report_rate
 from benchkit import Chains, stored_record_bytes  # noqa: F401  (fixtures use it)
-from conftest import report
 from jukisync import Store, _core
 from jukisync.sim import synth
 from jukisync.wire.messages import BundleBody, ChangeFamily, Envelope, StoredRecord, Update
@@ -45,7 +45,7 @@ def signed() -> list[tuple[bytes, bytes, bytes]]:
 def test_verify_batch(benchmark: Any, signed: list[tuple[bytes, bytes, bytes]]) -> None:
     ok = benchmark(_core.verify_batch, signed)
     assert all(ok)
-    report("verify_batch", SIGNATURES / benchmark.stats.stats.mean, "signatures/s")
+    report_rate(benchmark, "verify_batch", SIGNATURES, "signatures/s", per="mean")
 
 
 def test_pynacl_verify(benchmark: Any, signed: list[tuple[bytes, bytes, bytes]]) -> None:
@@ -57,7 +57,7 @@ def test_pynacl_verify(benchmark: Any, signed: list[tuple[bytes, bytes, bytes]])
         return len(keys)
 
     assert benchmark(one_by_one) == SIGNATURES
-    report("pynacl_verify", SIGNATURES / benchmark.stats.stats.mean, "signatures/s")
+    report_rate(benchmark, "pynacl_verify", SIGNATURES, "signatures/s", per="mean")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_store_apply(benchmark: Any, filled_store: Store, change_rounds: list[li
     benchmark.pedantic(apply, setup=setup, rounds=len(change_rounds), iterations=1)
     assert {r.status for r in results} == {"applied"}, {r.reason for r in results}
     updates = sum(_count(r) for r in change_rounds)
-    report("store_apply", updates / benchmark.stats.stats.total, "updates/s")
+    report_rate(benchmark, "store_apply", updates, "updates/s", per="total")
 
 
 def _record_bytes(origin: str, u: Update) -> bytes:
@@ -130,7 +130,7 @@ def test_lmdb_putmulti(
     db = baseline_env.open_db(b"records")
     prepared = []
     for round_ in change_rounds:
-        items = []
+        items: list[tuple[bytes, bytes]] = []
         for envelope in round_:
             origin, updates = _updates(envelope)
             items.extend((u.juminhyo_code.encode(), _record_bytes(origin, u)) for u in updates)
@@ -145,8 +145,8 @@ def test_lmdb_putmulti(
             txn.cursor().putmulti(items)
 
     benchmark.pedantic(putmulti, setup=setup, rounds=len(prepared), iterations=1)
-    updates = sum(len(p) for p in prepared)
-    report("lmdb_putmulti", updates / benchmark.stats.stats.total, "updates/s")
+    total = sum(len(p) for p in prepared)
+    report_rate(benchmark, "lmdb_putmulti", total, "updates/s", per="total")
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_get_many(benchmark: Any, filled_store: Store, codes: list[str]) -> None
 
     statuses = benchmark(get_many)
     assert "unknown" not in statuses
-    report("get_many", len(codes) / benchmark.stats.stats.mean, "records/s")
+    report_rate(benchmark, "get_many", len(codes), "records/s", per="mean")
 
 
 def test_lmdb_get_loop(benchmark: Any, baseline_env: lmdb.Environment, codes: list[str]) -> None:
@@ -180,4 +180,4 @@ def test_lmdb_get_loop(benchmark: Any, baseline_env: lmdb.Environment, codes: li
 
     statuses = benchmark(loop)
     assert "unknown" not in statuses
-    report("lmdb_get_loop", len(codes) / benchmark.stats.stats.mean, "records/s")
+    report_rate(benchmark, "lmdb_get_loop", len(codes), "records/s", per="mean")

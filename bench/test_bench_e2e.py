@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from conftest import report
+from benchfixtures import report
 from jukisync.sim.bench import BenchOptions, BenchResult, make_workload, probe_broker, run_bench
 
 UPDATES = int(os.environ.get("JUKISYNC_BENCH_E2E_UPDATES", "500000"))

@@ -25,7 +25,7 @@ import lmdb
 import msgspec
 import pytest
 
-from conftest import RECORDS, report
+from benchfixtures import RECORDS, report, report_rate
 from jukisync import Store, _core
 from jukisync.sim import synth
 from jukisync.wire.messages import StoredRecord
@@ -54,7 +54,7 @@ def test_get_single(benchmark: Any, filled_store: Store, codes: list[str]) -> No
         return found
 
     assert benchmark(loop) > 0
-    report("get_single", len(codes) / benchmark.stats.stats.mean, "lookups/s")
+    report_rate(benchmark, "get_single", len(codes), "lookups/s", per="mean")
 
 
 def test_lmdb_get_single(benchmark: Any, baseline_env: lmdb.Environment, codes: list[str]) -> None:
@@ -71,7 +71,7 @@ def test_lmdb_get_single(benchmark: Any, baseline_env: lmdb.Environment, codes: 
         return found
 
     assert benchmark(loop) > 0
-    report("lmdb_get_single", len(codes) / benchmark.stats.stats.mean, "lookups/s")
+    report_rate(benchmark, "lmdb_get_single", len(codes), "lookups/s", per="mean")
 
 
 def test_lookup_audited(benchmark: Any, filled_store: Store, codes: list[str]) -> None:
@@ -84,7 +84,7 @@ def test_lookup_audited(benchmark: Any, filled_store: Store, codes: list[str]) -
         )
 
     assert benchmark.pedantic(loop, rounds=3, iterations=1) == len(sample)
-    report("lookup_audited", len(sample) / benchmark.stats.stats.mean, "lookups/s")
+    report_rate(benchmark, "lookup_audited", len(sample), "lookups/s", per="mean")
 
 
 # --- the four-item search ------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_confirm(benchmark: Any, filled_store: Store, batch: list[str]) -> None:
     assert len(result) == BATCH and counts["current"] + counts["moved_out"] + counts[
         "removed"
     ] == min(RECORDS, BATCH)
-    report("confirm", BATCH / benchmark.stats.stats.mean, "codes/s (target >= 2,000,000)")
+    report_rate(benchmark, "confirm", BATCH, "codes/s (target >= 2,000,000)", per="mean")
 
 
 class _Status(msgspec.Struct):
@@ -289,4 +289,4 @@ def test_lmdb_confirm_loop(
 
     statuses = benchmark.pedantic(loop, rounds=3, iterations=1)
     assert len(statuses) == len(part)
-    report("lmdb_confirm_loop", len(part) / benchmark.stats.stats.mean, "codes/s")
+    report_rate(benchmark, "lmdb_confirm_loop", len(part), "codes/s", per="mean")

@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from benchfixtures import report
 from benchkit import Chains, KeyRing
-from conftest import report
 from jukisync import Store
 from jukisync.publisher.bundling import ChainHead
 from jukisync.sim import synth

@@ -32,7 +32,7 @@ from externaltools import close_connection_async, rabbitmqctl
 from jukisync import _core
 from jukisync.publisher.outbox import Outbox
 from jukisync.sim import synth
-from jukisync.tier.daemon import national_queue_name
+from jukisync.tier.assembly import national_queue_name
 from jukisync.transport.amqp import (
     AmqpOptions,
     AmqpTransport,

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 
 from jukisync import _core
+from jukisync.config import HttpConfig, NationalConfig, TrustConfig
+from jukisync.trust import storedir
 from jukisync.wire.codes import kojin_bango_check_digit
 from jukisync.wire.messages import (
     ChangeReason,
@@ -87,3 +90,15 @@ class KeyRing:
 
     def registry(self) -> _core.KeyRegistry:
         return _core.KeyRegistry(self.signed_registry(), _core.public_key(self.root))
+
+    def national_config(self, directory: Path) -> NationalConfig:
+        """A national node's config trusting this ring (trust files written under
+        `directory / "trust"`, the store at `directory / "store"`), for
+        `tier.assembly.assemble_tier` as the daemon reads it."""
+        trust_dir = directory / "trust"
+        storedir.write_trust(trust_dir, self.signed_registry(), _core.public_key(self.root))
+        trust = TrustConfig(
+            root_public_key=str(trust_dir / storedir.ROOT_FILE),
+            registry=str(trust_dir / storedir.REGISTRY_FILE),
+        )
+        return NationalConfig(store=str(directory / "store"), trust=trust, http=HttpConfig(port=0))

@@ -26,12 +26,12 @@ CLOCKS = (
 
 
 def faketime_library() -> Path:
-    import libfaketime  # the dev extra installs it
+    import libfaketime  # type: ignore[import-untyped]  # the dev extra installs it
 
     ok, env = libfaketime.get_reload_information()
     if not ok:
         sys.exit("libfaketime does not support this platform")
-    return Path(env["LD_LIBRARY_PATH"]) / env["LD_PRELOAD"].split(":", 1)[0]
+    return Path(str(env["LD_LIBRARY_PATH"])) / str(env["LD_PRELOAD"]).split(":", 1)[0]
 
 
 def _utc(instant: str) -> float:

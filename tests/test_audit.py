@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jukisync.cli.audit import usage_table
 from jukisync.query.audit import (
     JST,
     NotAnAuditor,
@@ -33,7 +34,6 @@ from jukisync.query.audit import (
     usage,
     usage_csv,
     usage_json,
-    usage_table,
 )
 from jukisync.query.policy import load_catalogue
 from netkit import YAMAGUCHI_CITY
@@ -42,8 +42,10 @@ from querykit import Registry, code, make_policy, person
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 
-def jst(*args: int) -> int:
-    return to_micros(dt.datetime(*args, tzinfo=JST))  # type: ignore[misc]
+def jst(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> int:
+    return to_micros(dt.datetime(year, month, day, hour, minute, second, us, tzinfo=JST))
 
 
 # --- fiscal years and eras ---------------------------------------------------------------------
@@ -230,6 +232,7 @@ def _edit(
 ) -> Callable[[lmdb.Transaction, lmdb._Database, lmdb._Database], None]:
     def change(txn: lmdb.Transaction, entries: lmdb._Database, meta: lmdb._Database) -> None:
         raw = txn.get(_key(entry_id), db=entries)
+        assert raw is not None
         entry = msgspec.msgpack.decode(raw)
         entry.update(fields)
         txn.put(_key(entry_id), msgspec.msgpack.encode(entry), db=entries)
@@ -281,6 +284,7 @@ def test_a_whole_rewritten_chain_fails_its_checkpoint(tmp_path: Path) -> None:
     def rewrite(txn: lmdb.Transaction, entries: lmdb._Database, meta: lmdb._Database) -> None:
         # Rewrite entry 3 and fix up the head, as someone with write access could.
         raw = txn.get(_key(3), db=entries)
+        assert raw is not None
         entry = msgspec.msgpack.decode(raw)
         entry["requester"] = "forged"
         new = msgspec.msgpack.encode(entry)

@@ -25,6 +25,7 @@ from jukisync.cli import main
 from jukisync.query.policy import load_policy
 from jukisync.query.rpc import QueryClient, QueryServer, query_queue_name, reply_queue_name
 from jukisync.query.service import ByCode, Found, QueryService, encode
+from jukisync.transport.amqp import AmqpOptions, AmqpTransport
 from jukisync.transport.base import QUERY_EXCHANGE
 from jukisync.transport.brokerusers import Role, User, plan
 from netkit import HAGI, YAMAGUCHI_CITY
@@ -100,13 +101,21 @@ async def node(vhost: Vhost, tmp_path: Path) -> AsyncIterator[tuple[QueryServer,
     service = GatedService(store, load_policy(policy_dir / "policy.toml"))
     service.gate = threading.Event()
     service.gate.set()
-    server = QueryServer(vhost.url("national"), service, node=NODE)
-    await server.start()
+    # On the node's own transport, as the daemon serves it, logged in as the node.
+    transport = AmqpTransport(
+        vhost.url("national"),
+        name="pytest query node",
+        options=AmqpOptions(queue_type="classic", connect_timeout_s=30),
+    )
+    server = QueryServer(transport, service, node=NODE)
     try:
+        await transport.connect(timeout=30)
+        await server.start()
         yield server, store
     finally:
         service.gate.set()
         await server.close()
+        await transport.close()
 
 
 async def _ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -240,8 +249,7 @@ async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) ->
     consumes the forwards, and each declares the topology it declares at start."""
     from jukisync.tier.daemon import national_queue_name
     from jukisync.transport.amqp import (
-        AmqpOptions,
-        AmqpTransport,
+        AmqpSubscription,
         bundle_queue_name,
         heads_queue_name,
     )
@@ -268,20 +276,15 @@ async def test_every_role_does_its_work_under_the_shipped_setup(vhost: Vhost) ->
         await transports["centre"].publish_forward(YAMAGUCHI_CITY, b"forward")
         resend = ResendRequest(origin=YAMAGUCHI_CITY, from_seq=1, requester="centre-a")
         await transports["centre"].request_resend(resend)
-        for transport, consume in (
-            (transports["centre"], lambda t: t.consume_bundles(centre_queue, ["35"])),
-            (transports["national"], lambda t: t.consume_forwards(national_queue)),
-            (transports["municipality"], lambda t: t.consume_control(YAMAGUCHI_CITY)),
-            (
-                transports["centre"],
-                lambda t: t.consume_heads(centre_heads, heads_bindings(["35"])),
-            ),
-            (
-                transports["national"],
-                lambda t: t.consume_heads(national_heads, heads_bindings(None)),
-            ),
-        ):
-            subscription = consume(transport)
+        subscribers: list[Callable[[], AmqpSubscription]] = [
+            lambda: transports["centre"].consume_bundles(centre_queue, ["35"]),
+            lambda: transports["national"].consume_forwards(national_queue),
+            lambda: transports["municipality"].consume_control(YAMAGUCHI_CITY),
+            lambda: transports["centre"].consume_heads(centre_heads, heads_bindings(["35"])),
+            lambda: transports["national"].consume_heads(national_heads, heads_bindings(None)),
+        ]
+        for consume in subscribers:
+            subscription = consume()
             delivery = await asyncio.wait_for(subscription.__anext__(), 30)
             await delivery.ack()
             await subscription.close()

@@ -86,7 +86,9 @@ def _converges_degraded_until_done(net: Net, name: str) -> list[dict[str, object
         samples.append({"code": code, "converged": converged, **health})
         return converged and code == 200
 
-    logs = lambda: "\n".join(f"--- {p.name}\n{p.output()}" for p in net.procs.values())  # noqa: E731
+    def logs() -> str:
+        return "\n".join(f"--- {p.name}\n{p.output()}" for p in net.procs.values())
+
     assert until(step), f"{name} did not converge and report ok: {samples[-3:]}\n{logs()}"
     behind_ok = [s for s in samples if not s["converged"] and s["code"] == 200]
     assert not behind_ok, f"healthy while behind: {behind_ok}"

@@ -57,7 +57,7 @@ def _build(path: Path) -> tuple[str, str]:
     return first.juminhyo_code, first.kojin_bango
 
 
-def _db(env: Env, name: str, *, dupsort: bool = False) -> object:
+def _db(env: Env, name: str, *, dupsort: bool = False) -> lmdb._Database:
     return env.open_db(name.encode(), create=False, dupsort=dupsort)
 
 

@@ -78,7 +78,9 @@ def test_verify_names_each_damaged_entry(config: Path, tmp_path: Path) -> None:
     bundles = env.open_db(b"bundles")
     with env.begin(write=True, db=bundles) as txn:  # flip a byte of bundle 4-6
         key = (6).to_bytes(8, "big")
-        raw = bytearray(txn.get(key))
+        stored = txn.get(key)
+        assert stored is not None
+        raw = bytearray(stored)
         raw[-5] ^= 0xFF
         txn.put(key, bytes(raw))
     env.close()

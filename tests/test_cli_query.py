@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -27,7 +28,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     """(store directory with its trust files, policy file)."""
     reg = Registry(tmp_path)
     store = reg.open()
-    hagi = {"name": "萩 次郎", "kana": "ハギ ジロウ"}
+    hagi: dict[str, Any] = {"name": "萩 次郎", "kana": "ハギ ジロウ"}
     reg.apply(
         store,
         [person(YAMAGUCHI_CITY, 1, address="山口県山口市亀山町1番1号"), person(HAGI, 2, **hagi)],

@@ -130,7 +130,7 @@ def _with_secret(role: str) -> dict[str, object]:
     import tomllib
 
     raw = tomllib.loads((CONFIG_DIR / _ROLES[role][1]).read_text(encoding="utf-8"))
-    broker = dict(raw.get("broker", {}))  # type: ignore[call-overload]
+    broker = dict(raw.get("broker", {}))
     broker["url"] = f"amqp://node:{_SECRET}@127.0.0.1:5672/jukisync"
     raw["broker"] = broker
     return raw

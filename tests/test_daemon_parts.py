@@ -18,7 +18,8 @@ from jukisync import _core, lockfile
 from jukisync.publisher.bundling import ENVELOPE_OVERHEAD, BundlePolicy, chunk
 from jukisync.publisher.node import PublisherFailed, PublisherNode
 from jukisync.publisher.origin import Publisher
-from jukisync.tier.node import NodeConfig, NodeFailed, TierNode
+from jukisync.tier.assembly import assemble_tier
+from jukisync.tier.node import NodeFailed
 from jukisync.tier.observability import HttpEndpoint, NodeMetrics
 from jukisync.transport.base import (
     Delivery,
@@ -27,7 +28,7 @@ from jukisync.transport.base import (
     TransportUnavailable,
 )
 from jukisync.transport.inprocess import InProcessNetwork, InProcessTransport
-from jukisync.wire.codes import CodeError
+from jukisync.wire.codes import CodeError, validate_update
 from netkit import YAMAGUCHI_CITY, KeyRing, update
 
 ORIGIN = YAMAGUCHI_CITY
@@ -43,7 +44,7 @@ def publisher(tmp_path: Path, policy: BundlePolicy, *, check_content: bool = Tru
         tmp_path / "outbox",
         policy=policy,
         sync=False,
-        **({} if check_content else {"validate": lambda u: None}),
+        validate=validate_update if check_content else (lambda u: None),
     )
 
 
@@ -205,13 +206,10 @@ class BrokenTransport(InProcessTransport):
 async def test_a_subscription_that_ends_fails_the_node(
     tmp_path: Path, error: Exception | None
 ) -> None:
-    ring = KeyRing()
-    store = _core.Store(str(tmp_path / "store"), role="national", registry=ring.registry())
-    node = TierNode(
-        NodeConfig(name="national", role="national", queue="forwards"),
-        store,
-        BrokenTransport(InProcessNetwork(), error),
+    parts = await assemble_tier(
+        KeyRing().national_config(tmp_path), transport=BrokenTransport(InProcessNetwork(), error)
     )
+    node = parts.node
     await node.start()
     await asyncio.wait_for(node.failed.wait(), 5)
     assert isinstance(node.failure, NodeFailed)
@@ -234,14 +232,10 @@ async def _request(port: int, raw: bytes) -> tuple[int, bytes]:
 
 
 async def test_http_endpoint_answers_health_metrics_and_nothing_else(tmp_path: Path) -> None:
-    ring = KeyRing()
-    store = _core.Store(str(tmp_path / "store"), role="national", registry=ring.registry())
-    node = TierNode(
-        NodeConfig(name="national", role="national", queue="forwards"),
-        store,
-        InProcessNetwork().transport("national"),
+    parts = await assemble_tier(
+        KeyRing().national_config(tmp_path), transport=InProcessNetwork().transport("national")
     )
-    metrics = NodeMetrics(node)
+    metrics = NodeMetrics(parts.node)
     healthy = [False]
     endpoint = HttpEndpoint(
         "127.0.0.1",
@@ -273,7 +267,7 @@ async def test_http_endpoint_answers_health_metrics_and_nothing_else(tmp_path: P
         await endpoint.close()
 
 
-def test_metrics_count_results_per_origin(tmp_path: Path) -> None:
+async def test_metrics_count_results_per_origin(tmp_path: Path) -> None:
     from storekit import Origin
 
     ring = KeyRing()
@@ -286,10 +280,10 @@ def test_metrics_count_results_per_origin(tmp_path: Path) -> None:
         registry=ring.registry(),
         require_attestation=False,
     )
-    node = TierNode(
-        NodeConfig(name="n", role="national", queue="q"), store, InProcessNetwork().transport("n")
+    parts = await assemble_tier(
+        ring.national_config(tmp_path), store=store, transport=InProcessNetwork().transport("n")
     )
-    metrics = NodeMetrics(node)
+    metrics = NodeMetrics(parts.node)
     results: Sequence[_core.ApplyResult] = store.apply([second, b"junk", first, first])
     metrics.observe(results, 0.002)
     text = metrics.render("")[0].decode()
@@ -327,10 +321,49 @@ def test_lock_keeps_a_second_process_out(tmp_path: Path) -> None:
     )
     assert done.returncode == 3 and "in use by another process" in done.stdout
     held.release()
-    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "store")])
-    assert done.returncode == 0
+    again = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "store")])
+    assert again.returncode == 0
 
 
 def test_transport_unavailable_is_not_message_too_large() -> None:
     # Retrying helps one and not the other; the pump tells them apart by type.
     assert not issubclass(MessageTooLarge, TransportUnavailable)
+
+
+# --- assembly ---------------------------------------------------------------------------
+
+
+async def test_assembly_builds_the_node_its_config_describes(tmp_path: Path) -> None:
+    import msgspec
+
+    from jukisync.config import QueryServiceConfig, ReplicationConfig, TierLimits
+    from jukisync.exitcodes import ExitCode
+    from jukisync.tier.assembly import StartupError, national_queue_name
+
+    base = KeyRing().national_config(tmp_path)
+    limits = TierLimits(max_batch=7, forward_batch=9, map_size=1 << 26)
+    replication = ReplicationConfig(resend_interval_s=0.25, announce_interval_s=3.0)
+    config = msgspec.structs.replace(base, limits=limits, replication=replication)
+    parts = await assemble_tier(config, transport=InProcessNetwork().transport("national"))
+    assert parts.queue == national_queue_name("national") == "jukisync.forwards.national"
+    node = parts.node.config
+    assert (node.queue, node.role, node.max_batch, node.forward_batch) == (
+        parts.queue,
+        "national",
+        7,
+        9,
+    )
+    assert node.resend_interval_s == 0.25 and node.announce_interval_s == 3.0
+    assert node.heads_queue == "jukisync.heads.national"
+    assert node.prefetch == config.broker.prefetch
+    assert parts.queries is None  # no [query] section
+    assert (tmp_path / "store" / "registry.bin").is_file()  # trust files beside the store
+
+    # Queries are served over RabbitMQ only: refused with the in-process transport.
+    policy = Path(__file__).resolve().parent.parent / "config" / "policy.example.toml"
+    with_query = msgspec.structs.replace(
+        base, store=str(tmp_path / "other"), query=QueryServiceConfig(policy=str(policy))
+    )
+    with pytest.raises(StartupError, match="RabbitMQ only") as refused:
+        await assemble_tier(with_query, transport=InProcessNetwork().transport("n"))
+    assert refused.value.code == ExitCode.CONFIG

@@ -112,7 +112,9 @@ def test_a_release_at_a_centre_reaches_national(net: Net, tmp_path: Path) -> Non
     assert centre_store.digest() == national.digest()
     assert national.stats()["pending"] == 0 and not national.halted()
     [released] = [e for e in _entries(net, centre) if e["id"] == halt["id"]]
-    [action] = released["actions"]  # type: ignore[misc]
+    actions = released["actions"]
+    assert isinstance(actions, list) and len(actions) == 1
+    action = actions[0]
     assert (action["action"], action["operator"], action["role"]) == (
         "release",
         "op-centre",

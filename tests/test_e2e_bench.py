@@ -17,14 +17,17 @@ from click.testing import CliRunner
 
 from jukisync.cli import main
 from jukisync.exitcodes import ExitCode
+from jukisync.sim import synth
 from jukisync.sim.bench import (
     BenchOptions,
     Bundle,
-    _interleave,
     bundle_id,
+    interleave,
     make_workload,
     percentiles,
 )
+from jukisync.tier.assembly import national_queue_name
+from jukisync.transport.amqp import bundle_queue_name
 from jukisync.wire.messages import BundleBody, Envelope
 
 broker = pytest.mark.broker
@@ -49,9 +52,9 @@ def _body(envelope: bytes) -> BundleBody:
     )
 
 
-def test_percentiles_are_nearest_rank() -> None:
+def test_percentiles_interpolate_between_samples() -> None:
     p = percentiles([i / 1000 for i in range(1, 101)])  # 1..100 ms
-    assert (p.samples, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms) == (100, 50.0, 90.0, 99.0, 100.0)
+    assert (p.samples, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms) == (100, 50.5, 90.1, 99.01, 100.0)
     assert percentiles([0.005]).p99_ms == 5.0
     assert percentiles([]).samples == 0
 
@@ -87,7 +90,7 @@ def test_interleaving_keeps_each_origin_in_chain_order() -> None:
         o: [Bundle(o, seq, 1, b"") for seq in range(1, n + 1)]
         for o, n in (("352012", 7), ("352021", 2), ("352039", 4))
     }
-    order = _interleave(streams)
+    order = interleave(streams)
     assert sorted(b.key for b in order) == sorted(b.key for s in streams.values() for b in s)
     for origin, bundles in streams.items():
         assert [b for b in order if b.origin == origin] == bundles
@@ -152,7 +155,9 @@ def test_bench_runs_end_to_end_and_converges(broker_url: str) -> None:
     assert all({"measured", "target", "met"} <= set(t) for t in report["targets"])
     # Nothing left behind on the broker.
     namespace = report["namespace"]
-    for queue in ("national.forwards", "centre-bench.bundles", "raw.hop1", "raw.hop2"):
+    prefectures = sorted({m.code[:2] for m in synth.MUNICIPALITIES[:3]})
+    tier_queues = (national_queue_name("national"), bundle_queue_name("centre-bench", prefectures))
+    for queue in (*tier_queues, "raw.hop1", "raw.hop2"):
         assert not asyncio.run(_queue_exists(broker_url, namespace + queue)), queue
 
 

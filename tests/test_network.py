@@ -18,6 +18,7 @@ from jukisync import _core
 from jukisync.publisher.bundling import BundlePolicy
 from jukisync.publisher.origin import Publisher
 from jukisync.sim.network import Network, NetworkSpec
+from jukisync.tier.assembly import queue_name
 from jukisync.wire.messages import BundleBody, Envelope, decode_body, decode_envelope, encode
 from netkit import CHIYODA, HAGI, YAMAGUCHI_CITY, update
 
@@ -187,12 +188,12 @@ async def test_faulty_publisher_dropped_by_operator_then_reissued(net: Network) 
     )
     net.publishers[origin] = faulty
     await net.start_publisher(origin)
-    net.submit([(origin, update(origin, n)) for n in range(5)])  # type: ignore[misc]
+    net.submit([(origin, update(origin, n)) for n in range(5)])
     garbled = [
         msgspec.structs.replace(update(origin, n), address="宇部市\x1b[0m常盤町") for n in (5, 6)
     ]
     net.submit([(origin, u) for u in garbled])
-    net.submit([(origin, update(origin, n)) for n in range(7, 12)])  # type: ignore[misc]
+    net.submit([(origin, update(origin, n)) for n in range(7, 12)])
     await asyncio.wait_for(net.drain_publishers(), TIMEOUT)
 
     centres = [net.tier("centre-a"), net.tier("centre-b")]
@@ -266,11 +267,11 @@ async def test_a_crashed_centre_catches_up_from_its_queue_after_restart(net: Net
     await net.stop_tier("centre-a", graceful=False)
     net.submit(batch(10, 10))  # type: ignore[arg-type]
     await converge(net)  # without centre-a
-    assert net.broker.depth("centre-a.bundles") > 0  # its queue kept everything
+    assert net.broker.depth(queue_name(net.configs["centre-a"])) > 0  # its queue kept everything
     await net.restart_tier("centre-a")
     await converge(net)
     assert_same_content(net, ["centre-a", "centre-b", "national"])
-    assert net.broker.depth("centre-a.bundles") == 0
+    assert net.broker.depth(queue_name(net.configs["centre-a"])) == 0
 
 
 async def test_graceful_stop_leaves_nothing_half_done(net: Network) -> None:
@@ -307,7 +308,7 @@ async def test_a_lost_bundle_is_resent_on_request(net: Network) -> None:
     lost = publisher.unconfirmed()
     publisher.confirm(lost)  # "confirmed", yet it never reached any queue
     await net.start_publisher(origin)
-    net.submit([(origin, update(origin, n)) for n in range(5, 10)])  # type: ignore[misc]
+    net.submit([(origin, update(origin, n)) for n in range(5, 10)])
     await converge(net)
     assert_same_content(net, ["centre-a", "centre-b", "national"])
     for name in ("centre-a", "centre-b"):

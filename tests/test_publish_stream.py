@@ -76,7 +76,11 @@ def test_a_pipe_at_a_steady_rate_is_confirmed_while_it_is_open(make_net: MakeNet
             pipe.flush()
             sent += 1
             time.sleep(0.005)  # the input's pace, not a synchronisation
-        assert until(lambda n=sent: _head(net, centre) >= n or not proc.alive(), 60), proc.output()
+
+        def reached(n: int = sent) -> bool:
+            return _head(net, centre) >= n or not proc.alive()
+
+        assert until(reached, 60), proc.output()
         assert proc.alive() and _head(net, centre) == sent, proc.output()
     pipe.writelines(lines[sent:])
     pipe.close()  # end of the stream: the publisher delivers the rest and exits
@@ -99,7 +103,11 @@ def test_a_stream_rides_out_a_cut_connection_while_its_input_is_silent(
         pipe.writelines(part)
         pipe.flush()
         done = lines.index(part[-1]) + 1
-        assert until(lambda n=done: _head(net, centre) >= n or not proc.alive()), proc.output()
+
+        def reached(n: int = done) -> bool:
+            return _head(net, centre) >= n or not proc.alive()
+
+        assert until(reached), proc.output()
         # The input falls silent; the broker drops the publisher meanwhile.
         assert close_connections([proc.pid]) >= 1
     pipe.close()
@@ -134,7 +142,7 @@ def _readme_embedding_example() -> str:
     section = README.read_text(encoding="utf-8").split("## Publishing from a municipal system")[1]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 1, "the section has one embedding example"
-    return blocks[0]
+    return str(blocks[0])
 
 
 def _municipality_config(net: Net, at: Path, **overrides: str) -> Path:

@@ -145,8 +145,8 @@ def test_planted_differences_are_all_named_and_repaired(tmp_path: Path) -> None:
     del a, b
     gc.collect()  # LMDB: one open environment per path in a process
     flipped = [update(CHIYODA, 5).juminhyo_code, update(CHIYODA, 25).juminhyo_code]
-    for code in flipped:
-        flip_record(tmp_path / "a", code, name="改ざん 花子")
+    for flip in flipped:
+        flip_record(tmp_path / "a", flip, name="改ざん 花子")
     code, out = _run("reconcile", str(tmp_path / "a"), str(tmp_path / "b"), "--json")
     assert code == ExitCode.FAILURE
     report = json.loads(out)
@@ -172,7 +172,8 @@ def test_planted_differences_are_all_named_and_repaired(tmp_path: Path) -> None:
     a, b = t.store("a", "aggregator"), t.store("b")
     assert a.check() == [] and b.check() == []
     assert a.reconcile(b).equal
-    assert a.get(flipped[0]).name == update(CHIYODA, 5).name  # type: ignore[union-attr]
+    repaired = a.get(flipped[0])
+    assert repaired is not None and repaired.name == update(CHIYODA, 5).name
 
 
 def test_a_centre_behind_is_repaired_with_its_key_and_forwards(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import aio_pika
 import pytest
 from yarl import URL
 
+from conftest import AmqpKit
 from externaltools import rabbitmqctl, require_rabbitmqctl
 from jukisync import Store
 from jukisync.query.rpc import QUERY_EXCHANGE, QueryClient, QueryServer, RpcError
@@ -50,7 +52,7 @@ def store(tmp_path: Path) -> Store:
 
 @pytest.fixture
 async def server(
-    store: Store, tmp_path: Path, agencies: dict[str, str], broker_url: str
+    store: Store, tmp_path: Path, agencies: dict[str, str], amqp: AmqpKit
 ) -> AsyncIterator[tuple[QueryServer, str]]:
     # The policy names requesters by broker user: rewrite the kit's ids to this run's.
     policy_dir = tmp_path / "policy"
@@ -62,15 +64,12 @@ async def server(
     from jukisync.query.policy import load_policy
 
     service = QueryService(store, load_policy(policy_dir / "policy.toml"))
-    namespace = f"t{uuid.uuid4().hex[:8]}."
-    server = QueryServer(broker_url, service, node="national", namespace=namespace)
+    # On a node's transport, as the daemon serves it (the kit removes the namespace).
+    transport = amqp.transport("query server")
+    server = QueryServer(transport, service, node="national")
     await server.start()
-    yield server, namespace
-    await server.close()  # its queue goes with it (auto-delete); the exchange too:
-    connection = await aio_pika.connect(broker_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.exchange_delete(namespace + QUERY_EXCHANGE)
+    yield server, amqp.namespace
+    await server.close()
 
 
 async def test_granted_agency_gets_the_tasks_fields(
@@ -188,6 +187,26 @@ async def test_more_bad_requests_than_the_prefetch_do_not_stop_the_service(
                     break
     assert all(isinstance(a, Denied) and a.query == "invalid" for a in answered.values())
     assert store.audit_head()[1] == before + count
+    async with QueryClient(
+        agencies["agency-a"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
+        answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
+    assert isinstance(answer, Found), answer
+
+
+async def test_the_server_answers_again_after_its_connection_is_lost(
+    server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
+) -> None:
+    """It consumes on its node's transport: when that connection fails, it consumes
+    again on the next one the transport opens."""
+    query_server, namespace = server
+    connection = query_server.transport._connection  # test-only peek at the live connection
+    assert connection is not None and connection.transport is not None
+    await connection.transport.connection.close(ConnectionResetError("jukisync test: cut"))
+    async with asyncio.timeout(30):
+        while not (query_server.subscribed >= 2 and query_server.consuming):
+            await asyncio.sleep(0.05)
+    assert query_server.transport.connections_opened == 2
     async with QueryClient(
         agencies["agency-a"], namespace=namespace, node_users=_node_users(server)
     ) as client:

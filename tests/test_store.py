@@ -10,6 +10,7 @@ import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -49,9 +50,9 @@ class Net:
         self.registry = self.ring.registry()
         self.count = 0
 
-    def store(self, role: str = "aggregator", **options: int) -> Store:
+    def store(self, role: str = "aggregator", **options: Any) -> Store:
         self.count += 1
-        centre = {}
+        centre: dict[str, Any] = {}
         if role == "aggregator":
             key_id, secret = self.ring.keys[CENTRE]
             centre = {"centre_id": CENTRE, "centre_key": secret, "centre_key_id": key_id}
@@ -60,7 +61,7 @@ class Net:
             role=role,  # type: ignore[arg-type]
             registry=self.registry,
             map_size=1 << 28,
-            **centre,  # type: ignore[arg-type]
+            **centre,
             **options,
         )
 

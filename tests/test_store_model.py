@@ -91,7 +91,7 @@ class StoreModel(RuleBasedStateMachine):
                 centre = {"centre_id": name, "centre_key": secret, "centre_key_id": key_id}
             self.opened[name] = _core.Store(
                 str(self.root / name),
-                role="aggregator" if name in CENTRES else "national",  # type: ignore[arg-type]
+                role="aggregator" if name in CENTRES else "national",
                 registry=self.registry,
                 map_size=1 << 26,
                 **centre,  # type: ignore[arg-type]

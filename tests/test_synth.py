@@ -23,6 +23,7 @@ from jukisync.cli import main
 from jukisync.exitcodes import ExitCode
 from jukisync.publisher.input import BadLine, read_updates
 from jukisync.sim import synth
+from jukisync.sim.synth import reference, residents
 from jukisync.wire import codes
 from jukisync.wire.messages import ChangeFamily, ChangeReason, Sex, Update, decode_update
 
@@ -224,20 +225,20 @@ def test_yamaguchi_weights_follow_population() -> None:
 
 def test_reference_readings_are_katakana() -> None:
     names = itertools.chain(
-        synth._SURNAMES,
-        *synth._MALE_GIVEN,
-        *synth._FEMALE_GIVEN,
-        *(n.surnames + n.male + n.female for n in synth._NATIONALITIES),
+        reference.SURNAMES,
+        *reference.MALE_GIVEN,
+        *reference.FEMALE_GIVEN,
+        *(n.surnames + n.male + n.female for n in reference.NATIONALITIES),
     )
     for name in names:
         for reading in name.readings:
             assert is_katakana_reading(reading), (name.kanji, reading)
-    assert len(synth._SURNAMES) >= 200
-    assert len({n.kanji for n in synth._SURNAMES}) == len(synth._SURNAMES)
+    assert len(reference.SURNAMES) >= 200
+    assert len({n.kanji for n in reference.SURNAMES}) == len(reference.SURNAMES)
 
 
 def test_kanji_numbers_for_chome() -> None:
-    assert [synth._kanji_number(n) for n in (1, 9, 10, 11, 20, 24)] == [
+    assert [residents._kanji_number(n) for n in (1, 9, 10, 11, 20, 24)] == [
         "一",
         "九",
         "十",
@@ -662,3 +663,21 @@ def test_gen_is_deterministic_across_processes(tmp_path: Path) -> None:
         )  # fmt: skip
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_reference_data_comes_from_the_package_data_files() -> None:
+    # The tables are read with importlib.resources from jukisync/sim/data/, so they
+    # must ship with the package (maturin includes the python-source tree).
+    from importlib import resources
+
+    data = resources.files("jukisync.sim").joinpath("data")
+    names = {p.name for p in data.iterdir()}
+    assert {"municipalities.txt", "names.toml", "ages.toml"} <= names
+    listed = [
+        line.split()[0]
+        for line in data.joinpath("municipalities.txt").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith(("#", " "))
+    ]
+    assert [m.code for m in synth.MUNICIPALITIES] == listed
+    assert len(reference.NATIONALITIES) == 5 and len(reference.MALE_GIVEN) == 3
+    assert reference.AGE_BANDS[0] == (0, 4200, 0.488)

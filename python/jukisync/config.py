@@ -33,6 +33,8 @@ __all__ = [
     "NodeConfigFile",
     "QueryServiceConfig",
     "ReplicationConfig",
+    "TierConfig",
+    "TierLimits",
     "TrustConfig",
     "load",
 ]
@@ -121,25 +123,35 @@ class HealthConfig(_Section, frozen=True, kw_only=True):
     settle_s: Seconds | None = None
 
 
-class _StoreLimits(_Section, frozen=True, kw_only=True):
+class TierLimits(_Section, frozen=True, kw_only=True):
+    """`[limits]` of a tier node: its store's bounds and its node's batch sizes."""
+
     max_bundle_bytes: Positive = 8 << 20
     pending_limit: Positive = 10_000
     map_size: Positive = 1 << 36
-    max_batch: Positive = 256
+    max_batch: Positive = 256  # deliveries per store.apply
+    forward_batch: Positive = 512  # aggregator: forwards per round to national
 
 
-class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=True, frozen=True):
-    id: NodeId
-    prefectures: list[Prefecture]
+class _TierSections(_Section, frozen=True, kw_only=True):
+    """What every tier node's config has (`tier.assembly` builds the node from it)."""
+
     store: str
-    signing_key: str
     trust: TrustConfig
     broker: BrokerConfig = BrokerConfig()
     http: HttpConfig = HttpConfig()
-    limits: _StoreLimits = _StoreLimits()
+    limits: TierLimits = TierLimits()
     replication: ReplicationConfig = ReplicationConfig()
     health: HealthConfig = HealthConfig()
     query: QueryServiceConfig | None = None
+
+
+class AggregatorConfig(
+    _TierSections, tag="aggregator", tag_field="role", kw_only=True, frozen=True
+):
+    id: NodeId
+    prefectures: list[Prefecture]
+    signing_key: str
 
     def __post_init__(self) -> None:
         if not self.prefectures:
@@ -148,16 +160,8 @@ class AggregatorConfig(_Section, tag="aggregator", tag_field="role", kw_only=Tru
             raise ValueError(f"prefectures: listed twice in {self.prefectures}")
 
 
-class NationalConfig(_Section, tag="national", tag_field="role", kw_only=True, frozen=True):
+class NationalConfig(_TierSections, tag="national", tag_field="role", kw_only=True, frozen=True):
     id: NodeId = "national"
-    store: str
-    trust: TrustConfig
-    broker: BrokerConfig = BrokerConfig()
-    http: HttpConfig = HttpConfig()
-    limits: _StoreLimits = _StoreLimits()
-    replication: ReplicationConfig = ReplicationConfig()
-    health: HealthConfig = HealthConfig()
-    query: QueryServiceConfig | None = None
 
 
 class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only=True, frozen=True):
@@ -181,6 +185,7 @@ class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only
             raise ValueError(f"origin: {self.origin!r} is not a valid local government code")
 
 
+TierConfig = AggregatorConfig | NationalConfig
 NodeConfigFile = AggregatorConfig | NationalConfig | MunicipalityConfig
 
 

@@ -30,6 +30,12 @@ _SUBCOMMANDS = [
     "audit",
     "bench",
     "broker",
+    "config",
+    "snapshot",
+    "bootstrap",
+    "backup",
+    "restore",
+    "selfcheck",
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -106,7 +107,7 @@ def usage(
     elif as_csv:
         click.echo(audit_mod.usage_csv(report), nl=False)
     else:
-        data_console().print(audit_mod.usage_table(report))
+        data_console().print(usage_table(report))
 
 
 @command.command(
@@ -313,3 +314,39 @@ def purge(
             f"purged {result.purged:,} entries before {cutoff.isoformat()}; first kept "
             f"{result.first_kept}; logged as {result.audit_id}"
         )
+
+
+def usage_table(report: audit_mod.UsageReport) -> Table:
+    """The usage report as the seed document's table (rows by category and task,
+    columns by month); the CSV and JSON forms are in `query.audit`."""
+    table = Table(
+        title=f"{report.authority} 本人確認情報の利用状況（利用件数）",
+        caption=f"監査ログ checkpoint {report.checkpoint[0]}:{report.checkpoint[1]}",
+    )
+    # Never cut a number, label or name ("平成2…", "10,1…"): on a narrow terminal
+    # cells wrap (fold), and off a terminal the console is as wide as the table
+    # (jukisync.cli.common.data_console).
+    table.add_column("区分", overflow="fold")
+    table.add_column("コード", overflow="fold")
+    table.add_column("事務", overflow="fold")
+    for label in report.labels:
+        table.add_column(label, justify="right", overflow="fold")
+    table.add_column("合計", justify="right", overflow="fold")
+
+    def cells(counts: Sequence[int], total: int) -> list[str]:
+        return [f"{n:,}" for n in counts] + [f"{total:,}"]
+
+    for cat in report.categories:
+        for i, row in enumerate(cat.tasks):
+            table.add_row(
+                cat.name if i == 0 else "",
+                row.task,
+                row.name,
+                *row.cells(report.fiscal_years),
+                f"{row.total:,}",
+            )
+        if len(cat.tasks) > 1:
+            table.add_row("", "", "小計", *cells(cat.counts, cat.total), style="bold")
+        table.add_section()
+    table.add_row("合計", "", "", *cells(report.counts, report.total), style="bold")
+    return table

@@ -24,7 +24,6 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 import msgspec
-from rich.table import Table
 
 from jukisync import _core, clock
 from jukisync.query.policy import Basis, Catalogue, Denial, Kind, Policy, Thresholds
@@ -53,7 +52,6 @@ __all__ = [
     "usage",
     "usage_csv",
     "usage_json",
-    "usage_table",
 ]
 
 JST: Final = clock.JST
@@ -247,40 +245,6 @@ def usage(
         denied=denied,
         checkpoint=(head[1], head[2].hex()),
     )
-
-
-def usage_table(report: UsageReport) -> Table:
-    table = Table(
-        title=f"{report.authority} 本人確認情報の利用状況（利用件数）",
-        caption=f"監査ログ checkpoint {report.checkpoint[0]}:{report.checkpoint[1]}",
-    )
-    # Never cut a number, label or name ("平成2…", "10,1…"): on a narrow terminal
-    # cells wrap (fold), and off a terminal the console is as wide as the table
-    # (jukisync.cli.common.data_console).
-    table.add_column("区分", overflow="fold")
-    table.add_column("コード", overflow="fold")
-    table.add_column("事務", overflow="fold")
-    for label in report.labels:
-        table.add_column(label, justify="right", overflow="fold")
-    table.add_column("合計", justify="right", overflow="fold")
-
-    def cells(counts: Sequence[int], total: int) -> list[str]:
-        return [f"{n:,}" for n in counts] + [f"{total:,}"]
-
-    for cat in report.categories:
-        for i, row in enumerate(cat.tasks):
-            table.add_row(
-                cat.name if i == 0 else "",
-                row.task,
-                row.name,
-                *row.cells(report.fiscal_years),
-                f"{row.total:,}",
-            )
-        if len(cat.tasks) > 1:
-            table.add_row("", "", "小計", *cells(cat.counts, cat.total), style="bold")
-        table.add_section()
-    table.add_row("合計", "", "", *cells(report.counts, report.total), style="bold")
-    return table
 
 
 def usage_csv(report: UsageReport) -> str:

@@ -24,7 +24,7 @@ import enum
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 
@@ -370,14 +370,22 @@ class Policy:
         return Decision(True, fields=frozenset(wanted), task=task)
 
 
-def _toml(path: Path, error: type[PolicyError]) -> dict[str, object]:
+_T = TypeVar("_T")
+
+
+def _read(path: Path, into: type[_T], error: type[PolicyError]) -> _T:
+    """A TOML file decoded into `into`; every problem an `error` naming file and field."""
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            data = tomllib.load(f)
     except FileNotFoundError:
         raise error(path, "", "no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(path, "", f"not valid TOML: {exc}") from None
+    try:
+        return msgspec.convert(data, into)
+    except msgspec.ValidationError as exc:
+        raise error(path, *configerrors.explain(exc, data, into)) from None
 
 
 def check_catalogue(catalogue: Catalogue, source: str = "<catalogue>") -> None:
@@ -409,11 +417,7 @@ def check_catalogue(catalogue: Catalogue, source: str = "<catalogue>") -> None:
 
 def load_catalogue(path: str | Path) -> Catalogue:
     path = Path(path)
-    data = _toml(path, CatalogueError)
-    try:
-        catalogue = msgspec.convert(data, Catalogue)
-    except msgspec.ValidationError as exc:
-        raise CatalogueError(path, *configerrors.explain(exc, data, Catalogue)) from None
+    catalogue = _read(path, Catalogue, CatalogueError)
     check_catalogue(catalogue, str(path))
     return catalogue
 
@@ -421,10 +425,6 @@ def load_catalogue(path: str | Path) -> Catalogue:
 def load_policy(path: str | Path) -> Policy:
     """A policy file and the catalogue it names (relative to the policy file)."""
     path = Path(path)
-    data = _toml(path, GrantError)
-    try:
-        file = msgspec.convert(data, PolicyFile)
-    except msgspec.ValidationError as exc:
-        raise GrantError(path, *configerrors.explain(exc, data, PolicyFile)) from None
+    file = _read(path, PolicyFile, GrantError)
     catalogue = load_catalogue(path.parent / file.catalogue)
     return Policy(file, catalogue, source=str(path))

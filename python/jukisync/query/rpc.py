@@ -16,14 +16,18 @@ the reply is confirmed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -38,8 +42,9 @@ from jukisync.query.service import (
     decode_response,
     encode,
 )
-from jukisync.transport.amqp import url_user
-from jukisync.transport.base import QUERY_EXCHANGE, REPLY_PREFIX
+from jukisync.transport.amqp import AmqpTransport, url_user
+from jukisync.transport.amqp.channels import LOST, close_quietly, closing_is_lost
+from jukisync.transport.base import QUERY_EXCHANGE, REPLY_PREFIX, TransportClosed
 
 __all__ = [
     "QUERY_EXCHANGE",
@@ -70,46 +75,103 @@ class RpcError(Exception):
 
 
 class QueryServer:
-    """Serves `service` to requests routed to `node` until closed."""
+    """Serves `service` to requests routed to `node` until closed, on the connection of
+    the node's transport (so its TLS, credentials and namespace), consuming again on
+    every new connection after a loss."""
 
     def __init__(
         self,
-        url: str,
+        transport: AmqpTransport,
         service: QueryService,
         *,
         node: str,
-        namespace: str = "",
         prefetch: int = 32,
     ) -> None:
-        self.url = url
+        self.transport = transport
         self.service = service
         self.node = node
-        self.namespace = namespace
+        self.namespace = transport.names.namespace
         self.prefetch = prefetch
         self.served = 0
-        # Replies carry the broker-validated login, so an agency can tell them from
-        # a forgery by anyone else allowed to publish to it (QueryClient.node_users).
-        self.user_id = url_user(url)
-        self._connection: AbstractRobustConnection | None = None
+        # Replies carry the node's broker-validated login, so an agency can tell them
+        # from a forgery by anyone else allowed to publish to it (QueryClient.node_users).
+        self.user_id = transport.user_id
+        self.subscribed = 0  # consumers registered so far: 2 after one resubscription
         self._channel: AbstractChannel | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def consuming(self) -> bool:
+        """Its consumer is registered on a live channel (for health)."""
+        channel = self._channel
+        return not self._closed and channel is not None and not channel.is_closed
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": f"jukisync-query-{self.node}"}
+        """Consume requests once the transport is connected; errors of this first
+        subscription are raised, later losses are followed."""
+        connection = await self.transport.wait_connection()
+        closing = await self._subscribe(connection)
+        self._follower = asyncio.create_task(
+            self._follow(closing), name=f"query server {self.node}"
         )
-        self._channel = await self._connection.channel(publisher_confirms=True)
-        await self._channel.set_qos(prefetch_count=self.prefetch)
-        exchange = await self._channel.declare_exchange(
-            self.namespace + QUERY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        # Queries are answered now or not at all: a classic, non-durable queue that
-        # goes with its server, so while no node serves, a request fails at once
-        # ("no query service") instead of waiting for the agency's timeout.
-        queue = await self._channel.declare_queue(
-            self.namespace + query_queue_name(self.node), durable=False, auto_delete=True
-        )
-        await queue.bind(exchange, routing_key=self.node)
-        await queue.consume(self._on_request)
+
+    async def _subscribe(self, connection: AbstractConnection) -> asyncio.Future[Any]:
+        """A channel with its consumer; returns a future done when the channel closes."""
+        channel = connection.channel(publisher_confirms=True)
+        await channel.initialize()
+        try:
+            await channel.set_qos(prefetch_count=self.prefetch)
+            exchange = await channel.declare_exchange(
+                self.namespace + QUERY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            # Queries are answered now or not at all: a classic, non-durable queue that
+            # goes with its server, so while no node serves, a request fails at once
+            # ("no query service") instead of waiting for the agency's timeout.
+            queue = await channel.declare_queue(
+                self.namespace + query_queue_name(self.node), durable=False, auto_delete=True
+            )
+            await queue.bind(exchange, routing_key=self.node)
+            await queue.consume(self._on_request)
+        except BaseException:
+            await close_quietly(channel)
+            raise
+        self._channel = channel
+        self.subscribed += 1
+        underlay = await channel.get_underlay_channel()
+        return underlay.closing
+
+    async def _follow(self, closing: asyncio.Future[Any]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await asyncio.wait([closing])
+            finally:
+                closing.cancel()  # only this observer
+            self._channel = None
+            log.warning("query server %s: channel lost; consuming again", self.node)
+            while True:
+                try:
+                    connection = await self.transport.wait_connection()
+                except TransportClosed:
+                    return  # the node is shutting down
+                try:
+                    with closing_is_lost(connection):
+                        closing = await self._subscribe(connection)
+                except (*LOST, aiormq.exceptions.AMQPError) as exc:
+                    # Also a connection the transport has not yet noticed is gone.
+                    delay = self.transport.backoff(attempt)
+                    attempt += 1
+                    log.warning(
+                        "query server %s: cannot consume (%s); retrying in %.2fs",
+                        self.node,
+                        exc,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                attempt = 0
+                break
 
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
         if not message.reply_to:
@@ -136,9 +198,16 @@ class QueryServer:
         self.served += 1
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        """Stop answering (its queue goes with the channel); the connection is the
+        node's and stays."""
+        self._closed = True
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await follower
+        channel, self._channel = self._channel, None
+        await close_quietly(channel)
 
 
 class QueryClient:

@@ -6,7 +6,8 @@ files beside them, see `storedir`), wires every node to its own connection of on
 in-process broker (or of RabbitMQ: pass `transports`, e.g. an `AmqpNetwork`), and
 reports whether the tiers converged.
 
-    data_dir/keys/                 key files (keys.save), root included
+    data_dir/keys/                 key files (keys.save), root included, and the
+                                   trust files the tier configs name (registry.bin, root.pub)
     data_dir/<centre>/             aggregator stores (+ registry.bin, root.pub)
     data_dir/national/             the national store (+ registry.bin, root.pub)
     data_dir/outbox/<origin>/      each publisher's outbox
@@ -23,10 +24,20 @@ from pathlib import Path
 from typing import Protocol
 
 from jukisync import _core
+from jukisync.config import (
+    AggregatorConfig,
+    HttpConfig,
+    NationalConfig,
+    ReplicationConfig,
+    TierConfig,
+    TierLimits,
+    TrustConfig,
+)
 from jukisync.publisher.bundling import BundlePolicy
 from jukisync.publisher.node import PublisherNode
 from jukisync.publisher.origin import Publisher
-from jukisync.tier.node import NodeConfig, TierNode
+from jukisync.tier.assembly import assemble_tier
+from jukisync.tier.node import TierNode
 from jukisync.transport.base import Transport
 from jukisync.transport.inprocess import InProcessNetwork
 from jukisync.trust import keys, storedir
@@ -100,6 +111,7 @@ class Network:
         self.key_pairs: dict[str, keys.KeyPair] = {}
         self.registry_bytes = b""
         self.root_public = b""
+        self.configs: dict[str, TierConfig] = {}  # each tier's, as a daemon would read it
         self._stopped: set[str] = set()
 
     # --- setting up ----------------------------------------------------------------------
@@ -115,6 +127,7 @@ class Network:
         entries = [p.public.entry() for p in self.key_pairs.values()]
         self.registry_bytes = keys.build_registry(entries, root.secret, 1, keys.now_us())
         self.root_public = root.public_key
+        storedir.write_trust(key_dir, self.registry_bytes, self.root_public)
 
     def registry(self) -> _core.KeyRegistry:
         return _core.KeyRegistry(self.registry_bytes, self.root_public)
@@ -132,56 +145,58 @@ class Network:
         self.publishers[origin] = publisher
         return publisher
 
-    def _open_store(self, name: str, role: str) -> _core.Store:
-        path = self.data_dir / name
-        storedir.write_trust(path, self.registry_bytes, self.root_public)
-        if role == "aggregator":
-            pair = self.key_pairs[name]
-            return _core.Store(
-                str(path),
-                role="aggregator",
-                registry=self.registry(),
-                centre_id=name,
-                centre_key=pair.secret,
-                centre_key_id=pair.key_id,
-                map_size=self.spec.map_size,
-            )
-        return _core.Store(
-            str(path), role="national", registry=self.registry(), map_size=self.spec.map_size
+    def tier_config(self, name: str) -> TierConfig:
+        """The config of centre `name` (or national), as its daemon would read it; the
+        network's transports replace its `[broker]`."""
+        key_dir = self.data_dir / "keys"
+        trust = TrustConfig(
+            root_public_key=str(key_dir / storedir.ROOT_FILE),
+            registry=str(key_dir / storedir.REGISTRY_FILE),
         )
+        limits = TierLimits(map_size=self.spec.map_size, max_batch=self.spec.max_batch)
+        replication = ReplicationConfig(resend_interval_s=self.spec.resend_interval_s)
+        store, http = str(self.data_dir / name), HttpConfig(port=0)
+        if name == NATIONAL:
+            return NationalConfig(
+                id=name,
+                store=store,
+                trust=trust,
+                http=http,
+                limits=limits,
+                replication=replication,
+            )
+        return AggregatorConfig(
+            id=name,
+            prefectures=self.spec.prefectures,
+            store=store,
+            signing_key=str(keys.paths_for(key_dir, self.key_pairs[name].key_id)[0]),
+            trust=trust,
+            http=http,
+            limits=limits,
+            replication=replication,
+        )
+
+    async def _start_tier(
+        self, name: str, transport: str, store: _core.Store | None = None
+    ) -> TierNode:
+        config = self.configs.setdefault(name, self.tier_config(name))
+        parts = await assemble_tier(
+            config, transport=self.transports.transport(transport), store=store
+        )
+        await parts.node.start()
+        if name == NATIONAL:
+            self.national = parts.node
+        else:
+            self.centres[name] = parts.node
+        return parts.node
 
     async def start(self) -> None:
         """Keys, stores and every node; queues are declared before anything is sent."""
         if not self.key_pairs:
             self.make_keys()
-        prefectures = self.spec.prefectures
-        national_store = self._open_store(NATIONAL, "national")
-        self.national = TierNode(
-            NodeConfig(
-                name=NATIONAL,
-                role="national",
-                queue=f"{NATIONAL}.forwards",
-                max_batch=self.spec.max_batch,
-            ),
-            national_store,
-            self.transports.transport(NATIONAL),
-        )
-        await self.national.start()
+        await self._start_tier(NATIONAL, NATIONAL)
         for centre in self.spec.centres:
-            node = TierNode(
-                NodeConfig(
-                    name=centre,
-                    role="aggregator",
-                    queue=f"{centre}.bundles",
-                    prefectures=prefectures,
-                    max_batch=self.spec.max_batch,
-                    resend_interval_s=self.spec.resend_interval_s,
-                ),
-                self._open_store(centre, "aggregator"),
-                self.transports.transport(centre),
-            )
-            await node.start()
-            self.centres[centre] = node
+            await self._start_tier(centre, centre)
         for origin in self.spec.origins:
             await self.start_publisher(origin)
 
@@ -264,13 +279,7 @@ class Network:
     async def restart_tier(self, name: str) -> TierNode:
         """A stopped node back on its own store and queue, on a fresh connection (as a
         daemon restarted after a crash: its queue kept what it had not acked)."""
-        old = self.tier(name)
-        node = TierNode(old.config, old.store, self.transports.transport(f"{name}-restarted"))
-        await node.start()
-        if name == NATIONAL:
-            self.national = node
-        else:
-            self.centres[name] = node
+        node = await self._start_tier(name, f"{name}-restarted", self.tier(name).store)
         self._stopped.discard(name)
         return node
 

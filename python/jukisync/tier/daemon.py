@@ -29,27 +29,30 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jukisync import _core, lockfile
-from jukisync.config import AggregatorConfig, NationalConfig, QueryServiceConfig, TrustConfig
+from jukisync import lockfile
+from jukisync.config import AggregatorConfig, TierConfig
 from jukisync.exitcodes import ExitCode
-from jukisync.query.policy import PolicyError, load_policy
 from jukisync.query.rpc import QueryServer
-from jukisync.query.service import QueryService
-from jukisync.tier.catchup import CentreSigner
-from jukisync.tier.node import NodeConfig, Role, TierNode
-from jukisync.tier.observability import HttpEndpoint, NodeMetrics
-from jukisync.transport.amqp import (
-    AmqpTransport,
-    TopologyError,
-    bundle_queue_name,
-    heads_queue_name,
+from jukisync.tier.assembly import (
+    StartupError,
+    Trust,
+    assemble_tier,
+    load_trust,
+    national_queue_name,
+    open_store,
+    queue_name,
+    role_of,
 )
+from jukisync.tier.audit_metrics import AuditAnomalyCollector
+from jukisync.tier.node import Role, TierNode
+from jukisync.tier.observability import HttpEndpoint, NodeMetrics
+from jukisync.tier.registry_reload import RegistryHolder
+from jukisync.transport.amqp import AmqpTransport, TopologyError
 from jukisync.transport.base import TransportUnavailable
-from jukisync.trust import keys, storedir
+from jukisync.trust import storedir
 
 __all__ = [
     "Daemon",
@@ -64,116 +67,7 @@ __all__ = [
 
 log = logging.getLogger("jukisync.daemon")
 
-TierConfig = AggregatorConfig | NationalConfig
 LOCK_FILE = "daemon.lock"
-
-
-class StartupError(Exception):
-    """The daemon cannot start; `code` is the exit code, the message one line."""
-
-    def __init__(self, code: ExitCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def national_queue_name(node_id: str) -> str:
-    """The national node's queue of forwarded bundles."""
-    return f"jukisync.forwards.{node_id}"
-
-
-def queue_name(config: TierConfig) -> str:
-    if isinstance(config, AggregatorConfig):
-        return bundle_queue_name(config.id, config.prefectures)
-    return national_queue_name(config.id)
-
-
-@dataclass(frozen=True, slots=True)
-class Trust:
-    registry_bytes: bytes
-    root_public: bytes
-    registry: _core.KeyRegistry
-
-
-def load_trust(trust: TrustConfig) -> Trust:
-    """The registry, verified against the root public key of the config."""
-    try:
-        root = storedir.read_root_public(trust.root_public_key)
-    except storedir.StoreDirError as exc:
-        raise StartupError(ExitCode.CONFIG, f"trust.root_public_key: {exc}") from None
-    try:
-        data = Path(trust.registry).read_bytes()
-    except OSError as exc:
-        raise StartupError(
-            ExitCode.CONFIG, f"trust.registry: {trust.registry}: {exc.strerror or exc}"
-        ) from None
-    try:
-        registry = _core.KeyRegistry(data, root)
-    except _core.JukisyncError as exc:
-        raise StartupError(
-            ExitCode.CONFIG, f"trust.registry: {trust.registry} does not verify: {exc}"
-        ) from None
-    return Trust(data, root, registry)
-
-
-def _centre_key(config: AggregatorConfig, registry: _core.KeyRegistry) -> keys.KeyPair:
-    try:
-        pair = keys.load(config.signing_key)
-    except keys.KeyFileError as exc:
-        raise StartupError(ExitCode.CONFIG, f"signing_key: {exc}") from None
-    if pair.owner != config.id:
-        raise StartupError(
-            ExitCode.CONFIG,
-            f"signing_key: {config.signing_key} belongs to {pair.owner!r}, not to this "
-            f"centre {config.id!r}",
-        )
-    known = registry.key_for(pair.key_id)
-    if known != (config.id, pair.public_key):
-        raise StartupError(
-            ExitCode.CONFIG,
-            f"signing_key: key {pair.key_id!r} of {config.id!r} is not in the registry "
-            f"(version {registry.version}): national would refuse its attestations",
-        )
-    if not registry.valid_at(pair.key_id, config.id, keys.now_us()):
-        raise StartupError(
-            ExitCode.CONFIG,
-            f"signing_key: key {pair.key_id!r} is not valid now in the registry "
-            f"(version {registry.version}): expired, revoked or not yet valid",
-        )
-    return pair
-
-
-def open_store(config: TierConfig, trust: Trust) -> _core.Store:
-    """The node's store, with the trust files written beside it."""
-    pair = _centre_key(config, trust.registry) if isinstance(config, AggregatorConfig) else None
-    limits = config.limits
-    try:
-        storedir.write_trust(config.store, trust.registry_bytes, trust.root_public)
-        if pair is not None:
-            return _core.Store(
-                config.store,
-                role="aggregator",
-                registry=trust.registry,
-                centre_id=config.id,
-                centre_key=pair.secret,
-                centre_key_id=pair.key_id,
-                map_size=limits.map_size,
-                max_bundle_bytes=limits.max_bundle_bytes,
-                pending_limit=limits.pending_limit,
-            )
-        return _core.Store(
-            config.store,
-            role="national",
-            registry=trust.registry,
-            map_size=limits.map_size,
-            max_bundle_bytes=limits.max_bundle_bytes,
-            pending_limit=limits.pending_limit,
-        )
-    except OSError as exc:
-        raise StartupError(
-            ExitCode.CONFIG, f"store: {config.store}: {exc.strerror or exc}"
-        ) from None
-    except _core.JukisyncError as exc:
-        raise StartupError(ExitCode.CONFIG, f"store: cannot open {config.store}: {exc}") from None
 
 
 class _Quiet(logging.Filter):
@@ -189,7 +83,7 @@ class Daemon:
 
     def __init__(self, config: TierConfig, *, connection_name: str | None = None) -> None:
         self.config = config
-        self.role: Role = "aggregator" if isinstance(config, AggregatorConfig) else "national"
+        self.role: Role = role_of(config)
         self.connection_name = connection_name or (
             f"jukisync {self.role} {config.id} pid {os.getpid()}"
         )
@@ -199,8 +93,25 @@ class Daemon:
         self.transport: AmqpTransport | None = None
         self.http: HttpEndpoint | None = None
         self.queries: QueryServer | None = None
+        self.registry: RegistryHolder | None = None
         self._stop: asyncio.Event | None = None
         self.stop_requested = False
+
+    def reload_registry(self) -> bool:
+        """SIGHUP: read, verify and swap in the registry of `trust.registry`."""
+        if self.registry is None:
+            log.warning("registry reload: the node has not started yet")
+            return False
+
+        def load() -> tuple[bytes, bytes]:
+            trust = self.config.trust
+            try:
+                root = storedir.read_root_public(trust.root_public_key)
+            except storedir.StoreDirError as exc:
+                raise ValueError(str(exc)) from None
+            return Path(trust.registry).read_bytes(), root
+
+        return self.registry.reload(load)
 
     def request_stop(self) -> None:
         """Stop consuming, finish the batch in hand, commit, close (safe to call twice)."""
@@ -236,6 +147,7 @@ class Daemon:
             "connected": connected,
             "consuming": consuming,
             "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
+            "registry_version": None if self.registry is None else self.registry.version,
         }
         if transport is not None and not connected and transport.last_error is not None:
             details["broker_error"] = str(transport.last_error)
@@ -338,42 +250,25 @@ class Daemon:
 
     async def _run(self, wait: bool) -> ExitCode:
         config = self.config
-        trust = load_trust(config.trust)
-        store = await asyncio.to_thread(open_store, config, trust)
-        try:
-            self.transport = AmqpTransport(
-                config.broker.url, name=self.connection_name, options=config.broker
-            )
-        except ValueError as exc:
-            raise StartupError(ExitCode.CONFIG, f"broker: {exc}") from None
-        replication = config.replication
-        signer = None
-        if isinstance(config, AggregatorConfig):
-            pair = _centre_key(config, trust.registry)
-            signer = CentreSigner(config.id, pair.key_id, pair.secret)
-        node = TierNode(
-            NodeConfig(
-                name=config.id,
-                role=self.role,
-                queue=self.queue,
-                prefectures=config.prefectures if isinstance(config, AggregatorConfig) else (),
-                max_batch=config.limits.max_batch,
-                prefetch=config.broker.prefetch,
-                heads_queue=heads_queue_name(config.id),
-                resend_interval_s=replication.resend_interval_s,
-                announce_interval_s=replication.announce_interval_s,
-                answer_wait_s=replication.answer_wait_s,
-                repair_max_bundles=replication.repair_max_bundles,
-                max_requests_per_s=replication.max_requests_per_s,
-            ),
-            store,
-            self.transport,
-            registry=trust.registry,
-            signer=signer,
-        )
+        parts = await assemble_tier(config, connection_name=self.connection_name)
+        assert isinstance(parts.transport, AmqpTransport)  # none handed in: the broker's
+        self.transport, self.queries = parts.transport, parts.queries
+        node = parts.node
         self.node = node
+        # The registry the store was opened with (written beside it by open_store).
+        self.registry = RegistryHolder(
+            parts.store,
+            config.store,
+            storedir.load_registry(config.store).version,
+            (Path(config.store) / storedir.REGISTRY_FILE).read_bytes(),
+            also=[node.catchup.set_registry],
+        )
         metrics = NodeMetrics(node)
         node.observers.append(metrics.observe)
+        metrics.registry.register(self.registry)
+        if self.queries is not None:
+            policy = self.queries.service.policy
+            metrics.registry.register(AuditAnomalyCollector(parts.store, policy.thresholds))
         if config.http.port:
             self.http = HttpEndpoint(
                 config.http.listen,
@@ -394,8 +289,11 @@ class Daemon:
         if not await self._connect_and_start(wait):
             await node.stop(graceful=True)  # asked to stop before it was consuming
             return ExitCode.OK
-        if node.failure is None and config.query is not None:
-            await self._serve_queries(store, config.query)
+        if node.failure is None and self.queries is not None and config.query is not None:
+            assert self._stop is not None
+            # On the node's connection: waits for it if it was lost meanwhile.
+            if await _first(self.queries.start(), self._stop.wait()):
+                log.info("%s: answering queries under %s", config.id, config.query.policy)
         if node.failure is None:
             self.phase = "running"
             log.info(
@@ -429,22 +327,6 @@ class Daemon:
         if node.failure is not None:
             return ExitCode.FAILURE
         return ExitCode.OK
-
-    async def _serve_queries(self, store: _core.Store, query: QueryServiceConfig) -> None:
-        """Agencies' queries over RabbitMQ, answered from this node's store."""
-        try:
-            policy = load_policy(query.policy)
-        except PolicyError as exc:
-            raise StartupError(ExitCode.CONFIG, f"query.policy: {exc}") from None
-        service = QueryService(store, policy, out_dir=query.out_dir)
-        self.queries = QueryServer(
-            self.config.broker.url,
-            service,
-            node=self.config.id,
-            namespace=self.config.broker.namespace,
-        )
-        await self.queries.start()
-        log.info("%s: answering queries under %s", self.config.id, query.policy)
 
     async def _connect_and_start(self, wait: bool) -> bool:
         """Connect and start the node; False if a stop was asked meanwhile."""

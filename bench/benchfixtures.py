@@ -1,0 +1,154 @@
+"""Shared fixtures of the benchmarks: a synthetic population (jukisync.sim.synth), signed
+bundles of it, a tier store holding it, and an `lmdb`-package baseline holding the same
+record bytes. Sizes come from the environment so a quick run stays quick:
+
+    JUKISYNC_BENCH_RECORDS   records in the filled stores (default 1,000,000)
+
+Each benchmark records its figure with `report(...)`; the ratios to their baselines
+measured in the same run are printed at the end of the session.
+
+`conftest.py` only re-exports these (fixtures and the summary hook), so the benchmarks
+import `report` from here, and mypy checks this module once (tests/ has a conftest too).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import lmdb
+import msgspec
+import pytest
+
+from benchkit import Chains, KeyRing, stored_record_bytes
+from jukisync import Store
+from jukisync.sim import synth
+
+RECORDS = int(os.environ.get("JUKISYNC_BENCH_RECORDS", "1000000"))
+_RESULTS: dict[str, tuple[float, str]] = {}  # name -> (per-second figure, unit)
+# (what, ours, baseline, target ratio)
+_PAIRS = [
+    ("Ed25519 batch verify vs PyNaCl one by one", "verify_batch", "pynacl_verify", 3.0),
+    ("apply 1,000-update bundles vs lmdb putmulti", "store_apply", "lmdb_putmulti", None),
+    ("get_many 100k codes vs lmdb get + msgspec loop", "get_many", "lmdb_get_loop", 5.0),
+    ("single lookup: Store.get vs lmdb txn + get + msgspec", "get_single", "lmdb_get_single", 1.0),
+    ("audited lookup (a commit each) vs lmdb get", "lookup_audited", "lmdb_get_single", None),
+    ("four-item search (audited) vs lmdb + Python", "search", "lmdb_search", None),
+    ("batch confirmation vs lmdb get + msgspec loop", "confirm", "lmdb_confirm_loop", None),
+    ("end to end vs raw aio-pika, bytes/s over 2 hops", "e2e_bytes", "raw_bytes", 0.5),
+    ("reconcile equal stores vs a digest of both", "reconcile_equal", "digest_both", None),
+    ("reconcile 10 differing codes vs a digest of both", "reconcile_10_diff", "digest_both", None),
+]
+
+
+def report(name: str, per_second: float, unit: str) -> None:
+    _RESULTS[name] = (per_second, unit)
+
+
+def report_rate(
+    benchmark: Any, name: str, count: float, unit: str, *, per: Literal["mean", "total"]
+) -> None:
+    """`count` items per second of the benchmark's mean round (or of all its rounds);
+    nothing under `--benchmark-disable`, which runs the code once without timing it."""
+    if benchmark.disabled:
+        return
+    stats = benchmark.stats.stats
+    report(name, count / (stats.mean if per == "mean" else stats.total), unit)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _RESULTS:
+        return
+    tr = terminalreporter
+    tr.section(f"jukisync: figures and ratios (records in stores: {RECORDS:,})")
+    for name, (value, unit) in _RESULTS.items():
+        tr.write_line(f"{name:>16}: {value:>14,.0f} {unit}")
+    for what, ours, base, target in _PAIRS:
+        if ours in _RESULTS and base in _RESULTS:
+            ratio = _RESULTS[ours][0] / _RESULTS[base][0]
+            goal = f" (target >= {target:g}x)" if target else ""
+            tr.write_line(f"{what}: {ratio:.2f}x{goal}")
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="jukisync-bench-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def population() -> synth.Population:
+    return synth.generate_population(RECORDS, seed=7)
+
+
+@pytest.fixture(scope="session")
+def ring(population: synth.Population) -> KeyRing:
+    ring = KeyRing()
+    for municipality in population.municipalities:
+        ring.add(municipality.code)
+    ring.add("centre-bench")
+    return ring
+
+
+@pytest.fixture(scope="session")
+def chains(ring: KeyRing) -> Chains:
+    return Chains(ring)
+
+
+@pytest.fixture(scope="session")
+def filled_store(
+    workdir: Path, population: synth.Population, ring: KeyRing, chains: Chains
+) -> Store:
+    """An aggregator store holding the whole population (applied in 1,000-update bundles)."""
+    key_id, secret = ring.keys["centre-bench"]
+    store = Store(
+        str(workdir / "store"),
+        role="aggregator",
+        registry=ring.registry(),
+        centre_id="centre-bench",
+        centre_key=secret,
+        centre_key_id=key_id,
+    )
+    batch: list[bytes] = []
+    for envelope in chains.bundles(synth.initial_load(population), size=1000):
+        batch.append(envelope)
+        if len(batch) == 50:
+            _apply_all(store, batch)
+            batch = []
+    _apply_all(store, batch)
+    store.forward_done([i for i, _ in store.forward_batch(limit=1 << 30)])
+    assert store.stats()["records"] == len(population)
+    return store
+
+
+def _apply_all(store: Store, batch: list[bytes]) -> None:
+    results = store.apply(batch)
+    bad = [r for r in results if r.status != "applied"]
+    assert not bad, bad[:3]
+
+
+@pytest.fixture(scope="session")
+def baseline_env(
+    workdir: Path, filled_store: Store, population: synth.Population
+) -> lmdb.Environment:
+    """The same record bytes in an LMDB environment of the `lmdb` package."""
+    env = lmdb.open(str(workdir / "baseline"), map_size=1 << 34, max_dbs=4, writemap=False)
+    db = env.open_db(b"records")
+    codes = [r.juminhyo_code for r in population.residents]
+    with env.begin(write=True, db=db) as txn:
+        for chunk in range(0, len(codes), 100_000):
+            part = codes[chunk : chunk + 100_000]
+            items = [
+                (code.encode(), stored_record_bytes(record))
+                for code, record in zip(part, filled_store.get_many(part), strict=True)
+                if record is not None
+            ]
+            txn.cursor().putmulti(items)
+    sample = codes[0].encode()
+    with env.begin(db=db) as txn:
+        value = txn.get(sample)
+    assert value is not None and msgspec.msgpack.decode(value)["juminhyo_code"] == codes[0]
+    return env
