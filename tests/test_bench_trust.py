@@ -64,7 +64,7 @@ def test_the_environment_names_the_machine_the_versions_and_the_date(
     assert data["cores"] >= 1 and data["cpu_model"] and len(data["load_after"]) == 3
     assert data["commit"] is not None  # the tests run in a git checkout
     text = environment.describe()
-    for fact in ("2031-02-03", "RabbitMQ 9.9.9", "rustc 9.99.0", data["cpu_model"]):
+    for fact in ("2031-02-03", "broker RabbitMQ 9.9.9", "rustc 9.99.0", data["cpu_model"]):
         assert fact in text
 
 

@@ -161,6 +161,7 @@ def _targets(report: BenchReport) -> tuple[Table, list[str]]:
             by_name.setdefault(t.name, []).append(t)
     table = Table(box=box.SIMPLE_HEAD, title="targets (2 cores, broker on the same machine)")
     table.add_column("target", overflow="fold")
+    table.add_column("unit", no_wrap=True)
     for header in ("median", "goal", "met"):
         _number_column(table, header)
     notes: list[str] = []
@@ -170,9 +171,8 @@ def _targets(report: BenchReport) -> tuple[Table, list[str]]:
         goal = ("≥ " if first.higher_is_better else "≤ ") + _value(first.unit, first.target)
         met = sum(t.met for t in ts)
         colour = "green" if met == len(ts) else "red"
-        unit = "" if first.unit == "×" else f" {first.unit}"
         table.add_row(
-            name, _value(first.unit, median) + unit, goal + unit, f"[{colour}]{met}/{len(ts)}[/]"
+            name, first.unit, _value(first.unit, median), goal, f"[{colour}]{met}/{len(ts)}[/]"
         )
         if first.note and first.note not in notes:
             notes.append(f"{name}: {first.note}")

@@ -139,7 +139,7 @@ class Environment:
                 f"load average (1/5/15 min) before "
                 f"{' / '.join(f'{x:.2f}' for x in self.load_before)}, after {after}",
                 f"Python {self.python}; {self.rust or 'rustc unknown'}; "
-                f"RabbitMQ {self.rabbitmq or '-'}; jukisync {self.jukisync}",
+                f"broker {self.rabbitmq or '-'}; jukisync {self.jukisync}",
             ]
         )
 
