@@ -158,4 +158,4 @@ def short_phase_warning(what: str, seconds: float, rounds: int = MIN_ROUNDS) -> 
         problems.append(f"{rounds} round{'s' if rounds != 1 else ''} (< {MIN_ROUNDS})")
     if not problems:
         return None
-    return f"{what}: measured {' and '.join(problems)}: too short to mean much"
+    return f"{what}: measured {' and '.join(problems)}: not enough to trust the figure"
