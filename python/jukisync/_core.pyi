@@ -1,4 +1,5 @@
 # Type stub for the Rust extension `jukisync._core` (rust/py). Checked by mypy.stubtest.
+import os
 from typing import Literal, TypeAlias, final
 
 __all__ = [
@@ -261,6 +262,21 @@ class Store:
     @property
     def role(self) -> str: ...
     def set_registry(self, registry: KeyRegistry) -> None: ...
+    def copy_compacted(self, dest_dir: str | os.PathLike[str]) -> int:
+        """A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`
+        (refused if that exists); its size in bytes."""
+
+    def copy_audit_from(self, source: Store) -> int:
+        """Carry `source`'s query audit trail into this store (whose trail is empty),
+        in append mode; the entries copied. Verify with `audit_verify` after."""
+
+    def record_role_after_rebuild(self, role: Literal["aggregator", "national"]) -> None:
+        """Record the role of a store `bootstrap` rebuilt (opened as national, to apply
+        without attesting) for the node that will open it."""
+
+    def copy_forward_backlog_from(self, source: Store) -> int:
+        """Queue `source`'s forward backlog here (bundles applied, not yet forwarded):
+        entries of this store's change log; the number queued."""
     def apply(self, envelopes: list[bytes], received_at: int | None = None) -> list[ApplyResult]:
         """Verify and apply a batch in one write transaction, GIL released."""
 

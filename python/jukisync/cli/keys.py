@@ -385,3 +385,67 @@ def show(file: Path, root: Path | None, as_json: bool) -> None:
         _show_key(key, as_json)
     else:
         _show_registry(file, root, as_json)
+
+
+@command.command()
+@click.option(
+    "--root",
+    "root_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Root secret key file.",
+)
+@click.option(
+    "--registry",
+    "registry_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The current registry file.",
+)
+@click.option("--key-id", "key_id", required=True, help="Key id to revoke.")
+@click.option("--at", "at", type=TIME, help="Revoked from this time (default: now).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the new registry (default: replace --registry).",
+)
+def revoke(
+    root_file: Path, registry_file: Path, key_id: str, at: int | None, out: Path | None
+) -> None:
+    """Revoke a key (stolen, or its machine compromised): writes the registry with
+    version + 1; reload the daemons (SIGHUP) to apply it.
+
+    Bundles signed with a revoked origin key are refused unless the first centre
+    attested receiving them before the revocation; a revoked centre key's
+    attestations from then on are refused (the twin centre carries the flow).
+
+    \b
+    Examples:
+      jukisync keys revoke --root root.key.json --registry registry.bin \\
+          --key-id centre-east-k1
+      jukisync keys revoke --root root.key.json --registry registry.bin \\
+          --key-id 352012-1a2b3c4d5e6f --at 2026-06-10T09:30
+      systemctl reload jukisync-national jukisync-aggregator@centre-west
+
+    \b
+    Exit codes: 0 written, 3 bad root or registry file, 4 already revoked by then,
+    5 no such key in the registry.
+    """
+    root = _load_root(root_file)
+    try:
+        current = keys.read_registry(registry_file, root.public_key)
+    except keys.KeyFileError as exc:
+        fail("keys", ExitCode.CONFIG, str(exc))
+    when = keys.now_us() if at is None else at
+    try:
+        entries = keys.revoke(current.entries, key_id, when)
+        data = keys.build_registry(entries, root.secret, current.version + 1, keys.now_us())
+    except KeyError:
+        fail("keys", ExitCode.NOT_FOUND, f"{registry_file}: no key {key_id!r} in the registry")
+    except keys.RegistryContentError as exc:
+        fail("keys", ExitCode.INPUT, str(exc))
+    target = registry_file if out is None else out
+    _write_registry(target, data)
+    click.echo(
+        f"{target}: version {current.version + 1}, {key_id} revoked from {format_time(when)}"
+    )

@@ -44,6 +44,7 @@ __all__ = [
     "paths_for",
     "read_key_file",
     "read_registry",
+    "revoke",
     "rotate",
     "save",
     "validate_key_id",
@@ -431,3 +432,18 @@ def rotate(entries: Sequence[KeyEntry], old_key_id: str, new: KeyEntry) -> list[
     rotated.append(new)
     check_entries(rotated)
     return rotated
+
+
+def revoke(entries: Sequence[KeyEntry], key_id: str, at: int) -> list[KeyEntry]:
+    """Revoke `key_id` from `at` (µs): a bundle signed with it is refused unless the
+    first centre attested receiving it before `at` (a stolen key cannot backdate), and
+    a revoked centre key's attestations made from `at` on are refused. A revocation is
+    never moved later or undone: revoke again only to bring it earlier."""
+    by_id = {e.key_id: e for e in entries}
+    old = by_id.get(key_id)
+    if old is None:
+        raise KeyError(key_id)
+    if old.revoked_at is not None and old.revoked_at <= at:
+        raise RegistryContentError(f"key {key_id!r} is already revoked from {old.revoked_at}")
+    revoked = msgspec.structs.replace(old, revoked_at=at)
+    return [revoked if e.key_id == key_id else e for e in entries]

@@ -182,6 +182,35 @@ impl Store {
         role_name(self.inner.role())
     }
 
+    /// A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`;
+    /// its size in bytes.
+    fn copy_compacted(&self, py: Python<'_>, dest_dir: PathBuf) -> Res<u64> {
+        Ok(py.detach(|| self.inner.copy_compacted(&dest_dir))?)
+    }
+
+    /// Carry `source`'s query audit trail into this store (whose trail is empty), in
+    /// append mode; the number of entries copied. Verify with `audit_verify` after.
+    fn copy_audit_from(&self, py: Python<'_>, source: PyRef<'_, Store>) -> Res<u64> {
+        let source: &Store = &source;
+        Ok(py.detach(|| self.inner.copy_audit_from(&source.inner))?)
+    }
+
+    /// Queue `source`'s forward backlog here (entries of this store's change log);
+    /// the number queued.
+    fn copy_forward_backlog_from(&self, py: Python<'_>, source: PyRef<'_, Store>) -> Res<u64> {
+        let source: &Store = &source;
+        Ok(py.detach(|| self.inner.copy_forward_backlog_from(&source.inner))?)
+    }
+
+    /// Record the role of a store `bootstrap` rebuilt (opened as national to apply
+    /// without attesting) for the node that will open it.
+    fn record_role_after_rebuild(&self, py: Python<'_>, role: &str) -> PyResult<()> {
+        let role = store::Role::parse(role)
+            .ok_or_else(|| PyValueError::new_err(format!("role must be 'aggregator' or 'national', not {role:?}")))?;
+        py.detach(|| self.inner.record_role_after_rebuild(role)).map_err(Error::from)?;
+        Ok(())
+    }
+
     fn set_registry(&self, registry: &KeyRegistry) {
         self.inner.set_registry(registry.inner.clone());
     }

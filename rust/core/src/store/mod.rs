@@ -30,10 +30,12 @@ mod quarantine;
 mod reads;
 mod rebuild;
 mod reconcile;
+mod snapshot;
 
 pub use check::Inconsistency;
 pub use quarantine::Operator;
 pub use reconcile::{CodeDiff, OriginDiff, Reconciliation};
+pub use snapshot::DATA_FILE;
 
 pub use crate::query::{Access, Lookup, Search};
 
