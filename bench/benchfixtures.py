@@ -40,6 +40,12 @@ _PAIRS = [
     ("Ed25519 batch verify vs PyNaCl one by one", "verify_batch", "pynacl_verify", 3.0),
     ("apply 1,000-update bundles vs lmdb putmulti", "store_apply", "lmdb_putmulti", None),
     ("get_many 100k codes vs lmdb get + msgspec loop", "get_many", "lmdb_get_loop", 5.0),
+    (
+        "get_many_field 100k codes (status) vs lmdb get + msgspec loop",
+        "get_many_field",
+        "lmdb_get_loop",
+        5.0,
+    ),
     ("single lookup: Store.get vs lmdb txn + get + msgspec", "get_single", "lmdb_get_single", 1.0),
     ("batch confirmation vs lmdb get + msgspec loop", "confirm", "lmdb_confirm_loop", None),
     ("end to end vs raw aio-pika, bytes/s over 2 hops", "e2e_bytes", "raw_bytes", 0.5),
@@ -78,7 +84,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     benchmarks = list(session.benchmarks) if session is not None else []
     if environment is None or not (_RESULTS or benchmarks):
         return
-    tr.section(f"jukisync: figures and ratios (records in stores: {RECORDS:,})")
+    loaded = "; measured on a loaded machine" if environment.loaded else ""
+    tr.section(f"jukisync: figures and ratios (records in stores: {RECORDS:,}{loaded})")
     for line in environment.describe().splitlines():
         tr.write_line(line)
     for warning in _warnings(benchmarks):

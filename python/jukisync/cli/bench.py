@@ -94,7 +94,9 @@ def _number_column(table: Table, header: str) -> None:
 
 def _phases(report: BenchReport) -> Table:
     """One row per phase and run; fits 80 columns."""
-    table = Table(box=box.SIMPLE_HEAD, title="phases (publish → national commit)", pad_edge=False)
+    loaded = ", loaded machine" if report.environment.loaded else ""
+    title = f"phases (publish → national commit{loaded})"
+    table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("phase", overflow="fold")
     for header in ("amount", "s", "per s", "MB/s", "p50 ms", "p99 ms"):
@@ -137,7 +139,9 @@ def _phases(report: BenchReport) -> Table:
 
 
 def _spread(report: BenchReport) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, title=f"spread over {len(report.runs)} run(s)")
+    loaded = ", loaded machine" if report.environment.loaded else ""
+    title = f"spread over {len(report.runs)} run(s){loaded}"
+    table = Table(box=box.SIMPLE_HEAD, title=title)
     table.add_column("figure", overflow="fold")
     table.add_column("unit", no_wrap=True)
     for header in ("min", "median", "max"):
