@@ -13,6 +13,7 @@ import msgspec
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
 from jukisync.trust import keys
+from jukisync.wire.codes import PREFECTURES
 from jukisync.wire.messages import KeyEntry, RegistryBody, SignedRegistry
 
 __all__ = ["command"]
@@ -85,6 +86,8 @@ def _entry_json(e: KeyEntry) -> dict[str, Any]:
         "not_before": e.not_before,
         "not_after": e.not_after,
         "revoked_at": e.revoked_at,
+        "role": e.role or keys.role_of_owner(e.owner),
+        "prefectures": list(e.prefectures),
     }
 
 
@@ -94,9 +97,10 @@ def _print_entries(body: RegistryBody) -> None:
     click.echo(f"entries    {len(body.entries)}")
     for e in body.entries:
         revoked = f"  revoked {format_time(e.revoked_at)}" if e.revoked_at is not None else ""
+        serves = f"  serves {','.join(e.prefectures)}" if e.prefectures else ""
         click.echo(
-            f"  {e.owner:<10} {e.key_id:<32} {format_time(e.not_before)} .. "
-            f"{format_time(e.not_after)}{revoked}"
+            f"  {e.owner:<10} {e.role or keys.role_of_owner(e.owner):<6} {e.key_id:<32} "
+            f"{format_time(e.not_before)} .. {format_time(e.not_after)}{revoked}{serves}"
         )
 
 
@@ -166,6 +170,19 @@ def generate(owner: str, out_dir: Path, key_id: str | None, force: bool, as_json
     click.echo(f"keep {secret_path} private; distribute {public_path.name}", err=True)
 
 
+def _served_prefectures(options: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """--prefectures values as {centre id (or "" for every centre): prefectures}."""
+    served: dict[str, tuple[str, ...]] = {}
+    for option in options:
+        centre, _, listed = option.rpartition("=")
+        prefs = tuple(p.strip() for p in listed.split(",") if p.strip())
+        bad = [p for p in prefs if p not in PREFECTURES]
+        if bad or not prefs:
+            fail("keys", ExitCode.USAGE, f"--prefectures {option}: {bad or 'none'} not 01-47")
+        served[centre] = served.get(centre, ()) + prefs
+    return served
+
+
 @command.command()
 @click.option(
     "--root",
@@ -189,6 +206,14 @@ def generate(owner: str, out_dir: Path, key_id: str | None, force: bool, as_json
     type=TIME,
     help="Start of validity of every key (default: each key's created_at).",
 )
+@click.option(
+    "--prefectures",
+    "prefectures",
+    multiple=True,
+    metavar="[CENTRE=]PP,PP",
+    help="Prefectures (2 digits) a centre's keys attest for: CENTRE=35,34 for one "
+    "centre (repeatable), or 35,34 for every centre key given. Required for centre keys.",
+)
 @click.argument(
     "pubkey_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
 )
@@ -198,23 +223,42 @@ def registry(
     version: int | None,
     issued_at: int | None,
     not_before: int | None,
+    prefectures: tuple[str, ...],
     pubkey_files: tuple[Path, ...],
 ) -> None:
     """Build the key registry from public key files and sign it with the root key.
 
     Times are ISO 8601 (no offset means Japan time) or microseconds since 1970.
-    The version must grow with every registry issued; by default it is one more than
-    that of the registry already at OUT (which must then verify under this root).
+    A key's role follows its owner: a 6-digit local government code is an origin
+    (signs its bundles), a centre id a centre (attests hops, only for the prefectures
+    given with --prefectures). The version must grow with every registry issued; by
+    default it is one more than that of the registry already at OUT (which must then
+    verify under this root).
 
     \b
     Examples:
       jukisync keys registry --root keys/root/root-2026.key.json --out registry.bin \\
+          --prefectures centre-a=35 \\
           keys/352012-*.pub.json keys/352021-*.pub.json keys/centre-a-*.pub.json
       jukisync keys registry --root root.key.json --out registry.bin --version 7 \\
-          --not-before 2026-04-01T00:00 keys/*.pub.json
+          --not-before 2026-04-01T00:00 --prefectures 35,13 keys/*.pub.json
     """
     root = _load_root(root_file)
-    entries = [_load_public(p).entry(not_before=not_before) for p in pubkey_files]
+    served = _served_prefectures(prefectures)
+    publics = [_load_public(p) for p in pubkey_files]
+    entries = []
+    for public in publics:
+        serves: tuple[str, ...] = ()
+        if public.role == "centre":
+            serves = served.get(public.owner, served.get("", ()))
+            if not serves:
+                fail(
+                    "keys",
+                    ExitCode.USAGE,
+                    f"centre key {public.key_id} serves no prefecture: "
+                    f"pass --prefectures {public.owner}=35,...",
+                )
+        entries.append(public.entry(not_before=not_before, prefectures=serves))
     if version is None:
         version = 1
         if out.exists():

@@ -123,7 +123,8 @@ impl Store {
     #[new]
     #[pyo3(signature = (
         path, *, role=None, registry, centre_id=None, centre_key=None, centre_key_id=None,
-        map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None
+        map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None,
+        max_skew_us=600_000_000, prefectures=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -138,6 +139,8 @@ impl Store {
         max_bundle_bytes: usize,
         pending_limit: usize,
         require_attestation: Option<bool>,
+        max_skew_us: u64,
+        prefectures: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let given =
             match role {
@@ -161,6 +164,8 @@ impl Store {
             pending_limit,
             // Without a role (opened as recorded) the core keeps this only for national.
             require_attestation: require_attestation.unwrap_or(given.is_none_or(|r| r == Role::National)),
+            max_skew_us,
+            prefectures,
         };
         let registry = registry.inner.clone();
         let display = path.display().to_string();

@@ -121,6 +121,8 @@ mod tests {
             max_bundle_bytes: 1 << 20,
             pending_limit: 10,
             require_attestation: false,
+            max_skew_us: crate::validate::DEFAULT_SKEW_US,
+            prefectures: None,
         };
         Store::open(path, registry, opts).expect("open")
     }
