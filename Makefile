@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.jukisync-built
 
-.PHONY: setup demo test test-clocks lint bench clean
+.PHONY: setup demo test test-clocks lint bench bench-compare clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -40,8 +40,21 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest jukisync._core
 
+# Each run is saved under .benchmarks/ (git-ignored) with its environment (machine_info
+# "jukisync": CPU, load, versions, commit) and warnings; bench-compare shows the last two.
+BENCH_STORAGE := file://.benchmarks
+BENCH_COLUMNS := min,median,max,mean,rounds
+
 bench: setup
-	$(PY) -m pytest bench --benchmark-columns=min,mean,ops --benchmark-sort=name
+	$(PY) -m pytest bench --benchmark-autosave --benchmark-storage=$(BENCH_STORAGE) \
+		--benchmark-columns=$(BENCH_COLUMNS) --benchmark-sort=name
+
+bench-compare: setup
+	@runs="$$(ls -1 .benchmarks/*/*.json 2>/dev/null | sort | tail -n 2)"; \
+	if [ "$$(echo "$$runs" | grep -c .)" -lt 2 ]; then \
+		echo "bench-compare: needs two saved runs of make bench under .benchmarks/" >&2; exit 1; fi; \
+	$(VENV)/bin/pytest-benchmark --storage $(BENCH_STORAGE) compare --group-by=name \
+		--columns=$(BENCH_COLUMNS) --sort=name $$runs
 
 clean:
 	rm -rf $(VENV) target

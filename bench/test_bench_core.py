@@ -4,7 +4,8 @@ baseline measured in the same run:
 - Ed25519 batch verification vs PyNaCl (libsodium) verifying one by one;
 - `Store.apply` of 1,000-update bundles into a store holding RECORDS records vs the
   `lmdb` package's putmulti of the same record bytes (no verification, no indexes);
-- `Store.get_many` of 100,000 random codes vs a Python loop of `lmdb` get + msgspec
+- `Store.get_many` of 100,000 random codes, and `Store.get_many_field` of the same
+  codes (one field, no `Record` objects), vs a Python loop of `lmdb` get + msgspec
   decode over the same record bytes.
 """
 
@@ -165,6 +166,17 @@ def test_get_many(benchmark: Any, filled_store: Store, codes: list[str]) -> None
     statuses = benchmark(get_many)
     assert "unknown" not in statuses
     report_rate(benchmark, "get_many", len(codes), "records/s", per="mean")
+
+
+def test_get_many_field(benchmark: Any, filled_store: Store, codes: list[str]) -> None:
+    """The same status of every record, projected in Rust (no `Record` per code)."""
+
+    def get_many_field() -> list[str | int | None]:
+        return filled_store.get_many_field(codes, "status")
+
+    statuses = benchmark(get_many_field)
+    assert None not in statuses
+    report_rate(benchmark, "get_many_field", len(codes), "records/s", per="mean")
 
 
 def test_lmdb_get_loop(benchmark: Any, baseline_env: lmdb.Environment, codes: list[str]) -> None:

@@ -127,10 +127,12 @@ async def _queue_exists(url: str, name: str) -> bool:
 @broker
 def test_bench_runs_end_to_end_and_converges(broker_url: str) -> None:
     args = ["bench", "--broker", broker_url, "--json", "--publishers", "3", "--updates", "3000"]
-    args += ["--bundle-size", "200", "--rate", "300", "--latency-seconds", "1"]
+    args += ["--bundle-size", "200", "--rate", "300", "--latency-seconds", "1", "--repeat", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == ExitCode.OK, result.output
-    report = json.loads(result.stdout)
+    whole = json.loads(result.stdout)
+    assert whole["converged"] is True and whole["repeats"] == 1
+    report = whole["runs"][0]
     assert report["converged"] is True and report["digests_equal"] is True
     assert {t["name"]: t["updates_applied"] for t in report["tiers"]} == {
         "centre-bench": 3_300,
@@ -165,10 +167,10 @@ def test_bench_runs_end_to_end_and_converges(broker_url: str) -> None:
 def test_bench_latency_mode_alone(broker_url: str) -> None:
     args = ["bench", "--broker", broker_url, "--json", "--mode", "latency", "--publishers", "2"]
     args += ["--updates", "400", "--rate", "200", "--latency-seconds", "1"]
-    args += ["--queue-type", "classic"]
+    args += ["--queue-type", "classic", "--repeat", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == ExitCode.OK, result.output
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)["runs"][0]
     assert report["converged"] is True and report["queue_type"] == "classic"
     assert report["throughput"] is None and report["raw"] is None
     assert report["latency"]["updates"] == 200

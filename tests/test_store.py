@@ -102,6 +102,8 @@ def test_apply_and_read_back(net: Net) -> None:
         None,
         update(YAMAGUCHI_CITY, 0).juminhyo_code,
     ]
+    with pytest.raises(ValueError, match="field must be one of"):
+        store.get_many_field([code], "no_such_field")
     assert store.changes(YAMAGUCHI_CITY, 4) == [
         env for _, env in store.forward_batch() if body_of(env).first_seq == 4
     ]

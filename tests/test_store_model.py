@@ -55,6 +55,28 @@ class Resident:
     name: str
 
 
+# Every field of a record (what `Store.get_many_field` reads).
+RECORD_FIELDS = (
+    "juminhyo_code",
+    "status",
+    "redirect_to",
+    "kojin_bango",
+    "name",
+    "name_kana",
+    "former_surname",
+    "alias",
+    "birth_date",
+    "sex",
+    "address",
+    "municipality",
+    "reason",
+    "changed_on",
+    "recorded_at",
+    "origin",
+    "seq",
+)
+
+
 def _number(n: int) -> str:
     first11 = f"{n:011d}"
     return first11 + str(kojin_bango_check_digit(first11))
@@ -216,6 +238,26 @@ class StoreModel(RuleBasedStateMachine):
         batch = data.draw(st.lists(st.sampled_from(self.forwarded), min_size=1, max_size=4))
         for result in self.opened[NATIONAL].apply(batch):
             assert result.status != "rejected" or result.kind == "halt", result.reason
+
+    @rule(data=st.data())
+    def read_many(self, data: st.DataObject) -> None:
+        """`get_many` and `get_many_field` answer, in the caller's order, exactly what
+        `get` answers code by code: duplicates, unknown codes and redirects included."""
+        known = sorted(self._model())  # current codes and the old (redirect) ones
+        unknown = st.from_regex(r"\A[0-9]{11}\Z").filter(lambda c: c not in known)
+        pick = st.one_of(st.sampled_from(known), unknown) if known else unknown
+        codes = data.draw(st.lists(pick, max_size=12))
+        name = data.draw(st.sampled_from(sorted(self.opened)))
+        field = data.draw(st.sampled_from(RECORD_FIELDS))
+        store = self.opened[name]
+        one_by_one = [store.get(code) for code in codes]
+        many = store.get_many(codes)
+        assert [r.to_dict() if r else None for r in many] == [
+            r.to_dict() if r else None for r in one_by_one
+        ]
+        assert store.get_many_field(codes, field) == [
+            getattr(r, field) if r else None for r in one_by_one
+        ]
 
     @rule(name=st.sampled_from((*CENTRES, NATIONAL)))
     def reopen(self, name: str) -> None:

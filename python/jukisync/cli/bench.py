@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 from typing import cast
@@ -17,6 +20,13 @@ import click
 import uvloop
 from rich import box
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from jukisync.cli.common import fail, fresh_data_dir
@@ -25,15 +35,16 @@ from jukisync.sim.bench import (
     TARGET_PACED_RATE,
     BenchError,
     BenchOptions,
+    BenchReport,
     BenchResult,
     Mode,
-    Percentiles,
     PhaseUsage,
     Target,
     make_workload,
     probe_broker,
     run_bench,
 )
+from jukisync.sim.benchenv import Environment
 from jukisync.transport.amqp import QueueType
 from jukisync.transport.base import TransportUnavailable
 
@@ -48,14 +59,8 @@ _UNREACHABLE = (
 )
 
 
-def _ms(p: Percentiles) -> str:
-    if not p.samples or math.isnan(p.p50_ms):
-        return "-"
-    return f"p50 {p.p50_ms:,.1f} · p99 {p.p99_ms:,.1f} · max {p.max_ms:,.1f} ms"
-
-
-def _mb(bytes_per_s: float) -> str:
-    return f"{bytes_per_s / 1e6:,.1f} MB/s"
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:,.1f}"
 
 
 def _usage(u: PhaseUsage) -> str:
@@ -74,81 +79,207 @@ def _usage(u: PhaseUsage) -> str:
     )
 
 
-def _target_row(t: Target) -> tuple[str, str, str, str, str]:
-    if t.unit == "×":
-        measured, goal = f"{t.measured:.2f}×", f"≥ {t.target:.2f}×"
-    elif t.higher_is_better:
-        measured, goal = f"{t.measured:,.0f} {t.unit}", f"≥ {t.target:,.0f} {t.unit}"
-    else:
-        measured, goal = f"{t.measured:,.1f} {t.unit}", f"≤ {t.target:,.0f} {t.unit}"
-    verdict = "[green]met[/]" if t.met else "[red]MISSED[/]"
-    return t.name, measured, goal, verdict, t.note
+def _value(unit: str, value: float) -> str:
+    if unit == "×":
+        return f"{value:.2f}×"
+    if unit in ("ms", "MB/s"):
+        return f"{value:,.1f}"
+    return f"{value:,.0f}"
 
 
-def _render(result: BenchResult, console: Console) -> None:
-    say = console.print
+def _number_column(table: Table, header: str) -> None:
+    # Numbers never wrap: the text columns give way first (and a piped console is wide).
+    table.add_column(header, justify="right", no_wrap=True)
+
+
+def _phases(report: BenchReport) -> Table:
+    """One row per phase and run; fits 80 columns."""
+    loaded = ", loaded machine" if report.environment.loaded else ""
+    title = f"phases (publish → national commit{loaded})"
+    table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("phase", overflow="fold")
+    for header in ("amount", "s", "per s", "MB/s", "p50 ms", "p99 ms"):
+        _number_column(table, header)
+    for i, run in enumerate(report.runs, 1):
+        if (raw := run.raw) is not None:
+            table.add_row(
+                str(i),
+                "raw ceiling",
+                f"{raw.messages:,}",
+                f"{raw.elapsed_s:.2f}",
+                f"{raw.messages_per_s:,.0f}",
+                f"{raw.bytes_per_s / 1e6:,.1f}",
+                "",
+                "",
+            )
+        if (tp := run.throughput) is not None:
+            table.add_row(
+                str(i),
+                "throughput",
+                f"{tp.updates:,}",
+                f"{tp.elapsed_s:.2f}",
+                f"{tp.updates_per_s:,.0f}",
+                f"{tp.bytes_per_s / 1e6:,.1f}",
+                _ms(tp.latency.p50_ms),
+                _ms(tp.latency.p99_ms),
+            )
+        if (lat := run.latency) is not None:
+            table.add_row(
+                str(i),
+                "latency",
+                f"{lat.updates:,}",
+                f"{lat.duration_s:.2f}",
+                f"{lat.achieved_rate:,.0f}",
+                "",
+                _ms(lat.latency.p50_ms),
+                _ms(lat.latency.p99_ms),
+            )
+    return table
+
+
+def _spread(report: BenchReport) -> Table:
+    loaded = ", loaded machine" if report.environment.loaded else ""
+    title = f"spread over {len(report.runs)} run(s){loaded}"
+    table = Table(box=box.SIMPLE_HEAD, title=title)
+    table.add_column("figure", overflow="fold")
+    table.add_column("unit", no_wrap=True)
+    for header in ("min", "median", "max"):
+        _number_column(table, header)
+    for s in report.spread:
+        table.add_row(
+            s.figure,
+            s.unit,
+            _value(s.unit, s.min),
+            _value(s.unit, s.median),
+            _value(s.unit, s.max),
+        )
+    return table
+
+
+def _targets(report: BenchReport) -> tuple[Table, list[str]]:
+    """Each target's median over the runs and in how many runs it was met."""
+    by_name: dict[str, list[Target]] = {}
+    for run in report.runs:
+        for t in run.targets:
+            by_name.setdefault(t.name, []).append(t)
+    table = Table(box=box.SIMPLE_HEAD, title="targets (2 cores, broker on the same machine)")
+    table.add_column("target", overflow="fold")
+    table.add_column("unit", no_wrap=True)
+    for header in ("median", "goal", "met"):
+        _number_column(table, header)
+    notes: list[str] = []
+    for name, ts in by_name.items():
+        first = ts[0]
+        median = statistics.median(t.measured for t in ts)
+        goal = ("≥ " if first.higher_is_better else "≤ ") + _value(first.unit, first.target)
+        met = sum(t.met for t in ts)
+        colour = "green" if met == len(ts) else "red"
+        table.add_row(
+            name, first.unit, _value(first.unit, median), goal, f"[{colour}]{met}/{len(ts)}[/]"
+        )
+        if first.note and first.note not in notes:
+            notes.append(f"{name}: {first.note}")
+    return table, notes
+
+
+def _render(report: BenchReport, console: Console) -> None:
+    say = functools.partial(console.print, highlight=False)
+    first = report.runs[0]
     say(
-        f"jukisync bench: {result.publishers} publishers → aggregator → national over "
-        f"{result.broker} ({result.queue_type} queues, persistent, publisher confirms, "
-        "stores committed and synced)",
-        highlight=False,
+        f"jukisync bench: {first.publishers} publishers → aggregator → national over "
+        f"{first.broker} ({first.queue_type} queues, persistent, publisher confirms, "
+        "stores committed and synced)"
     )
-    say(
-        f"signed bundles prepared in {result.prepare_s:.1f} s (not timed); disk fdatasync "
-        f"{result.fsync_ms_before:.2f} ms before, {result.fsync_ms_after:.2f} ms after; "
-        f"load average {result.load_before:.2f} at start",
-        highlight=False,
-    )
-    phases = Table(box=box.SIMPLE_HEAD)
-    phases.add_column("phase", no_wrap=True)
-    phases.add_column("work", justify="right")
-    phases.add_column("rate", justify="right")
-    phases.add_column("publish → national commit")
-    if (raw := result.raw) is not None:
-        phases.add_row(
-            "raw ceiling (aio-pika, 2 hops, no processing)",
-            f"{raw.messages:,} msgs · {raw.bytes / 1e6:,.1f} MB in {raw.elapsed_s:.2f} s",
-            _mb(raw.bytes_per_s),
-            "",
-        )
-    if (tp := result.throughput) is not None:
-        phases.add_row(
-            f"throughput (flat out, bundles of {result.bundle_size:,})",
-            f"{tp.updates:,} updates in {tp.elapsed_s:.2f} s",
-            f"{tp.updates_per_s:,.0f} updates/s · {_mb(tp.bytes_per_s)}",
-            _ms(tp.latency),
-        )
-    if (lat := result.latency) is not None:
-        phases.add_row(
-            f"latency (paced, bundles of {lat.bundle_size:,})",
-            f"{lat.updates:,} updates in {lat.duration_s:.1f} s",
-            f"{lat.achieved_rate:,.0f} updates/s",
-            _ms(lat.latency),
-        )
-    say(phases)
-    if tp is not None:
-        say(f"[bold]throughput phase[/]: {_usage(tp.usage)}", highlight=False)
+    say(report.environment.describe())
+    for warning in report.warnings:
+        say(f"[bold yellow]WARNING[/] {warning}")
+    say(_phases(report))
+    if len(report.runs) > 1:
+        say(_spread(report))
+    for i, run in enumerate(report.runs, 1):
         say(
-            f"  publishes all confirmed after {tp.publish_s:.2f} s; aggregator committed "
-            f"the last bundle after {tp.aggregator_s:.2f} s, national after {tp.elapsed_s:.2f} s",
-            highlight=False,
+            f"run {i}: signed bundles prepared in {run.prepare_s:.1f} s (not timed); disk "
+            f"fdatasync {run.fsync_ms_before:.2f} ms before, {run.fsync_ms_after:.2f} ms after"
         )
-    if lat is not None:
-        say(f"[bold]latency phase[/]: {_usage(lat.usage)}", highlight=False)
-        say(f"  publish → aggregator commit: {_ms(lat.aggregator_latency)}", highlight=False)
-    targets = Table(title="targets (2 cores, broker on the same machine)", box=box.SIMPLE_HEAD)
-    for header in ("", "measured", "target", "", "note"):
-        targets.add_column(header)
-    for t in result.targets:
-        targets.add_row(*_target_row(t))
+        if (tp := run.throughput) is not None:
+            say(f"  [bold]throughput[/]: {_usage(tp.usage)}")
+            say(
+                f"  publishes all confirmed after {tp.publish_s:.2f} s; aggregator committed "
+                f"the last bundle after {tp.aggregator_s:.2f} s, national after "
+                f"{tp.elapsed_s:.2f} s"
+            )
+        if (lat := run.latency) is not None:
+            say(f"  [bold]latency[/]: {_usage(lat.usage)}")
+            p = lat.aggregator_latency
+            say(f"  publish → aggregator commit: p50 {_ms(p.p50_ms)} · p99 {_ms(p.p99_ms)} ms")
+    targets, notes = _targets(report)
     say(targets)
-    tiers = ", ".join(
-        f"{t.name}: {t.updates_applied:,} updates, {t.records:,} records, dup {t.duplicates}, "
-        f"gap {t.gaps}, rej {t.rejected}"
-        for t in result.tiers
-    )
-    verdict = "[bold green]CONVERGED[/]" if result.converged else "[bold red]NOT CONVERGED[/]"
-    say(f"{verdict}: {tiers}", highlight=False)
+    for note in notes:
+        say(f"  {note}")
+    for i, run in enumerate(report.runs, 1):
+        tiers = ", ".join(
+            f"{t.name}: {t.updates_applied:,} updates, {t.records:,} records, dup "
+            f"{t.duplicates}, gap {t.gaps}, rej {t.rejected}"
+            for t in run.tiers
+        )
+        verdict = "[bold green]CONVERGED[/]" if run.converged else "[bold red]NOT CONVERGED[/]"
+        say(f"run {i} {verdict}: {tiers}")
+
+
+def output_console() -> Console:
+    """stdout; when piped, wide enough that rich never wraps or cuts a table (it would
+    assume 80 columns)."""
+    out = Console()
+    return out if out.is_terminal else Console(width=1000)
+
+
+class BenchProgress:
+    """Progress with an ETA on a terminal (rich, on stderr); silent otherwise. Called
+    with what is starting; each call ends the step before it."""
+
+    def __init__(self, console: Console | None, options: BenchOptions, repeat: int) -> None:
+        steps = 1 + int(options.runs_throughput and options.raw)
+        steps += int(options.runs_throughput) + int(options.runs_latency)
+        self.run = 0
+        self._repeat = repeat
+        self._progress = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            if console is not None
+            else None
+        )
+        self._task = (
+            self._progress.add_task("bench", total=1 + repeat * steps)
+            if self._progress is not None
+            else None
+        )
+        self._started = False
+
+    def __enter__(self) -> BenchProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, message: str) -> None:
+        if self._progress is None or self._task is None:
+            return
+        if self._started:
+            self._progress.advance(self._task)
+        self._started = True
+        run = f"run {self.run}/{self._repeat}: " if self.run else ""
+        self._progress.update(self._task, description=f"{run}{message}")
 
 
 @click.command(
@@ -248,6 +379,14 @@ declared in a namespace of its own and removed at the end.
     show_default=True,
     help="Deliveries applied per store transaction.",
 )
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 50),
+    default=3,
+    show_default=True,
+    help="Runs of every phase (fresh stores and queues each); the report gives the "
+    "spread (min/median/max) of each figure.",
+)
 @click.option("--no-raw", is_flag=True, help="Skip the raw ceiling.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Synthetic data seed.")
 @click.option(
@@ -285,6 +424,7 @@ def command(
     window: int,
     prefetch: int,
     max_batch: int,
+    repeat: int,
     no_raw: bool,
     seed: int,
     timeout_s: float,
@@ -310,16 +450,13 @@ def command(
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     err = Console(stderr=True)
     chatty = not as_json and err.is_terminal
-
-    def progress(message: str) -> None:
-        if chatty:
-            err.print(f"[dim]… {message}[/]", highlight=False)
-
     try:
-        asyncio.run(probe_broker(broker))
+        rabbitmq = asyncio.run(probe_broker(broker))
     except _UNREACHABLE as exc:
         fail("bench", ExitCode.UNAVAILABLE, f"broker unreachable at --broker: {exc}")
+    environment = Environment.capture(rabbitmq=rabbitmq)
     directory, temporary = fresh_data_dir("bench", data_dir)
+    runs: list[BenchResult] = []
     try:
         options = BenchOptions(
             broker_url=broker,
@@ -340,9 +477,16 @@ def command(
             timeout_s=timeout_s,
             profile=profile,
         )
-        progress("generating and signing the synthetic bundles (not timed)")
-        workload = make_workload(options)
-        result = uvloop.run(run_bench(options, workload, progress))
+        with BenchProgress(err if chatty else None, options, repeat) as progress:
+            progress("generating and signing the synthetic bundles (not timed)")
+            workload = make_workload(options)
+            for run in range(1, repeat + 1):
+                # Each run on fresh stores (the same signed workload, replayed).
+                run_dir = directory / f"run-{run}"
+                run_dir.mkdir()
+                run_options = dataclasses.replace(options, data_dir=run_dir)
+                progress.run = run
+                runs.append(uvloop.run(run_bench(run_options, workload, progress)))
     except _UNREACHABLE as exc:
         fail("bench", ExitCode.UNAVAILABLE, f"lost the broker: {exc}")
     except BenchError as exc:
@@ -350,15 +494,16 @@ def command(
     finally:
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
+    environment.finish()
+    report = BenchReport.of(environment, runs)
     if as_json:
-        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
     else:
-        out = Console()
-        if not out.is_terminal:
-            out = Console(width=160)  # piped: rich would assume 80 columns and clip
-        _render(result, out)
-    if not result.converged:
+        _render(report, output_console())
+    for warning in report.warnings if as_json else ():  # the text report has them
+        click.echo(f"jukisync bench: warning: {warning}", err=True)
+    if not report.converged:
         sys.exit(ExitCode.FAILURE)
-    if check_targets and not result.targets_met:
+    if check_targets and not report.targets_met:
         sys.exit(ExitCode.FAILURE)
     sys.exit(ExitCode.OK)

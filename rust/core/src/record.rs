@@ -201,6 +201,45 @@ pub enum FieldValue<'a> {
     Str(&'a str),
 }
 
+/// The fields `field` reads (every field of a stored record, as `Record` names them).
+pub const FIELD_NAMES: [&str; 17] = [
+    "juminhyo_code",
+    "status",
+    "redirect_to",
+    "kojin_bango",
+    "name",
+    "name_kana",
+    "former_surname",
+    "alias",
+    "birth_date",
+    "sex",
+    "address",
+    "municipality",
+    "reason",
+    "changed_on",
+    "recorded_at",
+    "origin",
+    "seq",
+];
+
+/// A field's value copied out of the stored bytes (to outlive a read transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedField {
+    Nil,
+    UInt(u64),
+    Str(String),
+}
+
+impl From<FieldValue<'_>> for OwnedField {
+    fn from(value: FieldValue<'_>) -> Self {
+        match value {
+            FieldValue::Nil => OwnedField::Nil,
+            FieldValue::UInt(n) => OwnedField::UInt(n),
+            FieldValue::Str(s) => OwnedField::Str(s.to_owned()),
+        }
+    }
+}
+
 /// Read one field of a stored record without decoding the others: walk the map's keys,
 /// skipping values, and validate only the wanted value. Reading one field of many
 /// records (a status check) then costs a fraction of a full decode.

@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
+use jukisync_core::record::{self, OwnedField};
 use jukisync_core::store::{self, Centre, Outcome, Role, StoreOptions};
 use jukisync_core::{crypto, CoreError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::divergence;
 use crate::error::{Error, Res};
@@ -246,6 +247,29 @@ impl Store {
     fn get_many(&self, py: Python<'_>, codes: Vec<String>) -> Res<Vec<Option<Record>>> {
         let raws = py.detach(|| self.inner.get_many_raw(&codes))?;
         Ok(raws.into_iter().map(Record::wrap).collect())
+    }
+
+    /// One field of each record, in the order of `codes` (None for a code the store
+    /// does not hold): `[r.<field> if r else None for r in get_many(codes)]` without a
+    /// `Record` per code, each record read in place.
+    fn get_many_field(&self, py: Python<'_>, codes: Vec<String>, field: &str) -> PyResult<Vec<Py<PyAny>>> {
+        if !record::FIELD_NAMES.contains(&field) {
+            return Err(PyValueError::new_err(format!(
+                "field must be one of {}, not {field:?}",
+                record::FIELD_NAMES.join(", ")
+            )));
+        }
+        let values = py.detach(|| self.inner.get_many_field(&codes, field)).map_err(Error::from)?;
+        values
+            .into_iter()
+            .map(|value| {
+                Ok(match value {
+                    None | Some(OwnedField::Nil) => py.None(),
+                    Some(OwnedField::UInt(n)) => n.into_pyobject(py)?.into_any().unbind(),
+                    Some(OwnedField::Str(text)) => PyString::new(py, &text).into_any().unbind(),
+                })
+            })
+            .collect()
     }
 
     fn by_number(&self, py: Python<'_>, kojin_bango: &str) -> Res<Option<Record>> {

@@ -26,7 +26,8 @@ origin's chain up to its head, with equal digests.
 Modules: `options` (what to run, the targets), `workload` (keys and signed bundles),
 `timing` (commit times via wrapped transports, windowed publishing), `ceiling` (the raw
 aio-pika ceiling), `accounting` (CPU and disk from /proc), `results` (percentiles,
-figures, targets), `run` (the nodes and the phases). The names below are importable
+figures, targets), `report` (the environment, repeated runs, their spread, warnings),
+`run` (the nodes and the phases). The names below are importable
 from `jukisync.sim.bench`.
 """
 
@@ -44,6 +45,7 @@ from jukisync.sim.bench.options import (
     BenchOptions,
     Mode,
 )
+from jukisync.sim.bench.report import BenchReport, Spread
 from jukisync.sim.bench.results import (
     BenchResult,
     LatencyResult,
@@ -69,6 +71,7 @@ __all__ = [
     "TARGET_UPDATES_PER_S",
     "BenchError",
     "BenchOptions",
+    "BenchReport",
     "BenchResult",
     "Bundle",
     "LatencyResult",
@@ -76,6 +79,7 @@ __all__ = [
     "Percentiles",
     "PhaseUsage",
     "RawResult",
+    "Spread",
     "Target",
     "ThroughputResult",
     "TierFigures",

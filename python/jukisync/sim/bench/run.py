@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aio_pika
 import aio_pika.abc
@@ -323,12 +323,33 @@ async def _remove(amqp: AmqpNetwork) -> None:
         )
 
 
-async def probe_broker(url: str, timeout: float = 5.0) -> None:
-    """Connect and disconnect once; raises (ConnectionError, aiormq errors) if it cannot."""
+async def probe_broker(url: str, timeout: float = 5.0) -> str | None:
+    """Connect and disconnect once; the broker's product and version from its server
+    properties (None if it sent none). Raises (ConnectionError, aiormq errors) if it
+    cannot connect."""
     connection = await aio_pika.connect(
         url, timeout=timeout, client_properties={"connection_name": "jukisync bench probe"}
     )
-    await connection.close()
+    try:
+        transport = connection.transport
+        properties = transport.connection.server_properties if transport is not None else {}
+        return _server_version(properties)
+    finally:
+        await connection.close()
+
+
+def _server_version(properties: Mapping[str, object]) -> str | None:
+    def text(key: str) -> str | None:
+        value = properties.get(key)
+        if isinstance(value, bytes):
+            return value.decode(errors="replace")
+        return value if isinstance(value, str) else None
+
+    version = text("version")
+    if version is None:
+        return None
+    product = text("product")
+    return f"{product} {version}" if product else version
 
 
 async def run_bench(

@@ -5,7 +5,7 @@ use std::ops::Bound;
 use heed::RoTxn;
 
 use super::{name_key, seq_key, u64_at, Store, COUNTERS};
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 use crate::record::{self, Record};
 use crate::wire::{self, BodyHead, Envelope};
 
@@ -61,6 +61,25 @@ impl Store {
         let mut out: Vec<Option<Vec<u8>>> = vec![None; codes.len()];
         for i in order {
             out[i] = self.dbs.records.get(&txn, codes[i].as_bytes())?.map(<[u8]>::to_vec);
+        }
+        Ok(out)
+    }
+
+    /// One field of many records (`record::FIELD_NAMES`), in the callers' order, read in
+    /// key order under one read transaction and in place: only that field is copied out
+    /// of each record. None for a code the store does not hold.
+    pub fn get_many_field(&self, codes: &[String], name: &str) -> Result<Vec<Option<record::OwnedField>>> {
+        if !record::FIELD_NAMES.contains(&name) {
+            return Err(CoreError::Malformed(format!("no record field {name:?}")));
+        }
+        let txn = self.env.read_txn()?;
+        let mut order: Vec<usize> = (0..codes.len()).collect();
+        order.sort_unstable_by(|a, b| codes[*a].cmp(&codes[*b]));
+        let mut out: Vec<Option<record::OwnedField>> = vec![None; codes.len()];
+        for i in order {
+            if let Some(raw) = self.dbs.records.get(&txn, codes[i].as_bytes())? {
+                out[i] = Some(record::field(raw, name)?.into());
+            }
         }
         Ok(out)
     }
