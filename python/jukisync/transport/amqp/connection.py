@@ -115,6 +115,7 @@ class AmqpTransport(Transport):
         self._supervisor: asyncio.Task[None] | None = None
         self._subscriptions: set[AmqpSubscription] = set()
         self._queues: dict[str, QueueSpec] = {}
+        self._background: set[asyncio.Future[Any]] = set()
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
         self._random = random.Random()
@@ -461,15 +462,28 @@ class AmqpTransport(Transport):
                 f"no queue bound for {routing_key!r} on {exchange!r}: the broker returned it"
             ) from exc
         except aiormq.exceptions.DeliveryError as exc:
+            self._recycle_publisher(channel)
             raise TransportUnavailable(f"broker refused the message (nack): {exc}") from exc
         except TimeoutError as exc:
             if channel.is_closed:
                 raise TransportUnavailable("connection lost before the publisher confirm") from exc
+            self._recycle_publisher(channel)
             raise TransportUnavailable(f"no publisher confirm within {timeout}s") from exc
         except LOST as exc:
             raise TransportUnavailable(f"connection lost before the confirm: {exc}") from exc
         if not isinstance(result, spec.Basic.Ack):
             raise TransportUnavailable(f"unexpected publisher confirm {result!r}")
+
+    def _recycle_publisher(self, channel: aiormq.Channel) -> None:
+        """A nack or a missing confirm on a live channel: on a cluster, the channel's
+        view of a quorum queue whose leader died may stay stale (RabbitMQ 3.10 keeps
+        nacking or never confirms). Close it; `_serve` opens a fresh one, and the
+        caller's retry goes out on that."""
+        if channel is self._publisher and not channel.is_closed:
+            log.warning("%s: reopening the publish channel after a refused publish", self.name)
+            task = asyncio.ensure_future(channel.close())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _publish_all(self, exchange: str, items: Sequence[tuple[str, bytes]]) -> None:
         """Publish in order, all in flight at once; returns when every one is confirmed,
