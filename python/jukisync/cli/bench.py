@@ -34,7 +34,7 @@ from jukisync.sim.bench import (
     probe_broker,
     run_bench,
 )
-from jukisync.transport.amqp import QueueType
+from jukisync.transport.amqp import QueueType, split_urls
 from jukisync.transport.base import TransportUnavailable
 
 __all__ = ["command"]
@@ -169,7 +169,8 @@ declared in a namespace of its own and removed at the end.
     metavar="URL",
     default=lambda: os.environ.get("JUKISYNC_AMQP_URL") or DEFAULT_BROKER,
     show_default="$JUKISYNC_AMQP_URL or " + DEFAULT_BROKER,
-    help="The RabbitMQ to run through.",
+    help="The RabbitMQ to run through; a cluster's nodes as URL1,URL2,URL3 (each client "
+    "fails over between them).",
 )
 @click.option(
     "--mode",
@@ -302,7 +303,7 @@ def command(
     Exits 0 when the run completed and both stores converged (whether or not the
     targets were met, unless --check-targets).
     """
-    if not broker.startswith(("amqp://", "amqps://")):
+    if not all(u.startswith(("amqp://", "amqps://")) for u in broker.split(",")):
         fail(
             "bench", ExitCode.USAGE, f"--broker must be an amqp:// or amqps:// URL, got {broker!r}"
         )
@@ -316,7 +317,8 @@ def command(
             err.print(f"[dim]… {message}[/]", highlight=False)
 
     try:
-        asyncio.run(probe_broker(broker))
+        for url in split_urls(broker):
+            asyncio.run(probe_broker(url))
     except _UNREACHABLE as exc:
         fail("bench", ExitCode.UNAVAILABLE, f"broker unreachable at --broker: {exc}")
     directory, temporary = fresh_data_dir("bench", data_dir)
