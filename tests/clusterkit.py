@@ -104,6 +104,23 @@ class Cluster:
         os.kill(pid, signal.SIGKILL)
         assert until(lambda: not self.alive(n), 30.0)
 
+    def stop_node(self, n: int) -> None:
+        """A clean stop of node `n`'s whole `rabbitmq-server` (as for maintenance)."""
+        pidfile = self.directory / f"c{n}" / "pid"
+        self.ctl(n, "stop", str(pidfile))
+        assert until(lambda: not self.alive(n), 60.0)
+
+    def restore(self) -> None:
+        """Every node running again: killed or stopped ones started, stopped apps
+        started; then until all 3 run."""
+        running = self.running_nodes()
+        for n in NODES:
+            if not self.alive(n):
+                self.restart(n)
+            elif node_name(n) not in running:
+                self.ctl(n, "start_app")
+        self.wait_all_running()
+
     def restart(self, n: int) -> None:
         """Start node `n` again (it rejoins the cluster) and wait until all 3 run."""
         self._run("node-start", str(n), str(self.directory), timeout=START_TIMEOUT_S)
