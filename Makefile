@@ -20,6 +20,9 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/jukisync demo
 
+# tests/test_deploy.py needs promtool (Debian: `apt-get install prometheus`, which .ci/run
+# does) and systemd-analyze; without them those tests skip (fail under
+# JUKISYNC_REQUIRE_BROKER=1).
 test: setup
 	cargo test --workspace --release
 	$(PY) -m pytest tests

@@ -13,6 +13,7 @@ import msgspec
 from jukisync import Record, _core
 from jukisync.publisher.bundling import ChainHead, number, seal
 from jukisync.trust.keys import build_registry
+from jukisync.wire.codes import PREFECTURES
 from jukisync.wire.messages import (
     Envelope,
     KeyEntry,
@@ -20,6 +21,9 @@ from jukisync.wire.messages import (
     Update,
     encode,
 )
+
+# Test centres attest for every prefecture: the tests choose their origins freely.
+CENTRE_PREFECTURES = tuple(sorted(PREFECTURES))
 
 
 class KeyRing:
@@ -34,7 +38,13 @@ class KeyRing:
 
     def registry(self) -> _core.KeyRegistry:
         entries = [
-            KeyEntry(owner=o, key_id=k, public_key=_core.public_key(s), not_before=0)
+            KeyEntry(
+                owner=o,
+                key_id=k,
+                public_key=_core.public_key(s),
+                not_before=0,
+                prefectures=list(CENTRE_PREFECTURES) if _core.key_role(o) == "centre" else [],
+            )
             for o, (k, s) in self.keys.items()
         ]
         signed = build_registry(entries, self.root, version=1, issued_at=0)

@@ -120,7 +120,10 @@ def synthetic_updates(
     munis = [m for m in synth.MUNICIPALITIES if m.code in origins]
     population = synth.generate_population(residents, seed, munis)
     stream = [u for _, u in synth.initial_load(population)]
-    stream += [u for _, u in synth.generate_changes(population, changes, seed)]
+    # Within 2024 (the population's date + a year): the tiers refuse future dates, and
+    # every clock the suite runs at is later.
+    changed = synth.generate_changes(population, changes, seed, max_span_days=365)
+    stream += [u for _, u in changed]
     return stream
 
 
@@ -194,7 +197,8 @@ class Net:
             pair = keys.generate(owner, f"{owner}-k1")
             keys.save(pair, key_dir)
             self.pairs[owner] = pair
-        entries = [p.public.entry() for p in self.pairs.values()]
+        prefectures = sorted({o[:2] for o in self.origins})
+        entries = keys.entries_for((p.public for p in self.pairs.values()), prefectures)
         self.registry_bytes = keys.build_registry(entries, root.secret, 1, keys.now_us())
         (key_dir / "registry.bin").write_bytes(self.registry_bytes)
         self.root_public = root.public_key

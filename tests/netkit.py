@@ -13,7 +13,7 @@ from pathlib import Path
 from jukisync import _core
 from jukisync.config import HttpConfig, NationalConfig, TrustConfig
 from jukisync.trust import storedir
-from jukisync.wire.codes import kojin_bango_check_digit
+from jukisync.wire.codes import PREFECTURES, kojin_bango_check_digit
 from jukisync.wire.messages import (
     ChangeReason,
     KeyEntry,
@@ -62,6 +62,10 @@ def update(
     )
 
 
+# Test centres attest for every prefecture: the tests choose their origins freely.
+CENTRE_PREFECTURES = tuple(sorted(PREFECTURES))
+
+
 class KeyRing:
     """Signing keys of origins and centres, and a registry signed by a fresh root key."""
 
@@ -82,7 +86,13 @@ class KeyRing:
 
     def signed_registry(self) -> bytes:
         entries = [
-            KeyEntry(owner=o, key_id=k, public_key=_core.public_key(s), not_before=0)
+            KeyEntry(
+                owner=o,
+                key_id=k,
+                public_key=_core.public_key(s),
+                not_before=0,
+                prefectures=list(CENTRE_PREFECTURES) if _core.key_role(o) == "centre" else [],
+            )
             for o, (k, s) in self.keys.items()
         ]
         body = encode(RegistryBody(version=1, issued_at=0, entries=entries))

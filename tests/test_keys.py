@@ -449,6 +449,8 @@ def test_cli_registry_show_and_rotate(tmp_path: Path, keydir: dict[str, Path]) -
         keydir["root"],
         "--out",
         reg,
+        "--prefectures",
+        "centre-a=35,34",
         keydir["352012.pub"],
         keydir["centre-a.pub"],
     )
@@ -566,3 +568,25 @@ def test_cli_help_has_examples(sub: str) -> None:
     assert result.exit_code == 0
     assert "Examples:" in result.stdout
     assert f"jukisync keys {sub}" in result.stdout
+
+
+def test_cli_registry_gives_keys_their_roles_and_centres_their_prefectures(
+    tmp_path: Path, keydir: dict[str, Path]
+) -> None:
+    reg = tmp_path / "registry.bin"
+    root_pub = keys.load_public(keydir["root.pub"]).public_key
+    common = ("registry", "--root", keydir["root"], "--out", reg)
+    missing = run(*common, keydir["352012.pub"], keydir["centre-a.pub"])
+    assert missing.exit_code == ExitCode.USAGE and "--prefectures centre-a=" in missing.stderr
+    bad = run(*common, "--prefectures", "centre-a=48", keydir["centre-a.pub"])
+    assert bad.exit_code == ExitCode.USAGE, bad.stderr
+    ok = run(*common, "--prefectures", "35,13", keydir["352012.pub"], keydir["centre-a.pub"])
+    assert ok.exit_code == 0, ok.stderr
+    registry = keys.load_registry(reg, root_pub)
+    origin_key = keys.load_public(keydir["352012.pub"]).key_id
+    centre_key = keys.load_public(keydir["centre-a.pub"]).key_id
+    assert registry.role_of(origin_key) == ("origin", [])
+    assert registry.role_of(centre_key) == ("centre", ["35", "13"])
+    shown = run("show", reg, "--root", keydir["root.pub"], "--json")
+    entries = json.loads(shown.stdout)["entries"]
+    assert {e["role"] for e in entries} == {"origin", "centre"}

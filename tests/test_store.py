@@ -32,7 +32,7 @@ from jukisync.wire.messages import (
     KeyEntry,
     encode,
 )
-from netkit import CHIYODA, HAGI, YAMAGUCHI_CITY, KeyRing, update
+from netkit import CENTRE_PREFECTURES, CHIYODA, HAGI, YAMAGUCHI_CITY, KeyRing, update
 from storekit import Origin, body_of, sign_body
 
 CENTRE = "centre-east"
@@ -130,7 +130,13 @@ def test_duplicates_and_gaps(net: Net) -> None:
 def registry_with(ring: KeyRing, owner: str, **changes: int) -> KeyRegistry:
     entries = []
     for o, (key_id, secret) in ring.keys.items():
-        entry = KeyEntry(owner=o, key_id=key_id, public_key=_core.public_key(secret), not_before=0)
+        entry = KeyEntry(
+            owner=o,
+            key_id=key_id,
+            public_key=_core.public_key(secret),
+            not_before=0,
+            prefectures=list(CENTRE_PREFECTURES) if _core.key_role(o) == "centre" else [],
+        )
         if o == owner:
             entry = msgspec.structs.replace(entry, **changes)
         entries.append(entry)

@@ -1,4 +1,5 @@
 # Type stub for the Rust extension `jukisync._core` (rust/py). Checked by mypy.stubtest.
+import os
 from typing import Literal, TypeAlias, final
 
 __all__ = [
@@ -27,10 +28,12 @@ __all__ = [
     "__version__",
     "attestation_message",
     "generate_signing_key",
+    "key_role",
     "normalize_reading",
     "public_key",
     "sha256",
     "sign",
+    "validate_update",
     "verify",
     "verify_batch",
 ]
@@ -52,7 +55,19 @@ def public_key(secret: bytes) -> bytes: ...
 def sign(secret: bytes, message: bytes) -> bytes: ...
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool: ...
 def verify_batch(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    """(public_key, message, signature) triples; batch verification, one-by-one on failure."""
+    """(public_key, message, signature) triples; batch verification, one-by-one on failure.
+
+    One answer per item (an unusable public key is False for its item only); the same
+    rule (ZIP-215) as `verify`, so an item's answer never depends on its batch.
+    """
+
+def key_role(owner: str) -> Literal["origin", "centre"]:
+    """The role an owner implies; ValueError if it is neither an origin nor a centre id."""
+
+def validate_update(
+    update: bytes, origin: str, now: int | None = None, max_skew_us: int = 600_000_000
+) -> str | None:
+    """The first problem every tier would halt `origin` for in this encoded Update."""
 
 def sha256(data: bytes) -> bytes: ...
 def attestation_message(body_hash: bytes, received_at: int) -> bytes:
@@ -73,6 +88,8 @@ class KeyRegistry:
     def owners(self) -> list[str]: ...
     def key_for(self, key_id: str) -> tuple[str, bytes] | None:
         """(owner, public key) of a key id, or None."""
+    def role_of(self, key_id: str) -> tuple[str, list[str]] | None:
+        """(role, prefectures) of a key id, or None."""
 
     def valid_at(self, key_id: str, owner: str, at: int) -> bool: ...
 
@@ -249,9 +266,13 @@ class Store:
         max_bundle_bytes: int = 8 << 20,
         pending_limit: int = 10_000,
         require_attestation: bool | None = None,
+        max_skew_us: int = 600_000_000,
+        prefectures: list[str] | None = None,
     ) -> Store:
         """`centre_*` are required for an aggregator (it attests what it forwards).
         `require_attestation` defaults to True for national, False for aggregator.
+        `max_skew_us`: how far a sender's clock may run ahead of this tier's.
+        `prefectures` (aggregator): the prefectures it serves; others are refused.
         The store records its role when first opened and refuses another one later;
         `role=None` opens an existing store as the role it recorded (an aggregator
         store without `centre_*` then reads but refuses to apply or release)."""
@@ -261,6 +282,21 @@ class Store:
     @property
     def role(self) -> str: ...
     def set_registry(self, registry: KeyRegistry) -> None: ...
+    def copy_compacted(self, dest_dir: str | os.PathLike[str]) -> int:
+        """A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`
+        (refused if that exists); its size in bytes."""
+
+    def copy_audit_from(self, source: Store) -> int:
+        """Carry `source`'s query audit trail into this store (whose trail is empty),
+        in append mode; the entries copied. Verify with `audit_verify` after."""
+
+    def record_role_after_rebuild(self, role: Literal["aggregator", "national"]) -> None:
+        """Record the role of a store `bootstrap` rebuilt (opened as national, to apply
+        without attesting) for the node that will open it."""
+
+    def copy_forward_backlog_from(self, source: Store) -> int:
+        """Queue `source`'s forward backlog here (bundles applied, not yet forwarded):
+        entries of this store's change log; the number queued."""
     def apply(self, envelopes: list[bytes], received_at: int | None = None) -> list[ApplyResult]:
         """Verify and apply a batch in one write transaction, GIL released."""
 

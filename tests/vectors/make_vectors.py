@@ -280,12 +280,16 @@ def registry_body() -> RegistryBody:
                 not_before=micros(2026, 1, 1, 0, 0, 0),
                 # Equipment is refreshed every 6 years, and the key with it.
                 not_after=micros(2032, 1, 1, 0, 0, 0),
+                role="origin",
             ),
             KeyEntry(
                 owner="centre-a",
                 key_id="centre-a-2026",
                 public_key=CENTRE.public,
                 not_before=micros(2026, 1, 1, 0, 0, 0),
+                # A centre key attests only for the prefectures its centre serves.
+                role="centre",
+                prefectures=["35", "34"],
             ),
         ],
     )

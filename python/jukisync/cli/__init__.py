@@ -29,6 +29,12 @@ _SUBCOMMANDS = [
     "confirm",
     "audit",
     "bench",
+    "config",
+    "snapshot",
+    "bootstrap",
+    "backup",
+    "restore",
+    "selfcheck",
 ]
 
 

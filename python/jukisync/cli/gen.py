@@ -17,6 +17,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from jukisync import clock
 from jukisync.exitcodes import ExitCode
 from jukisync.sim import synth
 from jukisync.wire.messages import Update
@@ -118,8 +119,13 @@ def command(
         raise click.BadParameter(
             f"must not be before the population's date {population.as_of}", param_hint="--start"
         )
+    # The stream ends before today (JUKISYNC_NOW fixes it): tiers refuse future dates.
     stream: Iterator[tuple[str, Update]] = synth.generate_changes(
-        population, changes, seed, start_day
+        population,
+        changes,
+        seed,
+        start_day,
+        max_span_days=synth.span_until(start_day, clock.now().date()),
     )
     if initial:
         stream = itertools.chain(synth.initial_load(population), stream)

@@ -13,6 +13,7 @@ import msgspec
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
 from jukisync.trust import keys
+from jukisync.wire.codes import PREFECTURES
 from jukisync.wire.messages import KeyEntry, RegistryBody, SignedRegistry
 
 __all__ = ["command"]
@@ -85,6 +86,8 @@ def _entry_json(e: KeyEntry) -> dict[str, Any]:
         "not_before": e.not_before,
         "not_after": e.not_after,
         "revoked_at": e.revoked_at,
+        "role": e.role or keys.role_of_owner(e.owner),
+        "prefectures": list(e.prefectures),
     }
 
 
@@ -94,9 +97,10 @@ def _print_entries(body: RegistryBody) -> None:
     click.echo(f"entries    {len(body.entries)}")
     for e in body.entries:
         revoked = f"  revoked {format_time(e.revoked_at)}" if e.revoked_at is not None else ""
+        serves = f"  serves {','.join(e.prefectures)}" if e.prefectures else ""
         click.echo(
-            f"  {e.owner:<10} {e.key_id:<32} {format_time(e.not_before)} .. "
-            f"{format_time(e.not_after)}{revoked}"
+            f"  {e.owner:<10} {e.role or keys.role_of_owner(e.owner):<6} {e.key_id:<32} "
+            f"{format_time(e.not_before)} .. {format_time(e.not_after)}{revoked}{serves}"
         )
 
 
@@ -166,6 +170,19 @@ def generate(owner: str, out_dir: Path, key_id: str | None, force: bool, as_json
     click.echo(f"keep {secret_path} private; distribute {public_path.name}", err=True)
 
 
+def _served_prefectures(options: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """--prefectures values as {centre id (or "" for every centre): prefectures}."""
+    served: dict[str, tuple[str, ...]] = {}
+    for option in options:
+        centre, _, listed = option.rpartition("=")
+        prefs = tuple(p.strip() for p in listed.split(",") if p.strip())
+        bad = [p for p in prefs if p not in PREFECTURES]
+        if bad or not prefs:
+            fail("keys", ExitCode.USAGE, f"--prefectures {option}: {bad or 'none'} not 01-47")
+        served[centre] = served.get(centre, ()) + prefs
+    return served
+
+
 @command.command()
 @click.option(
     "--root",
@@ -189,6 +206,14 @@ def generate(owner: str, out_dir: Path, key_id: str | None, force: bool, as_json
     type=TIME,
     help="Start of validity of every key (default: each key's created_at).",
 )
+@click.option(
+    "--prefectures",
+    "prefectures",
+    multiple=True,
+    metavar="[CENTRE=]PP,PP",
+    help="Prefectures (2 digits) a centre's keys attest for: CENTRE=35,34 for one "
+    "centre (repeatable), or 35,34 for every centre key given. Required for centre keys.",
+)
 @click.argument(
     "pubkey_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
 )
@@ -198,23 +223,42 @@ def registry(
     version: int | None,
     issued_at: int | None,
     not_before: int | None,
+    prefectures: tuple[str, ...],
     pubkey_files: tuple[Path, ...],
 ) -> None:
     """Build the key registry from public key files and sign it with the root key.
 
     Times are ISO 8601 (no offset means Japan time) or microseconds since 1970.
-    The version must grow with every registry issued; by default it is one more than
-    that of the registry already at OUT (which must then verify under this root).
+    A key's role follows its owner: a 6-digit local government code is an origin
+    (signs its bundles), a centre id a centre (attests hops, only for the prefectures
+    given with --prefectures). The version must grow with every registry issued; by
+    default it is one more than that of the registry already at OUT (which must then
+    verify under this root).
 
     \b
     Examples:
       jukisync keys registry --root keys/root/root-2026.key.json --out registry.bin \\
+          --prefectures centre-a=35 \\
           keys/352012-*.pub.json keys/352021-*.pub.json keys/centre-a-*.pub.json
       jukisync keys registry --root root.key.json --out registry.bin --version 7 \\
-          --not-before 2026-04-01T00:00 keys/*.pub.json
+          --not-before 2026-04-01T00:00 --prefectures 35,13 keys/*.pub.json
     """
     root = _load_root(root_file)
-    entries = [_load_public(p).entry(not_before=not_before) for p in pubkey_files]
+    served = _served_prefectures(prefectures)
+    publics = [_load_public(p) for p in pubkey_files]
+    entries = []
+    for public in publics:
+        serves: tuple[str, ...] = ()
+        if public.role == "centre":
+            serves = served.get(public.owner, served.get("", ()))
+            if not serves:
+                fail(
+                    "keys",
+                    ExitCode.USAGE,
+                    f"centre key {public.key_id} serves no prefecture: "
+                    f"pass --prefectures {public.owner}=35,...",
+                )
+        entries.append(public.entry(not_before=not_before, prefectures=serves))
     if version is None:
         version = 1
         if out.exists():
@@ -385,3 +429,67 @@ def show(file: Path, root: Path | None, as_json: bool) -> None:
         _show_key(key, as_json)
     else:
         _show_registry(file, root, as_json)
+
+
+@command.command()
+@click.option(
+    "--root",
+    "root_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Root secret key file.",
+)
+@click.option(
+    "--registry",
+    "registry_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The current registry file.",
+)
+@click.option("--key-id", "key_id", required=True, help="Key id to revoke.")
+@click.option("--at", "at", type=TIME, help="Revoked from this time (default: now).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the new registry (default: replace --registry).",
+)
+def revoke(
+    root_file: Path, registry_file: Path, key_id: str, at: int | None, out: Path | None
+) -> None:
+    """Revoke a key (stolen, or its machine compromised): writes the registry with
+    version + 1; reload the daemons (SIGHUP) to apply it.
+
+    Bundles signed with a revoked origin key are refused unless the first centre
+    attested receiving them before the revocation; a revoked centre key's
+    attestations from then on are refused (the twin centre carries the flow).
+
+    \b
+    Examples:
+      jukisync keys revoke --root root.key.json --registry registry.bin \\
+          --key-id centre-east-k1
+      jukisync keys revoke --root root.key.json --registry registry.bin \\
+          --key-id 352012-1a2b3c4d5e6f --at 2026-06-10T09:30
+      systemctl reload jukisync-national jukisync-aggregator@centre-west
+
+    \b
+    Exit codes: 0 written, 3 bad root or registry file, 4 already revoked by then,
+    5 no such key in the registry.
+    """
+    root = _load_root(root_file)
+    try:
+        current = keys.read_registry(registry_file, root.public_key)
+    except keys.KeyFileError as exc:
+        fail("keys", ExitCode.CONFIG, str(exc))
+    when = keys.now_us() if at is None else at
+    try:
+        entries = keys.revoke(current.entries, key_id, when)
+        data = keys.build_registry(entries, root.secret, current.version + 1, keys.now_us())
+    except KeyError:
+        fail("keys", ExitCode.NOT_FOUND, f"{registry_file}: no key {key_id!r} in the registry")
+    except keys.RegistryContentError as exc:
+        fail("keys", ExitCode.INPUT, str(exc))
+    target = registry_file if out is None else out
+    _write_registry(target, data)
+    click.echo(
+        f"{target}: version {current.version + 1}, {key_id} revoked from {format_time(when)}"
+    )

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import click
 
+from jukisync.cli import reseed as reseed_cli
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
 from jukisync.publisher.configured import PublisherConfigError, load_config
@@ -149,3 +150,8 @@ def verify_command(config_path: Path, as_json: bool) -> None:
         )
     if damage:
         raise SystemExit(int(ExitCode.FAILURE))
+
+
+# Rebuilding a lost or old outbox's chain head from a centre (issue 12), in its own
+# module beside the readers above.
+command.add_command(reseed_cli.command)

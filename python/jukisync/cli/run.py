@@ -30,6 +30,7 @@ Examples:
   jukisync run --config config/national.toml --wait      # start before the broker
   jukisync run --config config/aggregator.toml --log-format json 2>> centre.jsonl
   curl -s localhost:9464/healthz; curl -s localhost:9464/metrics
+  kill -HUP $(pidof jukisync)   # reload trust.registry (new keys, rotations, revocations)
 
 \b
 Exit codes:
@@ -113,6 +114,7 @@ def command(config_path: Path, wait: bool, log_level: str, log_format: logs.LogF
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload_registry)
         return await daemon.run(wait=wait)
 
     try:

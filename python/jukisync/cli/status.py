@@ -12,6 +12,7 @@ from rich.table import Table
 from jukisync.cli.common import fail, open_store, store_option
 from jukisync.exitcodes import ExitCode
 from jukisync.tier import verdict
+from jukisync.trust import storedir
 
 __all__ = ["command"]
 
@@ -70,6 +71,8 @@ def command(
         "verdict": judged.as_dict(),
         "stats": stats,
         "halted": store.halted(),
+        # The registry beside the store: the one its daemon uses (rewritten on reload).
+        "registry_version": storedir.load_registry(store_path).version,
     }
     if heads:
         report["heads"] = {
@@ -88,6 +91,7 @@ def command(
     for key in sorted(stats):
         table.add_row(key, f"{stats[key]:,}")
     console.print(table)
+    console.print(f"registry version {report['registry_version']}")
     for origin, why in sorted(store.halted().items()):
         console.print(f"[bold red]halted[/] {origin}: {why}")
     if heads:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jukisync import clock
 from jukisync.publisher.bundling import BundlePolicy
 from jukisync.sim import synth
 from jukisync.sim.network import NATIONAL, Network, NetworkSpec, TierReport
@@ -139,7 +140,12 @@ async def run_demo(
     try:
         stream = itertools.chain(
             synth.initial_load(population),
-            synth.generate_changes(population, options.changes, options.seed),
+            synth.generate_changes(
+                population,
+                options.changes,
+                options.seed,
+                max_span_days=synth.span_until(population.as_of, clock.now().date()),
+            ),
         )
         for chunk in _chunks(stream, _CHUNK):
             submitted[0] += network.submit(chunk)

@@ -124,7 +124,9 @@ class Network:
             pair = keys.generate(owner)
             keys.save(pair, key_dir)
             self.key_pairs[owner] = pair
-        entries = [p.public.entry() for p in self.key_pairs.values()]
+        entries = keys.entries_for(
+            (p.public for p in self.key_pairs.values()), self.spec.prefectures
+        )
         self.registry_bytes = keys.build_registry(entries, root.secret, 1, keys.now_us())
         self.root_public = root.public_key
         storedir.write_trust(key_dir, self.registry_bytes, self.root_public)

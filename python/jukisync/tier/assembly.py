@@ -144,6 +144,8 @@ def open_store(config: TierConfig, trust: Trust) -> _core.Store:
             map_size=limits.map_size,
             max_bundle_bytes=limits.max_bundle_bytes,
             pending_limit=limits.pending_limit,
+            # a centre carries only the prefectures it serves (security event otherwise)
+            prefectures=list(config.prefectures) if isinstance(config, AggregatorConfig) else None,
         )
     except OSError as exc:
         raise StartupError(

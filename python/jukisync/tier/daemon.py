@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 from jukisync import lockfile
@@ -45,10 +46,13 @@ from jukisync.tier.assembly import (
     queue_name,
     role_of,
 )
+from jukisync.tier.audit_metrics import AuditAnomalyCollector
 from jukisync.tier.node import Role, TierNode
 from jukisync.tier.observability import HttpEndpoint, NodeMetrics
+from jukisync.tier.registry_reload import RegistryHolder
 from jukisync.transport.amqp import AmqpTransport, TopologyError
 from jukisync.transport.base import TransportUnavailable
+from jukisync.trust import storedir
 
 __all__ = [
     "Daemon",
@@ -89,8 +93,25 @@ class Daemon:
         self.transport: AmqpTransport | None = None
         self.http: HttpEndpoint | None = None
         self.queries: QueryServer | None = None
+        self.registry: RegistryHolder | None = None
         self._stop: asyncio.Event | None = None
         self.stop_requested = False
+
+    def reload_registry(self) -> bool:
+        """SIGHUP: read, verify and swap in the registry of `trust.registry`."""
+        if self.registry is None:
+            log.warning("registry reload: the node has not started yet")
+            return False
+
+        def load() -> tuple[bytes, bytes]:
+            trust = self.config.trust
+            try:
+                root = storedir.read_root_public(trust.root_public_key)
+            except storedir.StoreDirError as exc:
+                raise ValueError(str(exc)) from None
+            return Path(trust.registry).read_bytes(), root
+
+        return self.registry.reload(load)
 
     def request_stop(self) -> None:
         """Stop consuming, finish the batch in hand, commit, close (safe to call twice)."""
@@ -126,6 +147,7 @@ class Daemon:
             "connected": connected,
             "consuming": consuming,
             "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
+            "registry_version": None if self.registry is None else self.registry.version,
         }
         if transport is not None and not connected and transport.last_error is not None:
             details["broker_error"] = str(transport.last_error)
@@ -233,8 +255,20 @@ class Daemon:
         self.transport, self.queries = parts.transport, parts.queries
         node = parts.node
         self.node = node
+        # The registry the store was opened with (written beside it by open_store).
+        self.registry = RegistryHolder(
+            parts.store,
+            config.store,
+            storedir.load_registry(config.store).version,
+            (Path(config.store) / storedir.REGISTRY_FILE).read_bytes(),
+            also=[node.catchup.set_registry],
+        )
         metrics = NodeMetrics(node)
         node.observers.append(metrics.observe)
+        metrics.registry.register(self.registry)
+        if self.queries is not None:
+            policy = self.queries.service.policy
+            metrics.registry.register(AuditAnomalyCollector(parts.store, policy.thresholds))
         if config.http.port:
             self.http = HttpEndpoint(
                 config.http.listen,

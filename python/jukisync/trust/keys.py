@@ -20,11 +20,12 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
 from jukisync import _core, clock
-from jukisync.wire.codes import is_valid_local_government_code
+from jukisync.wire.codes import PREFECTURES
 from jukisync.wire.messages import KeyEntry, RegistryBody, SignedRegistry, encode
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SecretKeyFile",
     "build_registry",
     "check_entries",
+    "entries_for",
     "generate",
     "load",
     "load_public",
@@ -44,6 +46,8 @@ __all__ = [
     "paths_for",
     "read_key_file",
     "read_registry",
+    "revoke",
+    "role_of_owner",
     "rotate",
     "save",
     "validate_key_id",
@@ -57,7 +61,6 @@ PUBLIC_SUFFIX = ".pub.json"
 # A key id becomes a file name: no separators, no leading dot, bounded length.
 _KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Owners are origins (6-digit local government codes) or centres (a name).
-_CENTRE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
 class KeyFileError(ValueError):
@@ -104,14 +107,28 @@ class PublicKey:
     def fingerprint(self) -> str:
         return hashlib.sha256(self.public_key).hexdigest()[:16]
 
-    def entry(self, not_before: int | None = None, not_after: int | None = None) -> KeyEntry:
-        """The registry entry of this key, valid from its creation unless told."""
+    @property
+    def role(self) -> Literal["origin", "centre"]:
+        """What this key may sign, from its owner: an origin's bundles or a centre's
+        hop attestations."""
+        return _core.key_role(self.owner)
+
+    def entry(
+        self,
+        not_before: int | None = None,
+        not_after: int | None = None,
+        prefectures: Sequence[str] = (),
+    ) -> KeyEntry:
+        """The registry entry of this key, valid from its creation unless told; a
+        centre key attests only for `prefectures`."""
         return KeyEntry(
             owner=self.owner,
             key_id=self.key_id,
             public_key=self.public_key,
             not_before=self.created_at if not_before is None else not_before,
             not_after=not_after,
+            role=self.role,
+            prefectures=list(prefectures),
         )
 
 
@@ -136,16 +153,20 @@ def now_us() -> int:
     return clock.now_us()
 
 
+def role_of_owner(owner: str) -> str:
+    """ "origin" or "centre" as the core infers it; "?" for an owner that is neither."""
+    try:
+        return _core.key_role(owner)
+    except ValueError:
+        return "?"
+
+
 def validate_owner(owner: str) -> str:
-    """Return `owner` if it is a valid origin code or centre id, else raise ValueError."""
-    if owner.isascii() and owner.isdigit():
-        if not is_valid_local_government_code(owner):
-            raise ValueError(f"owner {owner!r} is not a valid 6-digit local government code")
-    elif not _CENTRE_ID.fullmatch(owner):
-        raise ValueError(
-            f"owner {owner!r} is neither a local government code nor a centre id "
-            "(a letter, then letters, digits, '_', '.', '-')"
-        )
+    """Return `owner` if it is a valid origin code or centre id, else raise ValueError.
+
+    The rule is the core's (`_core.key_role`), the one the nodes load registries by.
+    """
+    _core.key_role(owner)
     return owner
 
 
@@ -343,10 +364,19 @@ def check_entries(entries: Sequence[KeyEntry]) -> None:
     seen_keys: dict[bytes, str] = {}
     for e in entries:
         try:
-            validate_owner(e.owner)
+            role = _core.key_role(e.owner)
             validate_key_id(e.key_id)
         except ValueError as exc:
             raise RegistryContentError(str(exc)) from None
+        if e.role is not None and e.role != role:
+            raise RegistryContentError(
+                f"key {e.key_id!r}: role {e.role}, but {e.owner!r} is {role}"
+            )
+        if role == "origin" and e.prefectures:
+            raise RegistryContentError(f"key {e.key_id!r}: an origin's key serves no prefectures")
+        bad = [p for p in e.prefectures if p not in PREFECTURES]
+        if bad:
+            raise RegistryContentError(f"key {e.key_id!r}: {bad[0]!r} is not a prefecture 01-47")
         if e.key_id in seen_ids:
             raise RegistryContentError(f"key id {e.key_id!r} appears twice")
         seen_ids.add(e.key_id)
@@ -360,6 +390,22 @@ def check_entries(entries: Sequence[KeyEntry]) -> None:
             raise RegistryContentError(f"key {e.key_id!r}: not_before is negative")
         if e.not_after is not None and e.not_after <= e.not_before:
             raise RegistryContentError(f"key {e.key_id!r}: not_after is not after not_before")
+
+
+def entries_for(
+    publics: Iterable[PublicKey],
+    centre_prefectures: Sequence[str],
+    *,
+    not_before: int | None = None,
+) -> list[KeyEntry]:
+    """Registry entries of `publics`; centre keys serve `centre_prefectures`."""
+    return [
+        p.entry(
+            not_before=not_before,
+            prefectures=centre_prefectures if p.role == "centre" else (),
+        )
+        for p in publics
+    ]
 
 
 def build_registry(
@@ -428,6 +474,24 @@ def rotate(entries: Sequence[KeyEntry], old_key_id: str, new: KeyEntry) -> list[
         )
     retired = msgspec.structs.replace(old, not_after=new.not_before)
     rotated = [retired if e.key_id == old_key_id else e for e in entries]
+    if not new.prefectures and old.prefectures:
+        # A centre's new key serves what its old one served.
+        new = msgspec.structs.replace(new, prefectures=old.prefectures)
     rotated.append(new)
     check_entries(rotated)
     return rotated
+
+
+def revoke(entries: Sequence[KeyEntry], key_id: str, at: int) -> list[KeyEntry]:
+    """Revoke `key_id` from `at` (µs): a bundle signed with it is refused unless the
+    first centre attested receiving it before `at` (a stolen key cannot backdate), and
+    a revoked centre key's attestations made from `at` on are refused. A revocation is
+    never moved later or undone: revoke again only to bring it earlier."""
+    by_id = {e.key_id: e for e in entries}
+    old = by_id.get(key_id)
+    if old is None:
+        raise KeyError(key_id)
+    if old.revoked_at is not None and old.revoked_at <= at:
+        raise RegistryContentError(f"key {key_id!r} is already revoked from {old.revoked_at}")
+    revoked = msgspec.structs.replace(old, revoked_at=at)
+    return [revoked if e.key_id == key_id else e for e in entries]

@@ -27,6 +27,7 @@ __all__ = [
     "LOCAL_GOVERNMENTS",
     "MAX_TEXT_CHARS",
     "MIN_YEAR",
+    "PREFECTURES",
     "YAMAGUCHI_MUNICIPALITIES",
     "CodeError",
     "JuminhyoCheck",
@@ -89,6 +90,8 @@ def is_valid_kojin_bango(s: object) -> bool:
 
 _LG_WEIGHTS: Final = (6, 5, 4, 3, 2)
 _PREFECTURES: Final = range(1, 48)  # 01 北海道 .. 47 沖縄県
+# The same, as the 2-digit strings routing keys and centre configs use.
+PREFECTURES: Final = frozenset(f"{p:02d}" for p in _PREFECTURES)
 
 
 def local_government_check_digit(first5: str) -> int:
@@ -216,6 +219,10 @@ def _check_text(field: str, value: str) -> None:
         if ch == "\ufffd":
             raise CodeError(field, value, "contains U+FFFD (replacement character)")
         raise CodeError(field, value, f"contains control character U+{ord(ch):04X}")
+    if (cf := next((ch for ch in value if unicodedata.category(ch) == "Cf"), None)) is not None:
+        # Invisible format characters (U+202E, U+200B...): a name holding one looks like
+        # another name; the tiers halt such an update (the core's text rules).
+        raise CodeError(field, value, f"contains invisible format character U+{ord(cf):04X}")
     if not unicodedata.is_normalized("NFC", value):
         raise CodeError(field, value, "is not in Unicode NFC")
 

@@ -180,7 +180,13 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class KeyEntry(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One key of the registry. `owner` is a 6-digit origin code or a centre id."""
+    """One key of the registry. `owner` is a 6-digit origin code or a centre id.
+
+    `role` says what the key may sign: "origin" (its municipality's bundles) or
+    "centre" (hop attestations, only for the listed `prefectures`). When absent it is
+    inferred from the owner; a stated role must agree with it (the core refuses the
+    registry otherwise).
+    """
 
     owner: str
     key_id: str
@@ -188,6 +194,8 @@ class KeyEntry(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     not_before: int
     not_after: int | None = None
     revoked_at: int | None = None
+    role: Literal["origin", "centre"] | None = None
+    prefectures: list[str] = msgspec.field(default_factory=list)
 
 
 class RegistryBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

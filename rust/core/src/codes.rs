@@ -36,8 +36,11 @@ pub fn local_government_check_digit(first5: &[u32]) -> u32 {
     (11 - s % 11) % 10
 }
 
+/// 6 ASCII digits, a prefecture 01-47 and a correct check digit (codes route messages
+/// by prefecture, and e.g. 000001 passes the check digit alone).
 pub fn is_valid_local_government_code(s: &str) -> bool {
-    digits(s, 6).is_some_and(|d| local_government_check_digit(&d[..5]) == d[5])
+    digits(s, 6)
+        .is_some_and(|d| (1..=47).contains(&(d[0] * 10 + d[1])) && local_government_check_digit(&d[..5]) == d[5])
 }
 
 /// Format of a 住民票コード: 11 ASCII digits (10 random + 1 check digit whose formula
@@ -67,5 +70,7 @@ mod tests {
         }
         assert!(!is_valid_local_government_code("352013"));
         assert!(!is_valid_local_government_code("35201"));
+        assert!(!is_valid_local_government_code("000001"), "prefecture 00");
+        assert!(!is_valid_local_government_code("480002"), "prefecture 48");
     }
 }

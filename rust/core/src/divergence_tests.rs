@@ -32,7 +32,7 @@ fn number_index_keeps_the_resident_in_every_order() {
     for (i, order) in orders.iter().enumerate() {
         let store = net.store(&dir.path().join(i.to_string()), Role::Aggregator);
         for &n in order {
-            store.apply(&[bundles[n].as_slice()], 5_000).unwrap();
+            store.apply(&[bundles[n].as_slice()], crate::tests::NOW).unwrap();
         }
         let held = store.by_number(K).unwrap().expect("the 個人番号 index lost the resident");
         assert_eq!(
@@ -54,7 +54,7 @@ fn check_finds_a_lost_index_entry_and_rebuild_fixes_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = net.store(dir.path(), Role::Aggregator);
     let raws: Vec<&[u8]> = bundles.iter().map(Vec::as_slice).collect();
-    store.apply(&raws, 5_000).unwrap();
+    store.apply(&raws, crate::tests::NOW).unwrap();
     {
         let mut txn = store.env.write_txn().unwrap();
         store.dbs.by_number.delete_one_duplicate(&mut txn, K.as_bytes(), b"00000088888").unwrap();
@@ -75,9 +75,9 @@ fn reconcile_names_what_one_side_lacks() {
     let (a, b) =
         (net.store(&dir.path().join("a"), Role::Aggregator), net.store(&dir.path().join("b"), Role::Aggregator));
     let raws: Vec<&[u8]> = bundles.iter().map(Vec::as_slice).collect();
-    a.apply(&raws, 5_000).unwrap();
-    b.apply(&raws[3..], 5_000).unwrap(); // B's chain: records equal to a's but for Y
-    b.apply(&raws[..2], 5_000).unwrap(); // b lacks A's move-in of Y (a3)
+    a.apply(&raws, crate::tests::NOW).unwrap();
+    b.apply(&raws[3..], crate::tests::NOW).unwrap(); // B's chain: records equal to a's but for Y
+    b.apply(&raws[..2], crate::tests::NOW).unwrap(); // b lacks A's move-in of Y (a3)
     let found = a.reconcile(&b).unwrap();
     let summary: Vec<_> = found
         .origins
@@ -92,7 +92,7 @@ fn reconcile_names_what_one_side_lacks() {
         assert_eq!(codes, vec![("00000088888", "a")]);
     }
     assert_eq!(found.nodes_compared, 2 * (1 + 10 * 3)); // one path of siblings per origin
-    b.apply(&raws[2..3], 5_000).unwrap();
+    b.apply(&raws[2..3], crate::tests::NOW).unwrap();
     assert!(a.reconcile(&b).unwrap().equal());
 }
 #[test]
@@ -107,6 +107,8 @@ fn a_store_keeps_its_role() {
         max_bundle_bytes: 1 << 20,
         pending_limit: 100,
         require_attestation: true,
+        max_skew_us: crate::validate::DEFAULT_SKEW_US,
+        prefectures: None,
     };
     let registry = || net.registry_with(|_| {});
     let refused = Store::open(dir.path(), registry(), opts).err().unwrap().to_string();
@@ -118,10 +120,12 @@ fn a_store_keeps_its_role() {
         max_bundle_bytes: 1 << 20,
         pending_limit: 100,
         require_attestation: true,
+        max_skew_us: crate::validate::DEFAULT_SKEW_US,
+        prefectures: None,
     };
     let recorded = Store::open_as_recorded(dir.path(), registry(), opts).unwrap();
     assert_eq!(recorded.role(), Role::Aggregator);
     // without the centre key it reads but cannot apply (it could not attest)
-    assert!(recorded.apply(&[], 5_000).is_err());
+    assert!(recorded.apply(&[], crate::tests::NOW).is_err());
     assert_eq!(recorded.check().unwrap(), vec![]);
 }

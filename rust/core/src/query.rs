@@ -20,13 +20,42 @@ use crate::wire;
 /// index (`by_name`) keys `name_kana`, the name index (`by_name_text`) keys `name` and
 /// `alias`; both with `text::normalize_reading`, so one query string is looked up in
 /// both whether it is kanji, katakana, hiragana or half-width.
+///
+/// LMDB refuses keys over 511 bytes, and a 256-character name can normalise to far more
+/// (167 kanji are 501 bytes; NFKC expands U+FDFA to 18 characters). So the key fits by
+/// construction: normalised text longer than `MAX_INDEX_TEXT` bytes is replaced by
+/// `HASHED_TEXT` + its SHA-256. 0xFF never occurs in UTF-8, so a hashed key cannot equal
+/// a plain one; the search compares the full values of what a hashed key finds.
 pub fn index_key(text: &str, birth_date: &str, sex: u8) -> Vec<u8> {
-    let mut k = text::normalize_reading(text).into_bytes();
+    let normalised = text::normalize_reading(text);
+    let mut k = if normalised.len() > MAX_INDEX_TEXT {
+        let mut hashed = HASHED_TEXT.to_vec();
+        hashed.extend_from_slice(&crate::crypto::sha256(normalised.as_bytes()));
+        hashed
+    } else {
+        normalised.into_bytes()
+    };
     k.push(0);
-    k.extend_from_slice(birth_date.as_bytes());
+    // A birth date is validated as YYYY-MM-DD before it is indexed; a released bundle
+    // is applied unchecked, so the date is bounded here too.
+    k.extend_from_slice(&birth_date.as_bytes()[..birth_date.len().min(MAX_INDEX_DATE)]);
     k.push(0);
     k.push(b'0'.wrapping_add(sex));
     k
+}
+
+/// Normalised text up to this many bytes is its own index key; longer text is hashed.
+pub const MAX_INDEX_TEXT: usize = 400;
+const MAX_INDEX_DATE: usize = 32;
+/// Marks a hashed index key (0xFF is never part of UTF-8 text).
+pub const HASHED_TEXT: &[u8] = b"\xff#";
+/// LMDB's largest key (MDB_MAXKEYSIZE in the default build).
+pub const LMDB_MAX_KEY: usize = 511;
+
+/// Whether `key` (an `index_key`) stands for its text by a hash, so that what it finds
+/// must be compared with the query in full.
+pub fn is_hashed_key(key: &[u8]) -> bool {
+    key.starts_with(HASHED_TEXT)
 }
 
 /// The name-index keys of a record: its name and, when recorded, its 通称 (an alias is
@@ -440,6 +469,18 @@ impl Store {
             }
         }
         codes.sort_by(|a, b| a.0.cmp(&b.0));
+        // A hashed key stands for its text: keep only records whose text is the query's.
+        let hashed = is_hashed_key(&key);
+        let wanted = text::normalize_reading(&q.name);
+        let same_text = |r: &Record, matched: Matched| {
+            let is = |t: &str| text::normalize_reading(t) == wanted;
+            r.birth_date == q.birth_date
+                && r.sex == q.sex
+                && match matched {
+                    Matched::Reading => is(&r.name_kana),
+                    _ => is(&r.name) || r.alias.as_deref().is_some_and(is),
+                }
+        };
         let mut found: Vec<(Record, Matched)> = Vec::new();
         for (code, matched) in codes {
             match found.last_mut() {
@@ -450,7 +491,9 @@ impl Store {
                 }
                 _ => {
                     if let Some(r) = self.record(&txn, &code)? {
-                        found.push((r, matched));
+                        if !hashed || same_text(&r, matched) {
+                            found.push((r, matched));
+                        }
                     }
                 }
             }

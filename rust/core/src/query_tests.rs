@@ -9,6 +9,7 @@ use crate::crypto;
 use crate::query::{self, Matched, SearchQuery};
 use crate::registry::{sign_registry, KeyEntry, Registry, RegistryBody};
 use crate::store::{Access, Role, Status, Store, StoreOptions};
+use crate::tests::NOW;
 use crate::wire::{self, Bin, BundleBody, Envelope, Update, ZERO_HASH};
 
 const A: &str = "352039"; // 山口市
@@ -32,6 +33,8 @@ impl Origin {
             not_before: 0,
             not_after: None,
             revoked_at: None,
+            role: None,
+            prefectures: vec![],
         }];
         let bytes = sign_registry(&RegistryBody { version: 1, issued_at: 0, entries }, &self.root).unwrap();
         let registry = Registry::load(&bytes, &crypto::public_key(&self.root).unwrap()).unwrap();
@@ -42,6 +45,8 @@ impl Origin {
             max_bundle_bytes: 1 << 20,
             pending_limit: 100,
             require_attestation: false,
+            max_skew_us: crate::validate::DEFAULT_SKEW_US,
+            prefectures: None,
         };
         Store::open(dir, registry, opts).unwrap()
     }
@@ -71,7 +76,7 @@ impl Origin {
             attestations: vec![],
         })
         .unwrap();
-        let out = store.apply(&[&env], 5_000).unwrap();
+        let out = store.apply(&[&env], NOW).unwrap();
         assert_eq!(out[0].status, Status::Applied, "{:?}", out[0].reason);
     }
 }

@@ -102,9 +102,60 @@ impl Record {
         (&self.changed_on, self.recorded_at, &self.origin, self.seq)
     }
 
+    /// Whether this record replaces `other` (the conflict rule, DESIGN.md §3): the
+    /// higher version, except that a 転出 (move-out) by a municipality never outranks a
+    /// record another municipality made (a 転入 or a later correction there) dated no
+    /// more than `MOVE_WINDOW_DAYS` before it. A move is two events from two clocks: the
+    /// old municipality's removal must not win over the new holder's record because its
+    /// clock runs ahead, or because its 転出予定日 was a few days after the actual move.
+    pub fn supersedes(&self, other: &Record) -> bool {
+        if moved_on_from(other, self) {
+            return true;
+        }
+        if moved_on_from(self, other) {
+            return false;
+        }
+        self.version() > other.version()
+    }
+
     pub fn is_indexed(&self) -> bool {
         self.status != REDIRECT
     }
+}
+
+/// A 転出 may be filed up to 14 days before the move and a 転入 within 14 days after it.
+pub const MOVE_WINDOW_DAYS: i64 = 14;
+
+/// Whether `holder`'s record is at the municipality the resident moved to after
+/// `removal` (a 転出 elsewhere): made by another municipality, not a removal itself, and
+/// dated at most `MOVE_WINDOW_DAYS` before the 転出 (or any time after it).
+fn moved_on_from(removal: &Record, holder: &Record) -> bool {
+    removal.reason == "move_out"
+        && removal.status == REMOVED
+        && holder.status == ACTIVE
+        && holder.municipality != removal.municipality
+        && match (day_number(&holder.changed_on), day_number(&removal.changed_on)) {
+            (Some(h), Some(r)) => h + MOVE_WINDOW_DAYS >= r,
+            _ => false,
+        }
+}
+
+/// Days since 1970-01-01 of a YYYY-MM-DD date (H. Hinnant's `days_from_civil`).
+pub fn day_number(date: &str) -> Option<i64> {
+    let b = date.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let y: i64 = date.get(0..4)?.parse().ok()?;
+    let m: i64 = date.get(5..7)?.parse().ok()?;
+    let d: i64 = date.get(8..10)?.parse().ok()?;
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 pub fn update_version<'a>(u: &'a Update, origin: &'a str) -> Version<'a> {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
+use crate::codes;
 use crate::crypto;
 use crate::error::{CoreError, Result};
 use crate::wire::{self, Bin};
@@ -21,6 +22,59 @@ pub struct KeyEntry {
     pub not_after: Option<u64>,
     #[serde(default)]
     pub revoked_at: Option<u64>,
+    /// "origin" (a municipality signs its bundles) or "centre" (an aggregation centre
+    /// attests hops); when absent, inferred from the owner (see `KeyRole::of_owner`).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The prefectures (2 digits) a centre key may attest for; empty for an origin.
+    #[serde(default)]
+    pub prefectures: Vec<String>,
+}
+
+/// What a key may sign: an origin's bundles, or a centre's hop attestations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    Origin,
+    Centre,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Origin => "origin",
+            KeyRole::Centre => "centre",
+        }
+    }
+
+    /// The role an owner name implies: digits name a municipality (a valid local
+    /// government code), a name starting with a letter a centre. Anything else is no
+    /// owner at all. The one rule for owners, used by `Registry::load` and the tools.
+    pub fn of_owner(owner: &str) -> std::result::Result<Self, String> {
+        if owner.bytes().all(|b| b.is_ascii_digit()) {
+            if codes::is_valid_local_government_code(owner) {
+                return Ok(KeyRole::Origin);
+            }
+            return Err(format!(
+                "owner {owner:?} is not a valid local government code (6 digits, prefecture 01-47, check digit)"
+            ));
+        }
+        let mut chars = owner.chars();
+        let first_is_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+        if first_is_letter
+            && owner.len() <= 64
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            return Ok(KeyRole::Centre);
+        }
+        Err(format!(
+            "owner {owner:?} is neither a local government code nor a centre id (a letter, then letters, digits, '_', '.', '-')"
+        ))
+    }
+}
+
+/// Whether `p` names a prefecture: two digits, 01 to 47.
+pub fn is_prefecture(p: &str) -> bool {
+    p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()) && (1..=47).contains(&p.parse::<u8>().unwrap_or(0))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +95,8 @@ pub struct SignedRegistry {
 #[derive(Debug, Clone)]
 pub struct RegisteredKey {
     pub owner: String,
+    pub role: KeyRole,
+    pub prefectures: Vec<String>,
     pub key: VerifyingKey,
     pub not_before: u64,
     pub not_after: Option<u64>,
@@ -55,6 +111,10 @@ pub enum KeyProblem {
     NotYetValid,
     Expired,
     Revoked,
+    /// An origin's key used to attest, or a centre's to sign a bundle.
+    WrongRole(KeyRole),
+    /// A centre key attesting for a prefecture its centre does not serve.
+    NotServing(String),
 }
 
 impl std::fmt::Display for KeyProblem {
@@ -65,6 +125,8 @@ impl std::fmt::Display for KeyProblem {
             KeyProblem::NotYetValid => write!(f, "key not yet valid"),
             KeyProblem::Expired => write!(f, "key expired"),
             KeyProblem::Revoked => write!(f, "key revoked"),
+            KeyProblem::WrongRole(role) => write!(f, "key has the role {}", role.as_str()),
+            KeyProblem::NotServing(pref) => write!(f, "key's centre does not serve prefecture {pref}"),
         }
     }
 }
@@ -88,10 +150,22 @@ impl Registry {
             wire::decode(&signed.body, "registry body").map_err(|e| CoreError::Registry(e.to_string()))?;
         let mut keys = HashMap::with_capacity(body.entries.len());
         for entry in body.entries {
-            let key = crypto::verifying_key(&entry.public_key)
-                .map_err(|e| CoreError::Registry(format!("key {}: {e}", entry.key_id)))?;
+            let bad = |why: String| CoreError::Registry(format!("key {}: {why}", entry.key_id));
+            let key = crypto::verifying_key(&entry.public_key).map_err(|e| bad(e.to_string()))?;
+            let role = KeyRole::of_owner(&entry.owner).map_err(bad)?;
+            if let Some(named) = entry.role.as_deref().filter(|r| *r != role.as_str()) {
+                return Err(bad(format!("role {named:?}, but owner {:?} is {}", entry.owner, role.as_str())));
+            }
+            if let Some(p) = entry.prefectures.iter().find(|p| !is_prefecture(p)) {
+                return Err(bad(format!("prefecture {p:?} is not 01-47")));
+            }
+            if role == KeyRole::Origin && !entry.prefectures.is_empty() {
+                return Err(bad("an origin's key lists prefectures; only centres serve prefectures".into()));
+            }
             let registered = RegisteredKey {
                 owner: entry.owner,
+                role,
+                prefectures: entry.prefectures,
                 key,
                 not_before: entry.not_before,
                 not_after: entry.not_after,
@@ -117,18 +191,54 @@ impl Registry {
 
     /// The key `key_id` if it belongs to `owner` and is valid at `at` (µs).
     pub fn usable(&self, key_id: &str, owner: &str, at: u64) -> std::result::Result<&RegisteredKey, KeyProblem> {
+        self.usable_judged(key_id, owner, at, at)
+    }
+
+    /// The key `key_id` if it belongs to `owner`, was valid (not before, not after) at
+    /// the time it claims to have signed (`signed_at`), and was not revoked at
+    /// `trusted_at`: the receiving tier's own time, or the first centre's attested
+    /// receive time. A stolen key revoked at R signs nothing new after R, whatever
+    /// `signed_at` it writes.
+    pub fn usable_judged(
+        &self,
+        key_id: &str,
+        owner: &str,
+        signed_at: u64,
+        trusted_at: u64,
+    ) -> std::result::Result<&RegisteredKey, KeyProblem> {
         let key = self.keys.get(key_id).ok_or(KeyProblem::Unknown)?;
         if key.owner != owner {
             return Err(KeyProblem::WrongOwner(key.owner.clone()));
         }
-        if at < key.not_before {
+        if signed_at < key.not_before {
             return Err(KeyProblem::NotYetValid);
         }
-        if key.revoked_at.is_some_and(|r| at >= r) {
+        if key.revoked_at.is_some_and(|r| signed_at >= r || trusted_at >= r) {
             return Err(KeyProblem::Revoked);
         }
-        if key.not_after.is_some_and(|n| at >= n) {
+        if key.not_after.is_some_and(|n| signed_at >= n) {
             return Err(KeyProblem::Expired);
+        }
+        Ok(key)
+    }
+
+    /// The key `key_id` if it may attest a hop of a bundle from `prefecture`: a centre
+    /// key of `centre` serving that prefecture, usable (as `usable_judged`) at its
+    /// attested `received_at` and not revoked at `trusted_at`.
+    pub fn attester(
+        &self,
+        key_id: &str,
+        centre: &str,
+        prefecture: &str,
+        received_at: u64,
+        trusted_at: u64,
+    ) -> std::result::Result<&RegisteredKey, KeyProblem> {
+        let key = self.usable_judged(key_id, centre, received_at, trusted_at)?;
+        if key.role != KeyRole::Centre {
+            return Err(KeyProblem::WrongRole(key.role));
+        }
+        if !key.prefectures.iter().any(|p| p == prefecture) {
+            return Err(KeyProblem::NotServing(prefecture.into()));
         }
         Ok(key)
     }
@@ -153,6 +263,8 @@ mod tests {
             not_before: 100,
             not_after: Some(200),
             revoked_at: None,
+            role: None,
+            prefectures: vec![],
         }
     }
 

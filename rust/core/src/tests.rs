@@ -8,6 +8,20 @@ use crate::wire::{self, Attestation, Bin, BundleBody, Envelope, Update, ZERO_HAS
 
 pub(crate) const A: &str = "352039"; // 山口市
 pub(crate) const B: &str = "131016"; // 千代田区
+/// The receiving tiers' clock in these tests: 2026-09-21T..Z (bundles are created at
+/// 1_000 µs, updates recorded at their seq; every date is before this).
+pub(crate) const NOW: u64 = 1_790_000_000_000_000;
+/// Bounds under which no time is too late (for golden vectors, whose times are fixed).
+pub(crate) const ANY_TIME: crate::validate::TimeBounds = crate::validate::TimeBounds { now: u64::MAX, skew: 0 };
+
+/// The prefectures a test key serves: centres serve Yamaguchi (35) and Tokyo (13).
+pub(crate) fn prefectures_of(owner: &str) -> Vec<String> {
+    if owner.starts_with(|c: char| c.is_ascii_digit()) {
+        vec![]
+    } else {
+        vec!["35".into(), "13".into()]
+    }
+}
 
 pub(crate) struct Net {
     root: [u8; 32],
@@ -60,6 +74,8 @@ impl Net {
                     not_before: 0,
                     not_after: None,
                     revoked_at: None,
+                    role: None,
+                    prefectures: prefectures_of(owner),
                 };
                 tweak(&mut e);
                 e
@@ -82,6 +98,8 @@ impl Net {
             max_bundle_bytes: 1 << 20,
             pending_limit: 100,
             require_attestation: role == Role::National,
+            max_skew_us: crate::validate::DEFAULT_SKEW_US,
+            prefectures: None,
         };
         Store::open(dir, self.registry_with(|_| {}), opts).unwrap()
     }
@@ -120,7 +138,7 @@ impl Net {
 }
 
 fn apply1(store: &Store, raw: &[u8]) -> crate::store::Outcome {
-    store.apply(&[raw], 5_000).unwrap().pop().unwrap()
+    store.apply(&[raw], NOW).unwrap().pop().unwrap()
 }
 
 fn people(n: usize, municipality: &str, reason: &str) -> Vec<Update> {
@@ -134,7 +152,7 @@ fn applies_in_order_and_detects_duplicates() {
     let store = net.store(dir.path(), Role::Aggregator);
     let b1 = net.bundle(A, people(3, A, "birth"));
     let b2 = net.bundle(A, vec![update(0, "00000010001", A, "address_change", "2026-05-01")]);
-    let out = store.apply(&[&b1, &b2], 5_000).unwrap();
+    let out = store.apply(&[&b1, &b2], NOW).unwrap();
     assert_eq!(out.iter().map(|o| o.status).collect::<Vec<_>>(), vec![Status::Applied, Status::Applied]);
     assert_eq!(out[0].updates, 3);
     assert_eq!(store.chain_head(A).unwrap().unwrap().0, 4);
@@ -221,7 +239,7 @@ fn forgeries_are_security_events_and_halt_nothing() {
     let unknown = wire::encode(&unknown).unwrap();
     let garbage = b"\xc1\x00garbage".to_vec();
     let oversized = vec![0x90u8; (1 << 20) + 1];
-    let out = store.apply(&[&foreign, &tampered, &unknown, &garbage, &oversized], 5_000).unwrap();
+    let out = store.apply(&[&foreign, &tampered, &unknown, &garbage, &oversized], NOW).unwrap();
     for o in &out {
         assert_eq!((o.status, o.kind), (Status::Rejected, Some(RejectKind::Security)), "{o:?}");
     }
@@ -234,7 +252,7 @@ fn forgeries_are_security_events_and_halt_nothing() {
     assert_eq!(apply1(&store, &genuine).status, Status::Applied);
     assert_eq!(store.stats().unwrap().iter().find(|(k, _)| k == "records").unwrap().1, 1);
     // security entries cannot be released
-    assert!(store.release(out[0].quarantine_id.unwrap(), 6_000).is_err());
+    assert!(store.release(out[0].quarantine_id.unwrap(), NOW + 1_000).is_err());
 }
 
 #[test]
@@ -268,7 +286,7 @@ fn invalid_content_halts_its_origin_only_then_release_resumes() {
     let b1 = net.bundle(A, bad);
     let b2 = net.bundle(A, people(1, A, "birth"));
     let other = net.bundle(B, people(1, B, "birth"));
-    let out = store.apply(&[&b1, &b2, &other], 5_000).unwrap();
+    let out = store.apply(&[&b1, &b2, &other], NOW).unwrap();
     assert_eq!((out[0].status, out[0].kind), (Status::Rejected, Some(RejectKind::Halt)));
     assert!(out[0].reason.as_ref().unwrap().contains("kojin_bango"), "{:?}", out[0].reason);
     assert_eq!(out[1].status, Status::Gap);
@@ -276,11 +294,11 @@ fn invalid_content_halts_its_origin_only_then_release_resumes() {
     assert_eq!(out[1].resend_from, None);
     assert_eq!(out[2].status, Status::Applied, "other origins keep flowing");
     assert_eq!(store.halted().unwrap().len(), 1);
-    let released = store.release(out[0].quarantine_id.unwrap(), 6_000).unwrap();
+    let released = store.release(out[0].quarantine_id.unwrap(), NOW + 1_000).unwrap();
     assert_eq!((released.status, released.released), (Status::Applied, 1));
     assert!(store.halted().unwrap().is_empty());
     assert_eq!(store.chain_head(A).unwrap().unwrap().0, 2);
-    assert!(store.release(out[0].quarantine_id.unwrap(), 6_000).is_err(), "already released");
+    assert!(store.release(out[0].quarantine_id.unwrap(), NOW + 1_000).is_err(), "already released");
 }
 
 #[test]
@@ -294,7 +312,7 @@ fn dropped_bundle_is_replaced_by_one_that_supersedes_it() {
     garbled[0].name = "山\u{FFFD}太郎".into();
     let bad = net.bundle(A, garbled);
     let stale_next = net.bundle(A, people(1, A, "birth")); // chained after the bad one
-    let out = store.apply(&[&b1, &bad, &stale_next], 5_000).unwrap();
+    let out = store.apply(&[&b1, &bad, &stale_next], NOW).unwrap();
     assert_eq!(out[1].kind, Some(RejectKind::Halt));
     let bad_hash = out[1].hash.unwrap();
     store.drop_entry(out[1].quarantine_id.unwrap()).unwrap();
@@ -312,7 +330,7 @@ fn dropped_bundle_is_replaced_by_one_that_supersedes_it() {
     net.heads.insert(A.into(), (2, crypto::sha256(&body)));
     let replacement = net.envelope(body, &format!("{A}-k1"));
     let next = net.bundle(A, people(2, A, "birth"));
-    let out = store.apply(&[&replacement, &next, &stale_next], 5_000).unwrap();
+    let out = store.apply(&[&replacement, &next, &stale_next], NOW).unwrap();
     assert_eq!(
         out.iter().map(|o| o.status).collect::<Vec<_>>(),
         vec![Status::Applied, Status::Applied, Status::Duplicate]
@@ -406,9 +424,9 @@ fn conflict_rule_converges_whatever_the_order() {
     for (i, order) in orders.iter().enumerate() {
         let store = net.store(&dir.path().join(i.to_string()), Role::Aggregator);
         for raw in order {
-            store.apply(&[raw.as_slice()], 5_000).unwrap();
+            store.apply(&[raw.as_slice()], NOW).unwrap();
         }
-        store.apply(&[&out_a, &in_b, &change_b], 5_000).unwrap(); // replays change nothing
+        store.apply(&[&out_a, &in_b, &change_b], NOW).unwrap(); // replays change nothing
         assert_eq!(store.chain_head(B).unwrap().unwrap().0, 2);
         let old = store.get("00000099999").unwrap().unwrap();
         assert_eq!((old.status.as_str(), old.redirect_to.as_deref()), (REDIRECT, Some("00000088888")));
@@ -463,6 +481,7 @@ mod vectors {
     use serde::Serialize;
     use serde_json::Value;
 
+    use super::ANY_TIME;
     use crate::crypto;
     use crate::registry::{Registry, RegistryBody, SignedRegistry};
     use crate::validate;
@@ -524,7 +543,7 @@ mod vectors {
                         Err(_) => true,
                         // values msgspec's types refuse (sex 3, a bad date) decode as
                         // plain numbers and strings here, and validation refuses them
-                        Ok(body) => validate::body_problem(&body).is_some(),
+                        Ok(body) => validate::body_problem(&body, &ANY_TIME).is_some(),
                     },
                     "Envelope" => wire::decode::<Envelope>(&bytes, name).is_err(),
                     other => panic!("{name}: unexpected malformed type {other}"),
@@ -539,14 +558,14 @@ mod vectors {
                 }
                 "BundleBody" => {
                     let body: BundleBody = round_trip(&bytes, &v["fields"]);
-                    assert_eq!(validate::body_problem(&body), None, "{name}");
+                    assert_eq!(validate::body_problem(&body, &ANY_TIME), None, "{name}");
                     assert_eq!(hex(&v["signature"]["message"]), bytes);
                     check_signature(&v["signature"]);
                 }
                 "Envelope" => {
                     let env: Envelope = round_trip(&bytes, &v["fields"]);
                     let body: BundleBody = round_trip(&env.body, &v["body_fields"]);
-                    assert_eq!(validate::body_problem(&body), None, "{name}");
+                    assert_eq!(validate::body_problem(&body, &ANY_TIME), None, "{name}");
                     assert_eq!(hex::encode(crypto::sha256(&env.body)), v["body_sha256"].as_str().unwrap());
                     let sig = &v["signature"];
                     let key = crypto::verifying_key(&hex(&sig["public_key"])).unwrap();
@@ -607,4 +626,106 @@ fn record_view_reads_the_stored_bytes_in_place() {
     assert_eq!(field(bytes, "recorded_at").unwrap(), FieldValue::UInt(owned.recorded_at));
     assert!(field(bytes, "zokugara").is_err());
     assert!(field(&bytes[..bytes.len() - 3], "seq").is_err(), "truncated");
+}
+
+#[test]
+fn a_bundle_the_store_cannot_write_halts_only_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let store = net.store(dir.path(), Role::Aggregator);
+    let poison = net.bundle(A, vec![update(0, "00000077777", A, "birth", "2026-04-01")]);
+    let after = net.bundle(A, people(1, A, "birth"));
+    let others: Vec<Vec<u8>> = (0..3).map(|_| net.bundle(B, people(2, B, "birth"))).collect();
+    crate::store::apply::FAIL_WRITES_OF.with(|f| *f.borrow_mut() = Some("00000077777".into()));
+    let mut batch: Vec<&[u8]> = others.iter().map(Vec::as_slice).collect();
+    batch.insert(1, &poison);
+    batch.push(&after);
+    let out = store.apply(&batch, NOW).expect("a bundle's failure is not the node's");
+    crate::store::apply::FAIL_WRITES_OF.with(|f| *f.borrow_mut() = None);
+    assert_eq!((out[1].status, out[1].kind), (Status::Rejected, Some(RejectKind::Halt)), "{:?}", out[1]);
+    assert!(out[1].reason.as_ref().unwrap().contains("could not be applied"), "{:?}", out[1].reason);
+    assert_eq!(out[4].status, Status::Gap, "the origin waits behind its halted bundle");
+    for i in [0, 2, 3] {
+        assert_eq!(out[i].status, Status::Applied, "other origins keep flowing: {:?}", out[i]);
+    }
+    assert_eq!(store.chain_head(B).unwrap().unwrap().0, 6);
+    assert_eq!(store.halted().unwrap().len(), 1);
+    // the operator releases it once the store can take it: the origin resumes
+    let released = store.release(out[1].quarantine_id.unwrap(), NOW + 1_000).unwrap();
+    assert_eq!((released.status, released.released), (Status::Applied, 1));
+}
+
+#[test]
+fn attestations_need_a_centre_key_serving_the_origins_prefecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let agg = net.store(&dir.path().join("agg"), Role::Aggregator);
+    let b1 = net.bundle(A, people(1, A, "birth"));
+    assert_eq!(apply1(&agg, &b1).status, Status::Applied);
+    let fwd = agg.forward_batch(10).unwrap();
+    let genuine: Envelope = wire::decode(&fwd[0].1, "e").unwrap();
+    // a municipality attesting its own bundle with its own key (bypassing its centre)
+    let mut by_origin = genuine.clone();
+    let msg = crypto::attestation_message(&crypto::sha256(&by_origin.body), NOW);
+    by_origin.attestations = vec![Attestation {
+        centre: A.into(),
+        key_id: format!("{A}-k1"),
+        received_at: NOW,
+        sig: Bin::from(crypto::sign(&net.secret(&format!("{A}-k1")), &msg).unwrap().to_vec()),
+    }];
+    let nat = net.store(&dir.path().join("nat"), Role::National);
+    let o = apply1(&nat, &wire::encode(&by_origin).unwrap());
+    assert_eq!(o.kind, Some(RejectKind::Security), "{o:?}");
+    assert!(o.reason.as_ref().unwrap().contains("role origin"), "{o:?}");
+    // a centre key whose registry entry does not list the origin's prefecture
+    let nat = net.store(&dir.path().join("nat2"), Role::National);
+    nat.set_registry(net.registry_with(|e| {
+        if e.owner == "centre-east" {
+            e.prefectures = vec!["13".into()];
+        }
+    }));
+    let o = apply1(&nat, &fwd[0].1);
+    assert!(o.reason.as_ref().unwrap().contains("does not serve prefecture 35"), "{o:?}");
+    // a centre configured for Tokyo refuses Yamaguchi's bundles as not its to carry
+    let centre_key = crypto::signing_key(&net.secret("centre-east-k1")).unwrap();
+    let opts = StoreOptions {
+        role: Role::Aggregator,
+        centre: Some(Centre { id: "centre-east".into(), key_id: "centre-east-k1".into(), key: centre_key }),
+        map_size: 1 << 26,
+        max_bundle_bytes: 1 << 20,
+        pending_limit: 100,
+        require_attestation: false,
+        max_skew_us: crate::validate::DEFAULT_SKEW_US,
+        prefectures: Some(vec!["13".into()]),
+    };
+    let tokyo = Store::open(&dir.path().join("tokyo"), net.registry_with(|_| {}), opts).unwrap();
+    let o = apply1(&tokyo, &b1);
+    assert_eq!(o.kind, Some(RejectKind::Security), "{o:?}");
+    assert!(tokyo.forward_batch(10).unwrap().is_empty() && tokyo.halted().unwrap().is_empty());
+}
+
+#[test]
+fn registry_owners_follow_one_rule() {
+    let net = Net::new();
+    for (owner, role, ok) in [
+        ("352013", None, false),           // bad check digit
+        ("000001", None, false),           // prefecture 00
+        ("352039", Some("centre"), false), // a municipality is no centre
+        ("centre-east", Some("origin"), false),
+        ("352039", Some("origin"), true),
+    ] {
+        let entries = vec![KeyEntry {
+            owner: owner.into(),
+            key_id: "k".into(),
+            public_key: Bin::from(crypto::public_key(&net.root).unwrap().to_vec()),
+            not_before: 0,
+            not_after: None,
+            revoked_at: None,
+            role: role.map(Into::into),
+            prefectures: vec![],
+        }];
+        let bytes = sign_registry(&RegistryBody { version: 1, issued_at: 0, entries }, &net.root).unwrap();
+        let loaded = Registry::load(&bytes, &crypto::public_key(&net.root).unwrap());
+        assert_eq!(loaded.is_ok(), ok, "{owner} {role:?}: {:?}", loaded.err());
+    }
 }

@@ -1,5 +1,6 @@
 //! Checks and normalisation of Japanese text in records.
 
+use unicode_general_category::{get_general_category, GeneralCategory};
 use unicode_normalization::{is_nfc, UnicodeNormalization};
 
 pub const MAX_TEXT_CHARS: usize = 256;
@@ -23,10 +24,42 @@ pub fn text_problem(s: &str, required: bool) -> Option<&'static str> {
     if s.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
         return Some("contains control characters");
     }
+    // Format characters (Cf: U+202E right-to-left override, U+200B zero width space,
+    // U+FEFF...) are invisible: a name holding one looks like another name and is
+    // searched as a different one. No 住基ネット統一文字 is a format character, so a
+    // name holding one is garbled.
+    if s.chars().any(is_format_char) {
+        return Some("contains an invisible format character (Unicode Cf)");
+    }
     if !is_nfc(s) {
         return Some("not in Unicode NFC");
     }
     None
+}
+
+pub fn is_format_char(c: char) -> bool {
+    get_general_category(c) == GeneralCategory::Format
+}
+
+/// How many characters of a value a reason quotes: a halt reason goes to the log and
+/// the quarantine entry, and a 100 kB field must not go with it.
+pub const QUOTE_CHARS: usize = 80;
+
+/// `s` quoted for a message (as `{:?}` would), cut after `QUOTE_CHARS` characters with
+/// the full size named: `"山口…"…(1234 bytes)`.
+pub fn quoted(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}…({} bytes)", &s[..cut], s.len()),
+    }
+}
+
+/// `s` itself when short, else cut as `quoted` cuts (for error texts, unquoted).
+pub fn capped(s: &str) -> String {
+    match s.char_indices().nth(4 * QUOTE_CHARS) {
+        None => s.to_string(),
+        Some((cut, _)) => format!("{}…({} bytes)", &s[..cut], s.len()),
+    }
 }
 
 /// Readings (振り仮名) are katakana, with the long-vowel mark, middle dot and spaces.
@@ -67,5 +100,18 @@ mod tests {
         assert_eq!(text_problem("カ\u{3099}", true), Some("not in Unicode NFC"));
         assert!(is_katakana_reading("ヤマグチ タロウ"));
         assert!(!is_katakana_reading("やまぐち"));
+        for c in ['\u{202E}', '\u{200B}', '\u{FEFF}', '\u{2066}', '\u{00AD}', '\u{E0001}'] {
+            assert!(text_problem(&format!("山口{c}太郎"), true).is_some(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn quoting_caps_long_values() {
+        assert_eq!(quoted("山口"), "\"山口\"");
+        let long = "あ".repeat(100_000);
+        let q = quoted(&long);
+        assert!(q.chars().count() < QUOTE_CHARS + 30, "{q}");
+        assert!(q.ends_with("…(300000 bytes)"), "{q}");
+        assert!(capped(&long).len() < 2000);
     }
 }

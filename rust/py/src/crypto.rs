@@ -37,12 +37,18 @@ pub(crate) fn verify_batch(
     // go element by element), copied once, then verified with the GIL released.
     let owned: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> =
         items.iter().map(|(k, m, s)| (k.as_bytes().to_vec(), m.as_bytes().to_vec(), s.as_bytes().to_vec())).collect();
-    py.detach(|| {
-        let keys = owned.iter().map(|(k, _, _)| crypto::verifying_key(k)).collect::<Result<Vec<_>, _>>()?;
-        let checks: Vec<crypto::SigCheck<'_>> =
-            owned.iter().zip(keys).map(|((_, message, sig), key)| crypto::SigCheck { key, message, sig }).collect();
-        Ok(crypto::verify_batch(&checks))
-    })
+    // One answer per item: an item whose public key is not a usable point (or is
+    // weak) is false, and the others are judged as they would be alone.
+    Ok(py.detach(|| {
+        let keys: Vec<Option<_>> = owned.iter().map(|(k, _, _)| crypto::verifying_key(k).ok()).collect();
+        let checks: Vec<crypto::SigCheck<'_>> = owned
+            .iter()
+            .zip(&keys)
+            .filter_map(|((_, message, sig), key)| key.map(|key| crypto::SigCheck { key, message, sig }))
+            .collect();
+        let mut verdicts = crypto::verify_batch(&checks).into_iter();
+        keys.iter().map(|key| key.is_some() && verdicts.next().unwrap_or(false)).collect()
+    }))
 }
 
 #[pyfunction]

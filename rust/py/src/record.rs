@@ -150,3 +150,26 @@ impl Record {
         Ok(format!("Record({} {} {} {})", r.juminhyo_code, r.status, r.name, r.municipality))
     }
 }
+
+/// The first problem the tiers would find in this update (an encoded `Update`) from
+/// `origin`, judged at `now` (µs; default: this machine's clock) with the tiers'
+/// default clock skew, or None. The same rules as `Store.apply`, so a publisher can
+/// refuse before it signs what every centre would halt on.
+#[pyfunction]
+#[pyo3(signature = (update, origin, now=None, max_skew_us=600_000_000))]
+pub(crate) fn validate_update(
+    update: &[u8],
+    origin: &str,
+    now: Option<u64>,
+    max_skew_us: u64,
+) -> crate::error::Res<Option<String>> {
+    let update: jukisync_core::wire::Update = jukisync_core::wire::decode(update, "update")?;
+    let bounds = jukisync_core::validate::TimeBounds {
+        now: now.unwrap_or_else(jukisync_core::store::now_micros),
+        skew: max_skew_us,
+    };
+    Ok(jukisync_core::validate::update_problem(&update, origin, &bounds))
+}
+
+// The signatures above spell the default skew out (stubtest reads it from there).
+const _: () = assert!(jukisync_core::validate::DEFAULT_SKEW_US == 600_000_000);

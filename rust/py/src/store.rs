@@ -122,7 +122,8 @@ impl Store {
     #[new]
     #[pyo3(signature = (
         path, *, role=None, registry, centre_id=None, centre_key=None, centre_key_id=None,
-        map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None
+        map_size=1 << 34, max_bundle_bytes=8 << 20, pending_limit=10_000, require_attestation=None,
+        max_skew_us=600_000_000, prefectures=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -137,6 +138,8 @@ impl Store {
         max_bundle_bytes: usize,
         pending_limit: usize,
         require_attestation: Option<bool>,
+        max_skew_us: u64,
+        prefectures: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let given =
             match role {
@@ -160,6 +163,8 @@ impl Store {
             pending_limit,
             // Without a role (opened as recorded) the core keeps this only for national.
             require_attestation: require_attestation.unwrap_or(given.is_none_or(|r| r == Role::National)),
+            max_skew_us,
+            prefectures,
         };
         let registry = registry.inner.clone();
         let display = path.display().to_string();
@@ -180,6 +185,35 @@ impl Store {
     #[getter]
     fn role(&self) -> &'static str {
         role_name(self.inner.role())
+    }
+
+    /// A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`;
+    /// its size in bytes.
+    fn copy_compacted(&self, py: Python<'_>, dest_dir: PathBuf) -> Res<u64> {
+        Ok(py.detach(|| self.inner.copy_compacted(&dest_dir))?)
+    }
+
+    /// Carry `source`'s query audit trail into this store (whose trail is empty), in
+    /// append mode; the number of entries copied. Verify with `audit_verify` after.
+    fn copy_audit_from(&self, py: Python<'_>, source: PyRef<'_, Store>) -> Res<u64> {
+        let source: &Store = &source;
+        Ok(py.detach(|| self.inner.copy_audit_from(&source.inner))?)
+    }
+
+    /// Queue `source`'s forward backlog here (entries of this store's change log);
+    /// the number queued.
+    fn copy_forward_backlog_from(&self, py: Python<'_>, source: PyRef<'_, Store>) -> Res<u64> {
+        let source: &Store = &source;
+        Ok(py.detach(|| self.inner.copy_forward_backlog_from(&source.inner))?)
+    }
+
+    /// Record the role of a store `bootstrap` rebuilt (opened as national to apply
+    /// without attesting) for the node that will open it.
+    fn record_role_after_rebuild(&self, py: Python<'_>, role: &str) -> PyResult<()> {
+        let role = store::Role::parse(role)
+            .ok_or_else(|| PyValueError::new_err(format!("role must be 'aggregator' or 'national', not {role:?}")))?;
+        py.detach(|| self.inner.record_role_after_rebuild(role)).map_err(Error::from)?;
+        Ok(())
     }
 
     fn set_registry(&self, registry: &KeyRegistry) {

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from jukisync import _core
+from jukisync import _core, clock
 from jukisync.publisher.bundling import ChainHead, number, seal
 from jukisync.sim import synth
 from jukisync.sim.bench.options import CENTRE, BenchOptions
@@ -103,14 +103,21 @@ def make_workload(options: BenchOptions) -> Workload:
     changes = (options.updates - residents if options.runs_throughput else 0) + (
         options.latency_updates
     )
+    span = synth.span_until(population.as_of, clock.now().date())
     stream = itertools.chain(
-        synth.initial_load(population), synth.generate_changes(population, changes, options.seed)
+        synth.initial_load(population),
+        synth.generate_changes(population, changes, options.seed, max_span_days=span),
     )
     first = options.updates if options.runs_throughput else residents
     pairs = {o: keys.generate(o) for o in [*origins, CENTRE]}
     root = keys.generate("root")
     registry = keys.build_registry(
-        [p.public.entry(not_before=0) for p in pairs.values()], root.secret, 1, keys.now_us()
+        keys.entries_for(
+            (p.public for p in pairs.values()), sorted({o[:2] for o in origins}), not_before=0
+        ),
+        root.secret,
+        1,
+        keys.now_us(),
     )
     signer = _Signer(pairs)
     head_part = signer.bundles(itertools.islice(stream, first), options.bundle_size)

@@ -31,7 +31,7 @@ Modules: `reference` (municipalities, names, ages: the data files under
 
 from __future__ import annotations
 
-from jukisync.sim.synth.changes import generate_changes
+from jukisync.sim.synth.changes import MOVE_IN_LAG_DAYS, generate_changes, span_until
 from jukisync.sim.synth.mix import DEFAULT_MIX, MOVING_SEASON, ChangeMix
 from jukisync.sim.synth.reference import (
     DEFAULT_AS_OF,
@@ -53,6 +53,7 @@ from jukisync.sim.synth.residents import (
 __all__ = [
     "DEFAULT_AS_OF",
     "DEFAULT_MIX",
+    "MOVE_IN_LAG_DAYS",
     "MOVING_SEASON",
     "MUNICIPALITIES",
     "PREFECTURES",
@@ -67,4 +68,5 @@ __all__ = [
     "initial_load",
     "placeholder_juminhyo_check",
     "placeholder_juminhyo_check_digit",
+    "span_until",
 ]

@@ -10,6 +10,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
+from typing import Final
 
 from jukisync.sim.synth.mix import (
     DEFAULT_MIX,
@@ -75,6 +76,17 @@ class _Active:
 
     def __len__(self) -> int:
         return len(self.people)
+
+
+# The 転入 of a move comes up to this many days after its 転出 (see generate_changes).
+MOVE_IN_LAG_DAYS: Final = 14
+
+
+def span_until(start: dt.date, today: dt.date, max_span_days: int = 3653) -> int:
+    """A `max_span_days` for `generate_changes` from `start` whose stream ends before
+    `today` (even the last moves' 転入s), so that no tier refuses it as future-dated
+    (they bound every date by their clock); at least 1 day."""
+    return max(1, min(max_span_days, (today - start).days - MOVE_IN_LAG_DAYS - 1))
 
 
 def generate_changes(

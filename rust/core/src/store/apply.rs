@@ -12,12 +12,30 @@ use crate::crypto::{self, SigCheck};
 use crate::error::{CoreError, Result};
 use crate::query;
 use crate::record::Record;
-use crate::registry::Registry;
-use crate::validate;
+use crate::registry::{KeyRole, Registry};
+use crate::text;
+use crate::validate::{self, TimeBounds};
 use crate::wire::{self, Attestation, BodyHead, BundleBody, Envelope};
 
+/// Whether an error is the store's own (it could not write at all) rather than a write
+/// one bundle asked for and LMDB refused: the former stops the node, the latter only
+/// that bundle's origin.
+fn is_store_failure(e: &CoreError) -> bool {
+    let text = e.to_string();
+    ["MDB_MAP_FULL", "MDB_TXN_FULL", "MDB_READERS_FULL", "MDB_PANIC", "MDB_CORRUPTED", "No space left", "os error"]
+        .iter()
+        .any(|s| text.contains(s))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: make writing this record's code fail as LMDB refuses an oversized key.
+    pub(crate) static FAIL_WRITES_OF: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Store {
-    pub(super) fn prepare<'a>(&self, raws: &[&'a [u8]], registry: &Registry) -> Vec<Prepared<'a>> {
+    /// Decode and verify a batch, judged at `now` (the receiving tier's clock, µs).
+    pub(super) fn prepare<'a>(&self, raws: &[&'a [u8]], registry: &Registry, now: u64) -> Vec<Prepared<'a>> {
         // First pass: decode envelopes and gather every signature to check, so the
         // whole batch is verified at once.
         struct Pending<'a> {
@@ -51,16 +69,17 @@ impl Store {
             // The head is decoded here only to describe a rejection.
             let head = || wire::decode::<BodyHead>(&envelope.body, "body").ok();
             let Some(key) = registry.key(&envelope.key_id) else {
-                let reason = format!("unknown key {:?}", envelope.key_id);
+                let reason = format!("unknown key {}", text::quoted(&envelope.key_id));
                 stage.push(Err(security(raw, reason, head(), Some(hash))));
                 continue;
             };
             let mut att_problem = None;
             for att in &envelope.attestations {
-                match registry.usable(&att.key_id, &att.centre, att.received_at) {
+                match registry.usable_judged(&att.key_id, &att.centre, att.received_at, now) {
                     Ok(_) => {}
                     Err(p) => {
-                        att_problem = Some(format!("attestation by {:?} with key {:?}: {p}", att.centre, att.key_id));
+                        let (centre, key) = (text::quoted(&att.centre), text::quoted(&att.key_id));
+                        att_problem = Some(format!("attestation by {centre} with key {key}: {p}"));
                         break;
                     }
                 }
@@ -97,13 +116,14 @@ impl Store {
                 Err(prepared) => prepared,
                 Ok(p) => {
                     let checked = &ok[p.first_check..=p.first_check + p.envelope.attestations.len()];
-                    self.check_verified(p.raw, p.envelope, p.hash, &p.owner, checked, registry)
+                    self.check_verified(p.raw, p.envelope, p.hash, &p.owner, checked, registry, now)
                 }
             })
             .collect()
     }
 
     /// Everything after the signature checks: who signed, when, and what.
+    #[allow(clippy::too_many_arguments)]
     fn check_verified<'a>(
         &self,
         raw: &'a [u8],
@@ -112,6 +132,7 @@ impl Store {
         owner: &str,
         sig_ok: &[bool],
         registry: &Registry,
+        now: u64,
     ) -> Prepared<'a> {
         // One decode of the whole body; only when it fails is the head decoded alone,
         // to place and describe the rejection.
@@ -128,10 +149,11 @@ impl Store {
             hash: Some(hash),
         };
         if !sig_ok[0] {
-            return security(format!("bad signature for key {:?}", envelope.key_id), head);
+            return security(format!("bad signature for key {}", text::quoted(&envelope.key_id)), head);
         }
         if let Some(i) = sig_ok[1..].iter().position(|ok| !ok) {
-            return security(format!("bad attestation signature by {:?}", envelope.attestations[i].centre), head);
+            let centre = text::quoted(&envelope.attestations[i].centre);
+            return security(format!("bad attestation signature by {centre}"), head);
         }
         if self.opts.require_attestation && envelope.attestations.is_empty() {
             return security("no centre attestation".into(), head);
@@ -141,13 +163,45 @@ impl Store {
             let reason = decoded.err().map_or_else(|| "undecodable body".into(), |e| e.to_string());
             return self.signed_but_wrong(raw, owner, reason, None, hash);
         };
+        let key_id = text::quoted(&envelope.key_id);
         if head.origin != owner {
-            let reason = format!("key {:?} belongs to {owner}, not to origin {}", envelope.key_id, head.origin);
+            let reason = format!("key {key_id} belongs to {owner}, not to origin {}", text::quoted(&head.origin));
             return security(reason, Some(head));
         }
-        if let Err(problem) = registry.usable(&envelope.key_id, owner, head.created_at) {
+        let bounds = TimeBounds { now, skew: self.opts.max_skew_us };
+        // Not this centre's to carry: a bundle routed to a centre that does not serve
+        // its prefecture (DESIGN.md §7).
+        if registry.key(&envelope.key_id).map(|k| k.role) != Some(KeyRole::Origin) {
+            return security(format!("key {key_id} is a centre's: only origin keys sign bundles"), Some(head));
+        }
+        let prefecture = head.origin.get(..2).unwrap_or_default();
+        if let Some(served) = self.opts.prefectures.as_ref().filter(|_| self.opts.role == Role::Aggregator) {
+            if !served.iter().any(|p| p == prefecture) {
+                let reason = format!("origin {owner} is in prefecture {prefecture}, which this centre does not serve");
+                return security(reason, Some(head));
+            }
+        }
+        // Only centre keys attest, only for the prefectures their centre serves, and
+        // never from the future of this tier's clock.
+        for att in &envelope.attestations {
+            let (centre, att_key) = (text::quoted(&att.centre), text::quoted(&att.key_id));
+            if let Err(problem) = registry.attester(&att.key_id, &att.centre, prefecture, att.received_at, now) {
+                return security(format!("attestation by {centre} with key {att_key}: {problem}"), Some(head));
+            }
+            if att.received_at > bounds.latest() {
+                let reason = format!(
+                    "attestation by {centre}: received_at {} is later than this tier's clock {now} allows",
+                    att.received_at
+                );
+                return security(reason, Some(head));
+            }
+        }
+        // Revocation is judged at a time the origin cannot choose: the first centre's
+        // attested receive time, or this tier's own clock (DESIGN.md §7).
+        let trusted_at = envelope.attestations.first().map_or(now, |a| a.received_at);
+        if let Err(problem) = registry.usable_judged(&envelope.key_id, owner, head.created_at, trusted_at) {
             return security(
-                format!("key {:?} at created_at {}: {problem}", envelope.key_id, head.created_at),
+                format!("key {key_id} at created_at {} (received {trusted_at}): {problem}", head.created_at),
                 Some(head),
             );
         }
@@ -155,7 +209,7 @@ impl Store {
             Ok(b) => b,
             Err(e) => return self.signed_but_wrong(raw, owner, e.to_string(), Some(head), hash),
         };
-        let mut problem = validate::body_problem(&body);
+        let mut problem = validate::body_problem(&body, &bounds);
         for (field, value) in [("prev_hash", Some(&head.prev_hash)), ("supersedes", head.supersedes.as_ref())] {
             if let Some(v) = value.filter(|v| v.len() != 32) {
                 problem.get_or_insert(format!("{field}: expected 32 bytes, got {}", v.len()));
@@ -191,10 +245,25 @@ impl Store {
     // ---- apply ---------------------------------------------------------------------
 
     /// Verify and apply a batch of envelopes in one write transaction.
+    ///
+    /// A failure that is not a verdict (the store refused a write one bundle asked for)
+    /// must not stop every origin: the batch is then applied again one bundle at a
+    /// time, and a bundle that still fails is quarantined with the error, halting only
+    /// its origin. Failures of the store itself (map full, disk) still end the call.
     pub fn apply(&self, raws: &[&[u8]], received_at: u64) -> Result<Vec<Outcome>> {
         self.can_apply()?;
+        match self.apply_batch(raws, received_at) {
+            Err(e) if raws.len() > 1 && !is_store_failure(&e) => {
+                raws.iter().map(|raw| self.apply_contained(raw, received_at)).collect()
+            }
+            Err(e) if !is_store_failure(&e) => Ok(vec![self.apply_contained(raws[0], received_at)?]),
+            other => other,
+        }
+    }
+
+    fn apply_batch(&self, raws: &[&[u8]], received_at: u64) -> Result<Vec<Outcome>> {
         let registry = self.registry();
-        let prepared = self.prepare(raws, &registry);
+        let prepared = self.prepare(raws, &registry, received_at);
         let mut txn = self.env.write_txn()?;
         let mut outcomes = Vec::with_capacity(prepared.len());
         let mut records = Vec::new();
@@ -205,6 +274,27 @@ impl Store {
         self.write_records(&mut txn, records)?;
         txn.commit()?;
         Ok(outcomes)
+    }
+
+    /// One bundle alone; if applying it fails, quarantine it with the error instead.
+    fn apply_contained(&self, raw: &[u8], received_at: u64) -> Result<Outcome> {
+        let error = match self.apply_batch(&[raw], received_at) {
+            Ok(mut outcomes) => return Ok(outcomes.pop().expect("one in, one out")),
+            Err(e) if is_store_failure(&e) => return Err(e),
+            Err(e) => e,
+        };
+        let registry = self.registry();
+        let (kind, head, hash) = match self.prepare(&[raw], &registry, received_at).pop().expect("one in, one out") {
+            Prepared::Ok(v) => (RejectKind::Halt, Some(v.head), Some(v.hash)),
+            Prepared::Reject { kind, head, hash, .. } => (kind, head, hash),
+        };
+        let reason = format!("could not be applied: {}", crate::text::capped(&error.to_string()));
+        let mut txn = self.env.write_txn()?;
+        let outcome = self.reject(&mut txn, kind, reason, raw, head.as_ref(), hash, received_at)?;
+        let counter = if kind == RejectKind::Halt { "rejected_halt" } else { "rejected_security" };
+        self.bump(&mut txn, counter, 1)?;
+        txn.commit()?;
+        Ok(outcome)
     }
 
     fn apply_prepared(
@@ -259,6 +349,8 @@ impl Store {
         hash: Option<[u8; 32]>,
         received_at: u64,
     ) -> Result<Outcome> {
+        // Reasons go to the log and the quarantine entry: never a 100 kB field whole.
+        let reason = text::capped(&reason);
         let id = self.next_id(txn, "next_quarantine_id")?;
         let keep =
             if raw.len() > self.opts.max_bundle_bytes { &raw[..QUARANTINE_KEEP_OVERSIZED.min(raw.len())] } else { raw };
@@ -425,7 +517,7 @@ impl Store {
                 return Ok((released, None));
             };
             self.dbs.pending.delete(txn, &key)?;
-            let prepared = self.prepare(&[&raw], registry).pop().expect("one in, one out");
+            let prepared = self.prepare(&[&raw], registry, received_at).pop().expect("one in, one out");
             let outcome = match prepared {
                 Prepared::Reject { kind, reason, raw, head, hash } => {
                     self.reject(txn, kind, reason, raw, head.as_ref(), hash, received_at)?
@@ -515,10 +607,28 @@ impl Store {
             while last + 1 < candidates.len() && candidates[last + 1].juminhyo_code == *code {
                 last += 1;
             }
-            let best = &candidates[last];
             let existing_raw = self.dbs.records.get(txn, code.as_bytes())?.map(<[u8]>::to_vec);
             let existing: Option<Record> = existing_raw.as_deref().map(|r| wire::decode(r, "record")).transpose()?;
-            if existing.as_ref().is_none_or(|e| e.version() < best.version()) {
+            // Fold the candidates, in version order, over the stored record under the
+            // conflict rule (`Record::supersedes`).
+            let mut winner: Option<&Record> = existing.as_ref();
+            for candidate in &candidates[i..=last] {
+                if winner.is_none_or(|w| candidate.supersedes(w)) {
+                    winner = Some(candidate);
+                }
+            }
+            let best = match winner {
+                Some(w) if existing.as_ref() != Some(w) => w,
+                _ => {
+                    i = last + 1;
+                    continue;
+                }
+            };
+            #[cfg(test)]
+            if FAIL_WRITES_OF.with(|f| f.borrow().as_deref() == Some(code.as_str())) {
+                return Err(CoreError::Store("MDB_BAD_VALSIZE: injected by a test".into()));
+            }
+            {
                 let encoded = wire::encode(best)?;
                 if let Some(raw) = &existing_raw {
                     merkle.record(code.as_bytes(), raw, false)?;

@@ -22,7 +22,7 @@ use crate::record::Record;
 use crate::registry::Registry;
 use crate::wire::{self, BodyHead, BundleBody, Envelope, ZERO_HASH};
 
-mod apply;
+pub(crate) mod apply;
 mod check;
 mod forward;
 mod merkle;
@@ -30,10 +30,12 @@ mod quarantine;
 mod reads;
 mod rebuild;
 mod reconcile;
+mod snapshot;
 
 pub use check::Inconsistency;
 pub use quarantine::Operator;
 pub use reconcile::{CodeDiff, OriginDiff, Reconciliation};
+pub use snapshot::DATA_FILE;
 
 pub use crate::query::{Access, Lookup, Search};
 
@@ -83,6 +85,12 @@ pub struct StoreOptions {
     pub max_bundle_bytes: usize,
     pub pending_limit: usize,
     pub require_attestation: bool,
+    /// How far a sender's clock may run ahead of this tier's (µs): later times in a
+    /// bundle halt its origin (`validate::TimeBounds`).
+    pub max_skew_us: u64,
+    /// Aggregator: the prefectures (2 digits) it serves; bundles of others are refused
+    /// as security events. None: not checked (national, tests).
+    pub prefectures: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +290,9 @@ impl Store {
     }
 
     fn open_with(path: &Path, registry: Registry, opts: StoreOptions, role_given: bool) -> Result<Self> {
+        if let Some(p) = opts.prefectures.iter().flatten().find(|p| !crate::registry::is_prefecture(p)) {
+            return Err(CoreError::Store(format!("prefecture {p:?} is not 01-47")));
+        }
         std::fs::create_dir_all(path).map_err(|e| CoreError::Store(format!("{}: {e}", path.display())))?;
         // SAFETY: LMDB forbids opening one environment twice in a process; jukisync
         // gives every tier store exactly one owner (DESIGN.md §4), this object.

@@ -1,0 +1,111 @@
+"""The README's key runbooks over RabbitMQ, with the CLI an operator uses:
+
+- rotation: a municipality's key is replaced mid-stream (`keys generate`, `keys
+  rotate`, SIGHUP); its chain carries on under the new key, nothing lost;
+- revocation: a centre's key is revoked (`keys revoke`, SIGHUP at national); national
+  refuses that centre's later attestations and converges through the twin centre.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemonkit import (
+    Net,
+    assert_matches_reference,
+    synthetic_updates,
+    until,
+    write_updates,
+)
+from jukisync.wire.messages import Update
+
+pytestmark = pytest.mark.broker
+
+YAMAGUCHI_CITY = "352039"
+
+
+@pytest.fixture
+def nets(broker_url: str, tmp_path: Path) -> Iterator[list[Net]]:
+    made: list[Net] = []
+    yield made
+    for net in made:
+        net.stop_all()
+        net.remove_topology()
+
+
+def _halves(updates: list[Update]) -> tuple[list[Update], list[Update]]:
+    mid = len(updates) // 2
+    return updates[:mid], updates[mid:]
+
+
+def _reload(net: Net, *names: str) -> None:
+    """SIGHUP and wait until each daemon logged the new registry in use."""
+    before = {n: net.procs[n].output().count("registry reloaded") for n in names}
+    for name in names:
+        net.procs[name].signal(signal.SIGHUP)
+    assert until(
+        lambda: all(net.procs[n].output().count("registry reloaded") > before[n] for n in names)
+    ), "\n".join(net.procs[n].output() for n in names)
+
+
+def test_rotating_a_municipality_key_mid_stream(
+    nets: list[Net], broker_url: str, tmp_path: Path
+) -> None:
+    net = Net(tmp_path, broker_url, origins=(YAMAGUCHI_CITY,))
+    nets.append(net)
+    [centre] = net.centres
+    net.start_and_wait(net.national, centre)
+    first, second = _halves(synthetic_updates(120, 120, seed=31, origins=(YAMAGUCHI_CITY,)))
+    net.publish_all(write_updates(tmp_path / "first.jsonl", first))
+    net.wait_converged([centre, net.national])
+
+    # The municipality's new key (the six-year refresh, or a suspected leak).
+    net.cli("keys", "generate", "--owner", YAMAGUCHI_CITY, "--key-id", f"{YAMAGUCHI_CITY}-k2",
+            "--out", "keys")  # fmt: skip
+    new_pub = f"keys/{YAMAGUCHI_CITY}-k2.pub.json"
+    net.cli("keys", "rotate", "--root", "keys/root.key.json", "--registry", "keys/registry.bin",
+            "--old", f"{YAMAGUCHI_CITY}-k1", "--new", new_pub)  # fmt: skip
+    net.registry_bytes = (net.root / "keys" / "registry.bin").read_bytes()  # the reference's
+    _reload(net, centre, net.national)
+    config = net.configs[YAMAGUCHI_CITY]
+    config.write_text(config.read_text().replace("-k1.key.json", "-k2.key.json"))
+
+    net.publish_all(write_updates(tmp_path / "second.jsonl", second))
+    net.wait_converged([centre, net.national])
+    assert_matches_reference(net, [centre, net.national], net.reference())
+    assert net.store(centre).stats()["rejected_security"] == 0
+    # The chain carried on across the switch: later bundles are signed with k2.
+    last = net.store(net.national).changes(YAMAGUCHI_CITY, net.applied(net.national), 1)
+    assert f"{YAMAGUCHI_CITY}-k2".encode() in last[0]
+
+
+def test_revoking_a_centre_key_the_twin_carries_on(
+    nets: list[Net], broker_url: str, tmp_path: Path
+) -> None:
+    net = Net(tmp_path, broker_url, centres=("east", "west"))
+    nets.append(net)
+    east, west = net.centres
+    net.start_and_wait(net.national, east, west)
+    first, second = _halves(synthetic_updates(150, 150, seed=32))
+    net.publish_all(write_updates(tmp_path / "first.jsonl", first))
+    net.wait_converged([east, west, net.national])
+    refused_before = net.store(net.national).stats()["rejected_security"]
+    assert refused_before == 0
+
+    # East's machine is compromised: its key is revoked, national reloads.
+    net.cli("keys", "revoke", "--root", "keys/root.key.json", "--registry", "keys/registry.bin",
+            "--key-id", f"{east}-k1")  # fmt: skip
+    _reload(net, net.national)
+
+    net.publish_all(write_updates(tmp_path / "second.jsonl", second))
+    net.wait_converged([west, net.national])  # through the twin
+    reference = net.reference()
+    assert_matches_reference(net, [west, net.national], reference)
+    # East's forwards of the second half were refused as attested by a revoked key.
+    assert until(lambda: net.store(net.national).stats()["rejected_security"] > 0)
+    reasons = {e.reason for e in net.store(net.national).quarantine()}
+    assert reasons and all(east in r and "revoked" in r for r in reasons), reasons
