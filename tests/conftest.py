@@ -116,7 +116,9 @@ class AmqpKit:
         return AmqpOptions(namespace=self.namespace, **overrides)
 
     def connection_name(self, role: str) -> str:
-        return f"pytest {self.test} {role}"
+        # The namespace makes it unique: two runs of one test (two checkouts) never
+        # share a name, so a cut by name hits this run's connection only.
+        return f"pytest {self.test} {self.namespace.rstrip('.')} {role}"
 
     def transport(self, role: str, **overrides: Any) -> AmqpTransport:
         transport = AmqpTransport(

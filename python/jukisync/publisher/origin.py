@@ -9,7 +9,6 @@ validation, the signing key, the clock and the persistence.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -83,7 +82,7 @@ class Publisher:
         self._secret = signing_key
         # The centres' content rules, with the origin: a municipality sends only the
         # records it holds. A custom validator replaces them (tests of faulty origins).
-        self._validate = validate or functools.partial(codes.validate_update, origin=origin)
+        self._validate = validate or self._centres_rules
         self._clock_us = clock_us
         self._monotonic = monotonic
         # Before the outbox is opened: a second publisher on it must not even read a
@@ -142,6 +141,15 @@ class Publisher:
         back), the centres' content rules (`codes.validate_update` with this origin),
         and a size that fits in a bundle."""
         self._checked(update)
+
+    def _centres_rules(self, update: Update) -> None:
+        """What every tier checks before it applies: the content rules, then the core's
+        own verdict (time bounds against this clock included), so the publisher never
+        signs what a centre would halt the origin for."""
+        codes.validate_update(update, origin=self.origin)
+        problem = _core.validate_update(encode(update), self.origin, self._clock_us())
+        if problem is not None:
+            raise codes.CodeError(problem.split(" ", 1)[0].rstrip(":"), update, problem)
 
     def _checked(self, update: Update) -> Update:
         """`update` as the outbox will read it back, once `validate` passes."""
