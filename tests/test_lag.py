@@ -206,7 +206,10 @@ def test_publisher_announces_its_confirmed_head(tmp_path: Path) -> None:
     )
     try:
         assert publisher.announcement() is None  # nothing sealed yet
-        publisher.add_many([update(ORIGIN, i) for i in range(1, 6)])
+        # Recorded at the publisher's (fixed) clock: it refuses updates from its future.
+        publisher.add_many(
+            [msgspec.structs.replace(update(ORIGIN, i), recorded_at=NOW) for i in range(1, 6)]
+        )
         publisher.flush()
         sealed = publisher.unconfirmed()
         assert [e.last_seq for e in sealed] == [2, 4, 5]
