@@ -83,6 +83,14 @@ mass_queries = 5
 denial_window_minutes = 10
 denials = 3
 
+[[auditors]]
+id = "auditor"
+name = "監査担当"
+
+[[auditors]]
+id = "auditor-1"
+name = "監査担当1"
+
 [[requesters]]
 id = "agency-a"
 name = "テスト庁"

@@ -27,6 +27,7 @@ from externaltools import rabbitmqctl, require_rabbitmqctl, require_tool
 from jukisync.sim.demo import DemoOptions, run_demo
 from jukisync.transport.amqp import (
     CONTENT_TYPE,
+    AccessRefused,
     AmqpDelivery,
     AmqpOptions,
     AmqpTransport,
@@ -253,6 +254,41 @@ def test_urls_and_tls_options_are_checked() -> None:
 
 
 # --- broker unreachable --------------------------------------------------------------
+
+
+def _refused_urls(broker_url: str) -> list[tuple[str, str]]:
+    """Broker URLs the broker refuses (wrong password, unknown user, unknown vhost),
+    with the password a message must never show."""
+    base = URL(broker_url)
+    secret = "S3cret-never-shown"
+    return [
+        (str(base.with_password(secret)), secret),
+        (str(base.with_user("no-such-user-jukisync").with_password(secret)), secret),
+        # (the right password: shown only as part of a URL, never in one)
+        (str(base.with_path("/no-such-vhost-jukisync")), f":{base.password or 'guest'}@"),
+    ]
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("case", range(3))
+@pytest.mark.parametrize("timeout", [None, 600.0])
+async def test_refused_credentials_or_vhost_fail_at_once_without_the_password(
+    broker_url: str, case: int, timeout: float | None
+) -> None:
+    """Not "unavailable" after the connect timeout, nor retried for ever under --wait
+    (timeout None): AccessRefused (a TopologyError: the operator must fix the config)."""
+    url, secret = _refused_urls(broker_url)[case]
+    transport = AmqpTransport(
+        url, name="pytest refused", options=AmqpOptions(connect_timeout_s=600)
+    )
+    try:
+        with pytest.raises(AccessRefused) as refused:
+            await asyncio.wait_for(transport.connect(timeout=timeout), 120)
+    finally:
+        await transport.close()
+    message = str(refused.value)
+    assert "\n" not in message and secret not in message
+    assert ("vhost" in message) == (case == 2), message
 
 
 def _closed_port() -> int:

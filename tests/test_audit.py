@@ -5,6 +5,7 @@ disclosure and anomalies."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import hashlib
 from collections.abc import Callable
@@ -13,10 +14,13 @@ from pathlib import Path
 import lmdb
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jukisync.cli.audit import usage_table
 from jukisync.query.audit import (
     JST,
+    NotAnAuditor,
     anomalies,
     disclose,
     era_year,
@@ -168,6 +172,13 @@ def test_usage_report_reproduces_the_seed_table(tmp_path: Path) -> None:
     decoded = msgspec.json.decode(usage_json(report))
     assert decoded["total"] == 108_361 and decoded["fiscal_years"] == [2010, 2011, 2012, 2013, 2014]
     assert usage_table(report).row_count > 75
+    # Years before a task's ordinance was enacted print "-", as the seed's table does.
+    rows = {r.task: r for c in report.categories for r in c.tasks}
+    assert rows["J14-1"].cells(report.fiscal_years) == ["-", "-", "-", "-", "9"]
+    assert rows["J15-7"].cells(report.fiscal_years) == ["-", "-", "-", "0", "1"]
+    assert rows["J01-4"].cells(report.fiscal_years) == ["0", "0", "0", "0", "0"]
+    assert "task,J14,山口県" in next(line for line in csv_lines if ",J14-1," in line)
+    assert next(line for line in csv_lines if ",J14-1," in line).endswith(",-,-,-,-,9,9")
 
 
 # --- tamper detection ---------------------------------------------------------------------------
@@ -294,13 +305,14 @@ def test_a_whole_rewritten_chain_fails_its_checkpoint(tmp_path: Path) -> None:
 
 def test_purge_beyond_retention_keeps_the_chain_verifiable(tmp_path: Path) -> None:
     store = Registry(tmp_path).open()
+    policy = make_policy(tmp_path / "policy")
     resident = "00000000042"
     for year in range(2018, 2027):
         store.audit_log(
             "code", requester="r", task="t", allowed=True, codes=[resident], time=jst(year, 6, 1)
         )
     now = jst(2026, 6, 1, 12)
-    result = purge(store, years=5, requester="auditor", now=now)
+    result = purge(store, policy, years=5, requester="auditor", now=now)
     # 2018..2020 and 2021-06-01 00:00 are before 2021-06-01 12:00.
     assert (result.purged, result.first_kept) == (4, 5)
     verified = store.audit_verify()
@@ -314,9 +326,9 @@ def test_purge_beyond_retention_keeps_the_chain_verifiable(tmp_path: Path) -> No
         4,
         "auditor",
     )
-    assert purge(store, years=5, requester="auditor", now=now).purged == 0
+    assert purge(store, policy, years=5, requester="auditor", now=now).purged == 0
     with pytest.raises(ValueError, match="at least 1"):
-        purge(store, years=0, requester="auditor", now=now)
+        purge(store, policy, years=0, requester="auditor", now=now)
 
 
 def test_disclosure_lists_provisions_and_is_logged(tmp_path: Path) -> None:
@@ -369,3 +381,134 @@ def test_anomalies(tmp_path: Path) -> None:
         ("repeated_denials", "pushy", 3),
     ]
     assert found[0].start == "2026-05-01T23:30:00+09:00" and "2026-05-01" in found[0].detail
+
+
+# --- the auditor role (issue 11, item 12) --------------------------------------------------------
+
+
+@given(requester=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,20}", fullmatch=True))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_only_auditors_disclose_or_purge_and_refusals_are_logged(
+    tmp_path_factory: pytest.TempPathFactory, requester: str
+) -> None:
+    directory = tmp_path_factory.mktemp("auditors")
+    store = Registry(directory).open()
+    policy = make_policy(directory / "policy")
+    resident = "00000000042"
+    store.audit_log(
+        "code", requester="r", task="t", allowed=True, codes=[resident], time=jst(2015, 1, 1)
+    )
+    is_auditor = requester in ("auditor", "auditor-1")
+    now = jst(2026, 6, 1)
+    for act, kind in (
+        (
+            functools.partial(disclose, store, policy, resident, auditor=requester, now=now),
+            "disclose",
+        ),
+        (functools.partial(purge, store, policy, years=5, requester=requester, now=now), "purge"),
+    ):
+        before = store.audit_head()[1]
+        if is_auditor:
+            act()
+        else:
+            with pytest.raises(NotAnAuditor, match="not_an_auditor"):
+                act()
+            entry = store.audit_entries()[-1]
+            assert store.audit_head()[1] == before + 1
+            assert (entry.kind, entry.requester, entry.allowed) == (kind, requester, False)
+            assert entry.reason.startswith("not_an_auditor:")
+    assert store.audit_verify().ok
+    del store
+    gc.collect()
+
+
+# --- disclosure across a 住民票コード change (issue 11, item 10) ---------------------------------
+
+
+@pytest.mark.parametrize("changes", [1, 2, 3])
+def test_disclosure_follows_code_changes_both_ways(tmp_path: Path, changes: int) -> None:
+    from jukisync.wire.messages import ChangeReason
+
+    reg = Registry(tmp_path)
+    store = reg.open()
+    policy = make_policy(tmp_path / "policy")
+    first = person(YAMAGUCHI_CITY, 1)
+    reg.apply(store, [first, person(YAMAGUCHI_CITY, 2)])
+    codes = [first.juminhyo_code]
+    store.lookup(codes[0], requester="agency-a", task="T-FULL", time=jst(2026, 4, 10))
+    for i in range(changes):
+        new = f"{int(codes[-1]) + 50_000 + i:011d}"
+        change = msgspec.structs.replace(
+            first,
+            juminhyo_code=new,
+            previous_juminhyo_code=codes[-1],
+            reason=ChangeReason.JUMINHYO_CODE_CHANGE,
+            changed_on=dt.date(2026, 5, 1 + i),
+        )
+        reg.apply(store, [change])
+        codes.append(new)
+        store.lookup(new, requester="agency-a", task="T-FULL", time=jst(2026, 6, 1 + i))
+    # someone else's provision is not theirs
+    store.lookup(code(YAMAGUCHI_CITY, 2), requester="agency-a", task="T-FULL", time=jst(2026, 7, 1))
+    expected = [jst(2026, 4, 10)] + [jst(2026, 6, 1 + i) for i in range(changes)]
+    for asked in codes:
+        history = disclose(store, policy, asked, auditor="auditor", now=jst(2026, 8, 1))
+        queries = [p for p in history if p.kind == "code"]
+        assert [p.time for p in queries] == [from_micros(t).isoformat() for t in expected], asked
+        assert sorted(store.codes_of(asked)) == sorted(codes)
+
+
+# --- purge by time, entries out of time order (issue 11, item 11) ------------------------------
+
+
+@given(
+    times=st.lists(st.integers(min_value=2015, max_value=2026), min_size=1, max_size=25),
+    rounds=st.integers(min_value=1, max_value=3),
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_purge_removes_every_old_entry_whatever_the_order_and_still_verifies(
+    tmp_path_factory: pytest.TempPathFactory, times: list[int], rounds: int
+) -> None:
+    directory = tmp_path_factory.mktemp("purge")
+    store = Registry(directory).open()
+    policy = make_policy(directory / "policy")
+    resident = "00000000042"
+    for i, year in enumerate(times):
+        store.audit_log(
+            "code",
+            requester=f"r{i}",
+            task="t",
+            allowed=True,
+            codes=[resident],
+            time=jst(year, 6, 1),
+        )
+    before_purge = store.audit_verify([])
+    checkpoints = [(before_purge.last_id, before_purge.head)]
+    for r in range(rounds):
+        now = jst(2024 + r, 6, 1, 12)
+        cutoff = jst(2019 + r, 6, 1, 12)
+        result = purge(store, policy, years=5, requester="auditor", now=now)
+        left = [e for e in store.audit_entries() if e.kind == "code" and e.requester != "later"]
+        assert all(e.time >= cutoff for e in left), "an old entry outlived retention"
+        assert sorted(e.requester for e in left) == sorted(
+            f"r{i}" for i, y in enumerate(times) if jst(y, 6, 1) >= cutoff
+        )
+        assert all(e.time >= cutoff for e in store.audit_touching(resident) if e.kind == "code")
+        verified = store.audit_verify()
+        assert verified.ok, verified.problems
+        logged = store.audit_entry(result.audit_id)
+        assert logged is not None and logged.kind == "purge" and logged.items == result.purged
+        # another entry after the purge chains on
+        store.audit_log("code", requester="later", task="t", allowed=True, time=now)
+        assert store.audit_verify().ok
+    # a checkpoint of the last entry logged before the purges still holds, unless that
+    # entry itself was purged from the front of the chain
+    last_id, head = checkpoints[0]
+    if last_id >= store.audit_verify().first_id:
+        assert store.audit_verify([(last_id, head)]).ok
+    del store
+    gc.collect()

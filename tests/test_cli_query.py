@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jukisync import _core, clock
 from jukisync.cli import main
@@ -234,3 +236,85 @@ def test_lookup_with_a_task_is_audited_and_filtered(setup: tuple[Path, Path]) ->
     assert status == ExitCode.USAGE
     status, out = run("audit", "verify", "--store", str(setup[0]), "--json")
     assert json.loads(out)["entries"] == 2  # the answer and the refusal
+
+
+# --- audit usage off a terminal, and year bounds (issue 11, items 8-9) ----------------------
+
+
+@pytest.mark.parametrize("years", [1, 5, 12])
+def test_usage_piped_never_cuts_numbers_or_labels(tmp_path: Path, years: int) -> None:
+    from jukisync.query.audit import fiscal_year_label, fiscal_year_range
+
+    reg = Registry(tmp_path)
+    store = reg.open()
+    first = 2010
+    counts = {fy: 1_000_000 + 10_123 * (fy - first) for fy in range(first, first + years)}
+    for fy, n in counts.items():
+        store.audit_log(
+            "confirm",
+            requester="x",
+            task="T-FULL",
+            allowed=True,
+            items=n,
+            time=fiscal_year_range(fy)[0],
+        )
+    path = tmp_path / "store"
+    storedir.write_trust(path, reg.ring.signed_registry(), _core.public_key(reg.ring.root))
+    del store
+    gc.collect()
+    policy = write_policy(tmp_path / "policy")
+    args = ["--store", str(path), "--policy", str(policy)]
+    last = first + years - 1
+    status, out = run("audit", "usage", *args, "--from-year", str(first), "--to-year", str(last))
+    assert status == 0, out
+    assert "…" not in out
+    for fy, n in counts.items():
+        assert fiscal_year_label(fy) in out
+        assert f"{n:,}" in out
+    assert f"{sum(counts.values()):,}" in out
+    # the task names and the tasks before their enactment (T-ADDR: 2020-04-01)
+    assert "全項目を見る事務" in out and "住所等確認の事務" in out
+
+
+@given(year=st.integers(min_value=-(10**6), max_value=10**6))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_every_year_option_is_bounded(setup: tuple[Path, Path], year: int) -> None:
+    store, policy = setup
+    base = ["--store", str(store), "--policy", str(policy)]
+    valid = 1970 <= year <= 9998
+    for option, extra in (
+        ("--fiscal-year", []),
+        ("--from-year", ["--to-year", "9998"]),
+        ("--to-year", ["--from-year", "1970"]),
+    ):
+        status, out = run("audit", "usage", *base, option, str(year), *extra, "--csv")
+        assert status == (0 if valid else ExitCode.USAGE), (option, out)
+    day = f"{year:04d}-01-01" if 1 <= year <= 9999 else None
+    if day is not None:
+        for option in ("--since", "--until"):
+            status, out = run("audit", "anomalies", *base, option, day, "--json")
+            assert status in ((0, ExitCode.FAILURE) if valid else (ExitCode.USAGE,)), out
+
+
+@pytest.mark.parametrize("command", ["disclose", "purge"])
+def test_a_non_auditor_is_refused_with_exit_6_and_logged(
+    setup: tuple[Path, Path], command: str
+) -> None:
+    store, policy = setup
+    base = ["--store", str(store), "--policy", str(policy), "--requester", "agency-a"]
+    extra = [code(YAMAGUCHI_CITY, 1)] if command == "disclose" else ["--yes"]
+    status, out = run("audit", command, *base, *extra)
+    assert status == ExitCode.DENIED, out
+    assert "not an auditor" in out
+    s = _core.Store(
+        str(store),
+        role="national",
+        registry=storedir.load_registry(store),
+        require_attestation=False,
+    )
+    last = s.audit_entries()[-1]
+    assert (last.kind, last.requester, last.allowed) == (command, "agency-a", False)
+    del s
+    gc.collect()

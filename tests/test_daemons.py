@@ -25,6 +25,7 @@ import aio_pika
 import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 from daemonkit import (
     ORIGINS,
@@ -477,7 +478,6 @@ def _reachable(port: int) -> bool:
 async def test_the_national_daemon_answers_queries_over_rpc(
     make_net: MakeNet, tmp_path: Path, broker_url: str
 ) -> None:
-    from yarl import URL
 
     from jukisync.query.rpc import QueryClient
     from jukisync.query.service import ByCode, Denied, Found
@@ -494,7 +494,8 @@ async def test_the_national_daemon_answers_queries_over_rpc(
         assert proc.wait() == 0, proc.output()
     net.wait_converged([centre, net.national])
     mine = next(u for u in updates if u.municipality in ORIGINS)
-    async with QueryClient(broker_url, namespace=net.namespace) as client:
+    node_users = {net.national: user}  # the node logs in as the test broker's user
+    async with QueryClient(broker_url, namespace=net.namespace, node_users=node_users) as client:
         found = await client.ask(ByCode(task="T-ADDR", code=mine.juminhyo_code), node=net.national)
         refused = await client.ask(ByCode(task="T-NUM", code=mine.juminhyo_code), node=net.national)
     assert isinstance(found, Found), found
@@ -503,3 +504,37 @@ async def test_the_national_daemon_answers_queries_over_rpc(
     assert net.kill(net.national, signal.SIGTERM) == 0
     requesters = {(e.requester, e.allowed) for e in net.store(net.national).audit_entries()}
     assert requesters == {(user, True), (user, False)}
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_refused_login_or_vhost_is_a_config_error_at_once(
+    make_net: MakeNet, broker_url: str, wait: bool
+) -> None:
+    """Exit 3 with one line naming the user or vhost, never the password, with or
+    without --wait (which would otherwise retry for ever)."""
+    net = make_net()
+    text = net.configs[net.national].read_text()
+    base = URL(net.url)
+    secret = "S3cret-never-shown"
+    for case, url in (
+        ("login", base.with_password(secret)),
+        ("vhost", base.with_path("/no-such-vhost-jukisync")),
+    ):
+        config = net.root / f"refused-{case}.toml"
+        config.write_text(text.replace(net.url, str(url)))
+        done = net.cli("run", "--config", str(config), *(["--wait"] if wait else []), check=False)
+        assert done.returncode == 3, done.stderr
+        [reason] = [line for line in done.stderr.splitlines() if line.startswith("jukisync run:")]
+        assert case in reason, reason
+        assert secret not in done.stderr and f":{base.password}@" not in done.stderr
+    # A publisher too (it would retry for ever without --timeout): exit 3, lines kept.
+    if wait:
+        return
+    origin = ORIGINS[0]
+    text = net.configs[origin].read_text()
+    config = net.root / "refused-publisher.toml"
+    config.write_text(text.replace(net.url, str(base.with_password(secret))))
+    data = write_updates(net.root / "refused.jsonl", synthetic_updates(5, 0, seed=9))
+    done = net.cli("publish", "--config", str(config), "--skip-others", str(data), check=False)
+    assert done.returncode == 3, done.stderr
+    assert "login" in done.stderr and secret not in done.stderr

@@ -206,7 +206,7 @@ def test_publisher_announces_its_confirmed_head(tmp_path: Path) -> None:
     )
     try:
         assert publisher.announcement() is None  # nothing sealed yet
-        # Recorded at the publisher's (fixed) clock: it refuses updates from its future.
+        # Recorded by the publisher's own (fixed) clock: it refuses later times.
         publisher.add_many(
             [msgspec.structs.replace(update(ORIGIN, i), recorded_at=NOW) for i in range(1, 6)]
         )

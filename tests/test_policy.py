@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jukisync.query.policy import (
     Basis,
@@ -186,3 +188,71 @@ def test_missing_catalogue_is_named(tmp_path: Path) -> None:
     (tmp_path / "catalogue.toml").unlink()
     with pytest.raises(CatalogueError, match=r"catalogue\.toml: no such file"):
         load_policy(path)
+
+
+# --- enactment (issue 11, item 8) ----------------------------------------------------------
+
+
+@given(days=st.integers(min_value=-5000, max_value=5000))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_task_is_refused_before_its_ordinance_was_enacted(tmp_path: Path, days: int) -> None:
+    import datetime as dt
+
+    from jukisync.query.policy import Denial, Kind
+
+    policy = make_policy(tmp_path / "p")
+    task = policy.task("T-ADDR")
+    assert task is not None and task.enacted == dt.date(2020, 4, 1)
+    on = task.enacted + dt.timedelta(days=days)
+    decision = policy.decide("agency-a", "T-ADDR", Kind.CODE, on=on)
+    assert decision.allowed == (days >= 0), decision
+    if days < 0:
+        assert decision.reason.startswith(Denial.NOT_YET_ENACTED.value)
+        assert "2020-04-01" in decision.reason
+    # a task without an enactment date exists whenever
+    assert policy.decide("agency-a", "T-FULL", Kind.CODE, on=on).allowed
+
+
+def test_the_shipped_catalogue_dates_j14_1_from_2014() -> None:
+    import datetime as dt
+
+    from jukisync.query.policy import load_catalogue
+
+    config = Path(__file__).resolve().parent.parent / "config"
+    task = load_catalogue(config / "tasks-yamaguchi.toml").task("J14-1")
+    assert task is not None and task.enacted == dt.date(2014, 4, 1)
+
+
+@pytest.mark.parametrize(
+    ("file", "key", "typo"),
+    [
+        ("policy", 'tasks = ["T-NUM"]', "taks"),
+        ("policy", "denials = 3", "denails"),
+        ("policy", 'catalogue = "catalogue.toml"', "catalog"),
+        ("catalogue", 'provision = "番号法第9条"', "provisoin"),
+        ("catalogue", "enacted = 2020-04-01", "enactd"),
+        ("catalogue", 'authority = "テスト県"', "authorty"),
+    ],
+)
+def test_an_unknown_policy_or_catalogue_key_suggests_the_meant_one(
+    tmp_path: Path, file: str, key: str, typo: str
+) -> None:
+    from jukisync.query.policy import PolicyError
+
+    name, _, value = key.partition(" = ")
+    catalogue, policy = CATALOGUE, POLICY
+    if file == "policy":
+        assert key in policy
+        policy = policy.replace(key, f"{typo} = {value}", 1)
+    else:
+        assert key in catalogue
+        catalogue = catalogue.replace(key, f"{typo} = {value}", 1)
+    with pytest.raises(PolicyError) as exc:
+        make_policy_from(tmp_path, catalogue, policy)
+    assert f"unknown field `{typo}` (did you mean `{name}`?)" in str(exc.value)
+
+
+def make_policy_from(directory: Path, catalogue: str, policy: str) -> object:
+    from jukisync.query.policy import load_policy
+
+    return load_policy(write_policy(directory, catalogue, policy))

@@ -417,3 +417,19 @@ def test_a_million_codes_against_a_python_reference(reg: Registry) -> None:
         c for c in codes if reference.get(c, ("", "", "", None))[3] is None and c in reference
     )
     assert result.audit_id in [e.id for e in store.audit_touching(some)]
+
+
+def test_a_task_used_before_its_enactment_is_refused_and_logged(
+    store: Store, tmp_path: Path
+) -> None:
+    from jukisync.query.audit import to_micros
+
+    before = to_micros(dt.datetime(2020, 3, 31, 23, 59))  # T-ADDR: enacted 2020-04-01
+    service = QueryService(store, make_policy(tmp_path / "p"), clock=lambda: before)
+    answer = service.by_code("agency-a", "T-ADDR", code(YAMAGUCHI_CITY, 1))
+    assert isinstance(answer, Denied) and answer.reason.startswith("not_yet_enacted:"), answer
+    entry = last_entry(store)
+    assert not entry.allowed and entry.task == "T-ADDR"
+    after = to_micros(dt.datetime(2020, 4, 1, 0, 0))
+    service = QueryService(store, make_policy(tmp_path / "q"), clock=lambda: after)
+    assert isinstance(service.by_code("agency-a", "T-ADDR", code(YAMAGUCHI_CITY, 1)), Found)

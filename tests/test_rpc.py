@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from yarl import URL
 
 from conftest import AmqpKit
+from externaltools import rabbitmqctl, require_rabbitmqctl
 from jukisync import Store
 from jukisync.query.rpc import QUERY_EXCHANGE, QueryClient, QueryServer, RpcError
 from jukisync.query.service import ByCode, Denied, Found, QueryService
@@ -22,22 +22,24 @@ from querykit import Registry, code, make_policy, person
 pytestmark = pytest.mark.broker
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def agencies(broker_url: str) -> Iterator[dict[str, str]]:
     """Two broker users, as two agencies with their own credentials."""
+    require_rabbitmqctl()
     suffix = uuid.uuid4().hex[:6]
     base = URL(broker_url)
     users = {"agency-a": f"agency-a-{suffix}", "agency-n": f"agency-n-{suffix}"}
     for user in users.values():
-        _rabbitmqctl("add_user", user, "secret")
-        _rabbitmqctl("set_permissions", "-p", base.path.lstrip("/") or "/", user, ".*", ".*", ".*")
+        rabbitmqctl("add_user", user, "secret")
+        rabbitmqctl("set_permissions", "-p", base.path.lstrip("/") or "/", user, ".*", ".*", ".*")
     yield {k: str(base.with_user(u).with_password("secret")) for k, u in users.items()}
     for user in users.values():
-        _rabbitmqctl("delete_user", user)
+        rabbitmqctl("delete_user", user)
+
+
+def _node_users(server: tuple[QueryServer, str]) -> dict[str, str]:
+    # The node runs as the test broker's own user (guest), not under its node id.
+    return {"national": server[0].user_id or ""}
 
 
 @pytest.fixture
@@ -74,7 +76,9 @@ async def test_granted_agency_gets_the_tasks_fields(
     server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
 ) -> None:
     _, namespace = server
-    async with QueryClient(agencies["agency-a"], namespace=namespace) as client:
+    async with QueryClient(
+        agencies["agency-a"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
     assert isinstance(answer, Found), answer
     assert set(answer.records[0]) == {"juminhyo_code", "name", "address", "status"}
@@ -87,7 +91,9 @@ async def test_a_task_not_granted_is_refused_and_logged(
     server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
 ) -> None:
     _, namespace = server
-    async with QueryClient(agencies["agency-n"], namespace=namespace) as client:
+    async with QueryClient(
+        agencies["agency-n"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
     assert isinstance(answer, Denied)
     assert "T-ADDR" in answer.reason
@@ -101,7 +107,9 @@ async def test_spoofing_another_agency_is_stopped_by_the_broker(
     _, namespace = server
     before = len(store.audit_entries())
     victim = URL(agencies["agency-a"]).user
-    async with QueryClient(agencies["agency-n"], namespace=namespace) as client:
+    async with QueryClient(
+        agencies["agency-n"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         with pytest.raises(RpcError, match="refused"):
             await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)), user_id=victim)
     # nothing was answered, and nothing was logged in the victim's name
@@ -112,7 +120,9 @@ async def test_no_service_for_an_unknown_node(
     server: tuple[QueryServer, str], agencies: dict[str, str]
 ) -> None:
     _, namespace = server
-    async with QueryClient(agencies["agency-a"], namespace=namespace) as client:
+    async with QueryClient(
+        agencies["agency-a"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         with pytest.raises(RpcError, match="no query service"):
             await client.ask(ByCode(task="T-ADDR", code="00000000000"), node="nowhere")
 
@@ -142,6 +152,48 @@ async def test_a_request_without_user_id_is_refused_and_logged(
     assert store.audit_entries()[-1].requester == UNIDENTIFIED
 
 
+async def test_more_bad_requests_than_the_prefetch_do_not_stop_the_service(
+    server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
+) -> None:
+    """Each malformed request (invalid UTF-8, nesting deeper than the decoder goes,
+    not MessagePack) is answered and logged; a good one after them is answered too."""
+    from jukisync.query.service import decode_response
+
+    query_server, namespace = server
+    bad = [b"\x81\xa4kind\xa1\xff", b"\x81\xa1a" * 1200 + b"\xc0", b"\xc1"]
+    count = query_server.prefetch + 8
+    before = store.audit_head()[1]
+    connection = await aio_pika.connect(agencies["agency-a"])
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        replies = await channel.declare_queue(exclusive=True)
+        exchange = await channel.get_exchange(namespace + QUERY_EXCHANGE)
+        for i in range(count):
+            await exchange.publish(
+                aio_pika.Message(
+                    bad[i % len(bad)],
+                    reply_to=replies.name,
+                    correlation_id=str(i),
+                    user_id=URL(agencies["agency-a"]).user,
+                ),
+                routing_key="national",
+            )
+        answered: dict[str, object] = {}
+        async with replies.iterator(timeout=60) as incoming:
+            async for message in incoming:
+                await message.ack()
+                answered[message.correlation_id or ""] = decode_response(message.body)
+                if len(answered) == count:
+                    break
+    assert all(isinstance(a, Denied) and a.query == "invalid" for a in answered.values())
+    assert store.audit_head()[1] == before + count
+    async with QueryClient(
+        agencies["agency-a"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
+        answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
+    assert isinstance(answer, Found), answer
+
+
 async def test_the_server_answers_again_after_its_connection_is_lost(
     server: tuple[QueryServer, str], agencies: dict[str, str], store: Store
 ) -> None:
@@ -155,6 +207,8 @@ async def test_the_server_answers_again_after_its_connection_is_lost(
         while not (query_server.subscribed >= 2 and query_server.consuming):
             await asyncio.sleep(0.05)
     assert query_server.transport.connections_opened == 2
-    async with QueryClient(agencies["agency-a"], namespace=namespace) as client:
+    async with QueryClient(
+        agencies["agency-a"], namespace=namespace, node_users=_node_users(server)
+    ) as client:
         answer = await client.ask(ByCode(task="T-ADDR", code=code(YAMAGUCHI_CITY, 1)))
     assert isinstance(answer, Found), answer

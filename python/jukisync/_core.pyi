@@ -433,6 +433,10 @@ class Store:
         """Entries with start <= time < end (µs), in time order."""
 
     def audit_entry(self, id: int, *, with_codes: bool = False) -> AuditEntry | None: ...
+    def codes_of(self, code: str) -> list[str]:
+        """Every 住民票コード of the resident of `code`: `code` first, then its current
+        code and former ones (code changes followed both ways)."""
+
     def audit_touching(self, code: str) -> list[AuditEntry]:
         """Entries whose answers touched the record `code` (its provision history)."""
 

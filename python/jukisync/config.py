@@ -18,6 +18,7 @@ from typing import Annotated
 
 import msgspec
 
+from jukisync import configerrors
 from jukisync.transport.amqp import AmqpOptions
 from jukisync.wire import codes
 
@@ -43,6 +44,7 @@ class ConfigError(Exception):
     """A config file that cannot be used; says which file, field and value."""
 
     def __init__(self, path: Path | str, message: str) -> None:
+        message = configerrors.redact_text(message)  # never a password, whatever the path
         super().__init__(f"{path}: {message}")
         self.path = str(path)
         self.message = message
@@ -263,23 +265,6 @@ def load(path: str | Path) -> NodeConfigFile:
     try:
         config: NodeConfigFile = msgspec.convert(raw, NodeConfigFile)
     except msgspec.ValidationError as exc:
-        raise ConfigError(path, _explain(exc, raw)) from exc
+        where, what = configerrors.explain(exc, raw, NodeConfigFile)
+        raise ConfigError(path, f"{where}: {what}" if where else what) from None
     return _resolve(config, path.parent)
-
-
-def _explain(exc: msgspec.ValidationError, raw: dict[str, object]) -> str:
-    """msgspec names the path (`$.broker.prefetch`); add the offending value."""
-    message = str(exc)
-    marker = " - at `$."
-    if marker not in message:
-        return message
-    where = message.rsplit(marker, 1)[1].rstrip("`")
-    value: object = raw
-    for part in where.replace("[", ".").replace("]", "").split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return f"{where}: {message.rsplit(marker, 1)[0]}"
-    return f"{where} = {value!r}: {message.rsplit(marker, 1)[0]}"

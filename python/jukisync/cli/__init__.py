@@ -29,6 +29,7 @@ _SUBCOMMANDS = [
     "confirm",
     "audit",
     "bench",
+    "broker",
     "config",
     "snapshot",
     "bootstrap",

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import click
 import msgspec
-from rich.console import Console
 from rich.table import Table
 
 from jukisync import clock
-from jukisync.cli.common import fail, open_store, store_option
+from jukisync.cli.common import data_console, fail, open_store, store_option
 from jukisync.cli.querykit import load_policy, policy_option, requester_option
 from jukisync.exitcodes import ExitCode
 from jukisync.query import audit as audit_mod
@@ -42,6 +41,21 @@ def command() -> None:
     hash-chained log in the store, written with its answer."""
 
 
+# The log counts µs since 1970 (unsigned); datetime ends in 9999. FY N runs into N+1.
+FIRST_YEAR = 1970
+LAST_YEAR = 9998
+FISCAL_YEAR = click.IntRange(FIRST_YEAR, LAST_YEAR)
+DAY = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _in_log_range(
+    ctx: click.Context, param: click.Parameter, value: dt.datetime | None
+) -> dt.datetime | None:
+    if value is not None and not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise click.BadParameter(f"{value:%Y-%m-%d} is not within {FIRST_YEAR}..{LAST_YEAR}")
+    return value
+
+
 def _this_fiscal_year() -> int:
     return audit_mod.fiscal_year(clock.now())
 
@@ -60,9 +74,11 @@ labelled 令和8年度 etc.): one per lookup or search, n per batch of n codes.
 )
 @store_option
 @policy_option
-@click.option("--fiscal-year", type=int, help="One fiscal year, e.g. 2026 (令和8年度).")
-@click.option("--from-year", type=int, help="First fiscal year of a range.")
-@click.option("--to-year", type=int, help="Last fiscal year of a range [default: this one].")
+@click.option("--fiscal-year", type=FISCAL_YEAR, help="One fiscal year, e.g. 2026 (令和8年度).")
+@click.option("--from-year", type=FISCAL_YEAR, help="First fiscal year of a range.")
+@click.option(
+    "--to-year", type=FISCAL_YEAR, help="Last fiscal year of a range [default: this one]."
+)
 @click.option("--csv", "as_csv", is_flag=True, help="CSV (one row per task, subtotals, total).")
 @click.option("--json", "as_json", is_flag=True, help="JSON.")
 def usage(
@@ -91,7 +107,7 @@ def usage(
     elif as_csv:
         click.echo(audit_mod.usage_csv(report), nl=False)
     else:
-        Console().print(usage_table(report))
+        data_console().print(usage_table(report))
 
 
 @command.command(
@@ -110,25 +126,29 @@ The disclosure itself is logged (kind "disclose"), touching the resident's recor
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one provision each.")
 @click.argument("code")
 def disclose(store_path: Path, policy_path: Path, requester: str, as_json: bool, code: str) -> None:
-    """A resident's provision history: when, to whom, for which task (CODE is the
-    current 住民票コード; provisions under a former code are not followed)."""
+    """A resident's provision history: when, to whom, for which task (CODE may be the
+    current 住民票コード or a former one; provisions under every code the resident
+    has had are listed)."""
     if not is_valid_juminhyo_code(code):
         fail("audit disclose", ExitCode.USAGE, f"{code!r} is not a 住民票コード (11 digits)")
     policy = load_policy("audit disclose", policy_path)
     store = open_store("audit disclose", store_path)
-    history = audit_mod.disclose(store, policy, code, auditor=requester)
+    try:
+        history = audit_mod.disclose(store, policy, code, auditor=requester)
+    except audit_mod.NotAnAuditor as exc:
+        fail("audit disclose", ExitCode.DENIED, f"{exc} (the refusal is logged)")
     if as_json:
         for p in history:
             click.echo(msgspec.json.encode(p).decode())
         return
     table = Table(title=f"{code}: {len(history)} provision(s)")
     for column in ("日時", "提供先", "事務", "種別", "監査ID"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for p in history:
         who = f"{p.requester_name} ({p.requester})" if p.requester_name else p.requester
         what = f"{p.task} {p.task_name}" if p.task_name else p.task
         table.add_row(p.time, who, what, p.kind, str(p.audit_id))
-    Console().print(table)
+    data_console().print(table)
 
 
 @command.command(
@@ -144,8 +164,8 @@ was flagged, 0 when nothing was.
 )
 @store_option
 @policy_option
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="From (Japan time).")
-@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), help="Before (Japan time).")
+@click.option("--since", type=DAY, callback=_in_log_range, help="From (Japan time).")
+@click.option("--until", type=DAY, callback=_in_log_range, help="Before (Japan time).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one anomaly each.")
 def anomalies(
     store_path: Path,
@@ -166,10 +186,10 @@ def anomalies(
     else:
         table = Table(title=f"{len(found)} anomal{'y' if len(found) == 1 else 'ies'}")
         for column in ("kind", "requester", "from", "to", "count", "detail"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for a in found:
             table.add_row(a.kind, a.requester, a.start, a.end, str(a.count), a.detail)
-        Console().print(table)
+        data_console().print(table)
     if found:
         sys.exit(int(ExitCode.FAILURE))
 
@@ -276,7 +296,10 @@ def purge(
             raise click.UsageError("not a terminal: pass --yes to purge")
         click.confirm(f"Remove the audit entries before {cutoff.isoformat()}?", abort=True)
     store = open_store("audit purge", store_path)
-    result = audit_mod.purge(store, years=years, requester=requester, now=now)
+    try:
+        result = audit_mod.purge(store, policy, years=years, requester=requester, now=now)
+    except audit_mod.NotAnAuditor as exc:
+        fail("audit purge", ExitCode.DENIED, f"{exc} (the refusal is logged)")
     report = {
         "purged": result.purged,
         "first_kept": result.first_kept,
@@ -298,14 +321,17 @@ def usage_table(report: audit_mod.UsageReport) -> Table:
     columns by month); the CSV and JSON forms are in `query.audit`."""
     table = Table(
         title=f"{report.authority} 本人確認情報の利用状況（利用件数）",
-        caption=f"監査ログ checkpoint {report.checkpoint[0]}:{report.checkpoint[1][:16]}…",
+        caption=f"監査ログ checkpoint {report.checkpoint[0]}:{report.checkpoint[1]}",
     )
-    table.add_column("区分")
-    table.add_column("コード")
-    table.add_column("事務")
+    # Never cut a number, label or name ("平成2…", "10,1…"): on a narrow terminal
+    # cells wrap (fold), and off a terminal the console is as wide as the table
+    # (jukisync.cli.common.data_console).
+    table.add_column("区分", overflow="fold")
+    table.add_column("コード", overflow="fold")
+    table.add_column("事務", overflow="fold")
     for label in report.labels:
-        table.add_column(label, justify="right")
-    table.add_column("合計", justify="right")
+        table.add_column(label, justify="right", overflow="fold")
+    table.add_column("合計", justify="right", overflow="fold")
 
     def cells(counts: Sequence[int], total: int) -> list[str]:
         return [f"{n:,}" for n in counts] + [f"{total:,}"]
@@ -313,7 +339,11 @@ def usage_table(report: audit_mod.UsageReport) -> Table:
     for cat in report.categories:
         for i, row in enumerate(cat.tasks):
             table.add_row(
-                cat.name if i == 0 else "", row.task, row.name, *cells(row.counts, row.total)
+                cat.name if i == 0 else "",
+                row.task,
+                row.name,
+                *row.cells(report.fiscal_years),
+                f"{row.total:,}",
             )
         if len(cat.tasks) > 1:
             table.add_row("", "", "小計", *cells(cat.counts, cat.total), style="bold")

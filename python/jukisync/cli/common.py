@@ -9,12 +9,31 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+from rich.console import Console
 
 from jukisync import _core
 from jukisync.exitcodes import ExitCode
 from jukisync.trust import storedir
 
-__all__ = ["fail", "fresh_data_dir", "open_node_store", "open_store", "store_option"]
+__all__ = [
+    "data_console",
+    "fail",
+    "fresh_data_dir",
+    "open_node_store",
+    "open_store",
+    "store_option",
+]
+
+# Off a terminal nothing limits the width: a table is laid out at its natural width.
+_UNBOUNDED_WIDTH = 100_000
+
+
+def data_console() -> Console:
+    """The console tables go to on stdout. Piped or redirected, rich would assume 80
+    columns and cut numbers and labels; there it gets all the width a table needs
+    (a terminal's width is kept, and tables wrap cells rather than cut them)."""
+    out = Console()
+    return out if out.is_terminal else Console(width=_UNBOUNDED_WIDTH, soft_wrap=False)
 
 
 def fail(command: str, code: ExitCode, message: str) -> NoReturn:

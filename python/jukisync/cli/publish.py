@@ -35,7 +35,7 @@ import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -53,6 +53,8 @@ from jukisync.publisher.feed import STDIN, Feed, FeedError, FeedReport
 from jukisync.publisher.input import BadLine, input_schema
 from jukisync.publisher.node import PublisherFailed, PublisherNode
 from jukisync.publisher.origin import Publisher, PublisherError
+from jukisync.transport.amqp import AccessRefused, AmqpTransport, TopologyError
+from jukisync.transport.base import TransportClosed
 
 __all__ = ["command"]
 
@@ -158,6 +160,8 @@ async def _publish(
     transport = transport_for(loaded)
     # It knows the transport's message limit.
     node = PublisherNode(publisher, transport, announce_s=loaded.announce_interval_s)
+    # A refused login or vhost needs the operator, not a retry for ever.
+    refused = asyncio.ensure_future(_refusal(transport))
     try:
         await node.start()
         if feed is not None:
@@ -169,7 +173,7 @@ async def _publish(
                 summary.take(feed.report)
                 click.echo(f"jukisync {_NAME}: {exc}", err=True)
                 return int(ExitCode.INPUT)
-        summary.delivered = await _until_delivered(node, stop, timeout)
+        summary.delivered = await _until_delivered(node, stop, timeout, refused)
         # A followed file has no end but a signal; a stream ends when it closes.
         if summary.delivered and follow and summary.file != STDIN and not stop.is_set():
             click.echo(
@@ -181,7 +185,11 @@ async def _publish(
     except PublisherFailed as exc:
         click.echo(f"jukisync {_NAME}: {exc}", err=True)
         return int(ExitCode.FAILURE)
+    except AccessRefused as exc:
+        click.echo(f"jukisync {_NAME}: broker: {exc} (the outbox keeps the updates)", err=True)
+        return int(ExitCode.CONFIG)
     finally:
+        refused.cancel()
         await node.stop(graceful=node.failure is None)
         await transport.close()
         summary.published_bundles = node.published
@@ -195,15 +203,36 @@ async def _publish(
     return int(ExitCode.UNAVAILABLE)
 
 
-async def _until_delivered(node: PublisherNode, stop: asyncio.Event, timeout: float | None) -> bool:
+async def _refusal(transport: AmqpTransport) -> None:
+    """Raises AccessRefused once the broker refuses this publisher's login or vhost;
+    otherwise waits until cancelled (a topology conflict is, to a publisher, as good
+    as no broker: the outbox keeps everything)."""
+    with contextlib.suppress(TransportClosed):
+        try:
+            await transport.connect(timeout=None)
+        except AccessRefused:
+            raise
+        except TopologyError:
+            pass
+    await asyncio.Event().wait()
+
+
+async def _until_delivered(
+    node: PublisherNode,
+    stop: asyncio.Event,
+    timeout: float | None,
+    refused: asyncio.Future[None],
+) -> bool:
     """Whether every bundle was confirmed before `stop` or the timeout; raises
-    PublisherFailed if publishing stopped for good."""
+    PublisherFailed if publishing stopped for good, AccessRefused if the broker
+    refuses this publisher's login or vhost."""
     drain = asyncio.ensure_future(node.drain())
     waiter = asyncio.ensure_future(stop.wait())
     try:
-        done, _ = await asyncio.wait(
-            [drain, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        watched: list[asyncio.Future[Any]] = [drain, waiter, refused]
+        done, _ = await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if refused in done:
+            refused.result()  # AccessRefused
     finally:
         waiter.cancel()
         if not drain.done():
@@ -245,7 +274,8 @@ valid update is reported as FILE:LINE: reason and skipped.
 Exit codes:
   0    every update accepted and every bundle confirmed by the broker
   1    publishing stopped: a bundle too large for the broker (kept in the outbox)
-  3    bad config or key file, or an outbox of another origin
+  3    bad config or key file, an outbox of another origin, or the broker refused
+       the login or vhost of broker.url (at once; the outbox keeps the updates)
   4    some lines were invalid (the valid ones were published); FILE was rewritten
        since it was published (not appended to); or --supersedes refused because
        of invalid lines

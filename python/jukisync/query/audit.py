@@ -26,7 +26,7 @@ from typing import Final
 import msgspec
 
 from jukisync import _core, clock
-from jukisync.query.policy import Basis, Catalogue, Kind, Policy, Thresholds
+from jukisync.query.policy import Basis, Catalogue, Denial, Kind, Policy, Thresholds
 
 __all__ = [
     "DISCLOSE_KIND",
@@ -34,6 +34,7 @@ __all__ = [
     "JST",
     "QUERY_KINDS",
     "Anomaly",
+    "NotAnAuditor",
     "Provision",
     "UsageCategory",
     "UsageReport",
@@ -58,6 +59,7 @@ QUERY_KINDS: Final = frozenset(k.value for k in Kind)
 DISCLOSE_KIND: Final = "disclose"
 DISCLOSE_TASK: Final = "disclosure"  # the task logged for a resident's own disclosure
 PURGE_TASK: Final = "retention"
+PURGE_KIND: Final = "purge"  # the kind the store logs a purge under
 
 # (name, first day), newest first. 明治 is counted from 1868 (its 元年), as the era
 # was applied to the whole year.
@@ -118,6 +120,17 @@ class UsageRow(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     counts: list[int]  # per fiscal year, in `UsageReport.fiscal_years` order
     total: int
+    # The first fiscal year the task existed in (its ordinance's enactment), if later
+    # than the first year of the report: earlier years print "-", as the seed's table.
+    enacted_fy: int | None = None
+
+    def cells(self, fiscal_years: Sequence[int]) -> list[str]:
+        """The counts as printed: "-" for a year before the task existed (unless
+        something was counted in it all the same: data is never hidden)."""
+        return [
+            "-" if n == 0 and self.enacted_fy is not None and fy < self.enacted_fy else f"{n:,}"
+            for fy, n in zip(fiscal_years, self.counts, strict=True)
+        ]
 
 
 class UsageCategory(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,6 +165,13 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _OUTSIDE: Final = ("-", "(カタログ外の事務)")
+
+
+def _enacted_fy(catalogue: Catalogue, task: str) -> int | None:
+    known = catalogue.task(task)
+    if known is None or known.enacted is None:
+        return None
+    return fiscal_year(dt.datetime.combine(known.enacted, dt.time(), JST))
 
 
 def _groups(catalogue: Catalogue) -> list[tuple[str, str, list[tuple[str, str]]]]:
@@ -200,7 +220,13 @@ def usage(
     categories = []
     for code, name, tasks in groups:
         rows = [
-            UsageRow(task=t, name=n, counts=list(per_task[t]), total=sum(per_task[t]))
+            UsageRow(
+                task=t,
+                name=n,
+                counts=list(per_task[t]),
+                total=sum(per_task[t]),
+                enacted_fy=_enacted_fy(catalogue, t),
+            )
             for t, n in tasks
         ]
         counts = [sum(r.counts[i] for r in rows) for i in range(len(years))]
@@ -228,7 +254,8 @@ def usage_csv(report: UsageReport) -> str:
     w.writerow(["row", "category_code", "category", "task", "name", *report.labels, "合計"])
     for cat in report.categories:
         for r in cat.tasks:
-            w.writerow(["task", cat.code, cat.name, r.task, r.name, *r.counts, r.total])
+            cells = [c.replace(",", "") for c in r.cells(report.fiscal_years)]
+            w.writerow(["task", cat.code, cat.name, r.task, r.name, *cells, r.total])
         w.writerow(["subtotal", cat.code, cat.name, "", "小計", *cat.counts, cat.total])
     w.writerow(["total", "", "", "", "合計", *report.counts, report.total])
     return out.getvalue()
@@ -253,13 +280,44 @@ class Provision(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
 
 
+class NotAnAuditor(Exception):
+    """`audit disclose|purge` by someone the policy does not list as an auditor; the
+    refusal was logged."""
+
+
+def _require_auditor(
+    store: _core.Store,
+    policy: Policy,
+    requester: str,
+    kind: str,
+    task: str,
+    *,
+    codes: Sequence[str] = (),
+    now: int | None,
+) -> None:
+    if policy.auditor(requester) is not None:
+        return
+    why = f"{Denial.NOT_AN_AUDITOR.value}: {requester!r} is not an auditor of {policy.source}"
+    store.audit_log(
+        kind, requester=requester, task=task, allowed=False, reason=why, codes=list(codes), time=now
+    )
+    raise NotAnAuditor(why)
+
+
 def disclose(
     store: _core.Store, policy: Policy, code: str, *, auditor: str, now: int | None = None
 ) -> list[Provision]:
-    """The provision history of the record `code` (いつ、どこへ、何のために), oldest
-    first; the disclosure is itself logged as touching that record."""
+    """The provision history of the resident of `code` (いつ、どこへ、何のために),
+    oldest first, under every 住民票コード they have had (code changes followed both
+    ways); the disclosure is itself logged as touching those records. Only an auditor
+    of the policy may ask (NotAnAuditor otherwise, the refusal logged)."""
+    _require_auditor(store, policy, auditor, DISCLOSE_KIND, DISCLOSE_TASK, codes=[code], now=now)
+    # The resident's former and later 住民票コード too: provisions before a code change
+    # were made under the old one.
+    codes = store.codes_of(code)
+    touching = {e.id: e for c in codes for e in store.audit_touching(c)}
     history = []
-    for e in store.audit_touching(code):
+    for e in sorted(touching.values(), key=lambda e: e.id):
         if not e.allowed:
             continue
         requester = policy.requester(e.requester)
@@ -280,7 +338,7 @@ def disclose(
         requester=auditor,
         task=DISCLOSE_TASK,
         allowed=True,
-        codes=[code],
+        codes=codes,
         time=now,
         detail=f"{len(history)} provisions disclosed",
     )
@@ -301,12 +359,14 @@ def retention_cutoff(now: int, years: int) -> int:
 
 
 def purge(
-    store: _core.Store, *, years: int, requester: str, now: int | None = None
+    store: _core.Store, policy: Policy, *, years: int, requester: str, now: int | None = None
 ) -> _core.PurgeResult:
-    """Remove the entries older than the retention period; the purge is logged."""
+    """Remove the entries older than the retention period; the purge is logged. Only
+    an auditor of the policy may purge (NotAnAuditor otherwise, the refusal logged)."""
     if years < 1:
         raise ValueError(f"retention of {years} years: must be at least 1")
     now = now if now is not None else clock.now_us()
+    _require_auditor(store, policy, requester, PURGE_KIND, PURGE_TASK, now=now)
     return store.audit_purge(
         retention_cutoff(now, years), requester=requester, task=PURGE_TASK, time=now
     )

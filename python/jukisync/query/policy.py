@@ -28,8 +28,11 @@ from typing import Annotated, Final, TypeVar
 
 import msgspec
 
+from jukisync import configerrors
+
 __all__ = [
     "ALL_KINDS",
+    "Auditor",
     "Basis",
     "Catalogue",
     "CatalogueError",
@@ -200,6 +203,14 @@ class Thresholds(_Section, frozen=True, kw_only=True):
     denials: Positive = 5  # this many refusals in the window
 
 
+class Auditor(_Section, frozen=True, kw_only=True):
+    """Who may read residents' provision histories (`audit disclose`) and purge the
+    log (`audit purge`): the `--requester` of those commands must be one of them."""
+
+    id: RequesterId
+    name: str
+
+
 class Retention(_Section, frozen=True, kw_only=True):
     years: Positive = 5  # provision records are kept 5 years (domain.md)
 
@@ -209,6 +220,7 @@ class PolicyFile(_Section, frozen=True, kw_only=True):
     requesters: list[Requester]
     retention: Retention = Retention()
     anomalies: Thresholds = Thresholds()
+    auditors: list[Auditor] = []
 
 
 class Denial(enum.StrEnum):
@@ -217,11 +229,13 @@ class Denial(enum.StrEnum):
     UNKNOWN_REQUESTER = "unknown_requester"
     UNKNOWN_TASK = "unknown_task"
     TASK_NOT_IN_USE = "task_not_in_use"
+    NOT_YET_ENACTED = "not_yet_enacted"
     NOT_GRANTED = "not_granted"
     KIND_NOT_ALLOWED = "kind_not_allowed"
     FIELD_NOT_ALLOWED = "field_not_allowed"
     BATCH_TOO_LARGE = "batch_too_large"
     INVALID_REQUEST = "invalid_request"
+    NOT_AN_AUDITOR = "not_an_auditor"
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -261,6 +275,11 @@ class Policy:
                         f"unknown task {code!r} (not in the catalogue)",
                     )
             self._requesters[r.id] = r
+        self._auditors: dict[str, Auditor] = {}
+        for i, a in enumerate(file.auditors):
+            if a.id in self._auditors:
+                raise GrantError(source, f"auditors[{i}].id", f"auditor {a.id!r} is listed twice")
+            self._auditors[a.id] = a
 
     @property
     def thresholds(self) -> Thresholds:
@@ -276,6 +295,10 @@ class Policy:
     def task(self, code: str) -> Task | None:
         return self._tasks.get(code)
 
+    def auditor(self, auditor_id: str) -> Auditor | None:
+        """The auditor `auditor_id`, or None: then it may not disclose nor purge."""
+        return self._auditors.get(auditor_id)
+
     def decide(
         self,
         requester_id: str,
@@ -284,9 +307,12 @@ class Policy:
         fields: Iterable[str] | None = None,
         *,
         items: int = 1,
+        on: dt.date | None = None,
     ) -> Decision:
         """May `requester_id` run a `kind` query for `task_code`, seeing `fields` (all
-        the task may see when None), about `items` subjects?"""
+        the task may see when None), about `items` subjects, on the day `on` (Japan
+        time; a task cannot be used before its ordinance was enacted)? The query
+        service always gives `on`; without it the date is not checked."""
         requester = self._requesters.get(requester_id)
         if requester is None:
             return Decision.deny(
@@ -303,6 +329,13 @@ class Policy:
             )
         if not task.in_use:
             return Decision.deny(Denial.TASK_NOT_IN_USE, f"task {task_code} is not in use", task)
+        if on is not None and task.enacted is not None and on < task.enacted:
+            return Decision.deny(
+                Denial.NOT_YET_ENACTED,
+                f"task {task_code} exists from {task.enacted.isoformat()} (enacted), "
+                f"not on {on.isoformat()}",
+                task,
+            )
         if kind not in task.kinds:
             return Decision.deny(
                 Denial.KIND_NOT_ALLOWED, f"task {task_code} may not use {kind.value} queries", task
@@ -352,16 +385,7 @@ def _read(path: Path, into: type[_T], error: type[PolicyError]) -> _T:
     try:
         return msgspec.convert(data, into)
     except msgspec.ValidationError as exc:
-        raise error(path, *_where(exc)) from None
-
-
-def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
-    # msgspec says "... - at `$.tasks[3].fields[0]`": split it into where and what.
-    text = str(exc)
-    if " - at `$." in text:
-        what, _, at = text.rpartition(" - at `$.")
-        return at.rstrip("`"), what
-    return "", text
+        raise error(path, *configerrors.explain(exc, data, into)) from None
 
 
 def check_catalogue(catalogue: Catalogue, source: str = "<catalogue>") -> None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -34,6 +35,7 @@ from aio_pika.abc import (
 )
 
 from jukisync.query.service import (
+    Denied,
     QueryService,
     Request,
     Response,
@@ -42,9 +44,16 @@ from jukisync.query.service import (
 )
 from jukisync.transport.amqp import AmqpTransport, url_user
 from jukisync.transport.amqp.channels import LOST, close_quietly, closing_is_lost
-from jukisync.transport.base import QUERY_EXCHANGE, TransportClosed
+from jukisync.transport.base import QUERY_EXCHANGE, REPLY_PREFIX, TransportClosed
 
-__all__ = ["QUERY_EXCHANGE", "QueryClient", "QueryServer", "RpcError", "query_queue_name"]
+__all__ = [
+    "QUERY_EXCHANGE",
+    "QueryClient",
+    "QueryServer",
+    "RpcError",
+    "query_queue_name",
+    "reply_queue_name",
+]
 
 log = logging.getLogger("jukisync.rpc")
 
@@ -53,6 +62,12 @@ UNIDENTIFIED = "(unidentified)"
 
 def query_queue_name(node: str) -> str:
     return f"jukisync.query.{node}"
+
+
+def reply_queue_name(user: str) -> str:
+    """An agency's reply queue: named after its broker user, so that the broker
+    permissions can give each agency its own (jukisync.transport.brokerusers)."""
+    return f"{REPLY_PREFIX}{user}.{uuid.uuid4().hex}"
 
 
 class RpcError(Exception):
@@ -78,6 +93,9 @@ class QueryServer:
         self.namespace = transport.names.namespace
         self.prefetch = prefetch
         self.served = 0
+        # Replies carry the node's broker-validated login, so an agency can tell them
+        # from a forgery by anyone else allowed to publish to it (QueryClient.node_users).
+        self.user_id = transport.user_id
         self.subscribed = 0  # consumers registered so far: 2 after one resubscription
         self._channel: AbstractChannel | None = None
         self._follower: asyncio.Task[None] | None = None
@@ -161,21 +179,23 @@ class QueryServer:
             await message.reject(requeue=False)
             return
         requester = message.user_id or UNIDENTIFIED
-        if message.user_id:
+        try:
             answer = await asyncio.to_thread(self.service.handle, requester, message.body)
-        else:
-            answer = await asyncio.to_thread(self._refuse_unidentified, message.body)
+        except Exception as exc:
+            # `handle` answers every request, however malformed, and logs it; this is
+            # the store failing. Still answer (and ack), so that one request cannot
+            # hold a prefetch slot for ever and starve the agencies.
+            log.exception("query from %s could not be answered", requester)
+            answer = encode(
+                Denied(query="invalid", reason=f"internal_error: {type(exc).__name__}", audit_id=0)
+            )
         assert self._channel is not None
         await self._channel.default_exchange.publish(
-            aio_pika.Message(answer, correlation_id=message.correlation_id),
+            aio_pika.Message(answer, correlation_id=message.correlation_id, user_id=self.user_id),
             routing_key=message.reply_to,
         )
         await message.ack()
         self.served += 1
-
-    def _refuse_unidentified(self, body: bytes) -> bytes:
-        # Logged like every refusal, under a requester name no policy can grant.
-        return self.service.handle(UNIDENTIFIED, body)
 
     async def close(self) -> None:
         """Stop answering (its queue goes with the channel); the connection is the
@@ -191,18 +211,33 @@ class QueryServer:
 
 
 class QueryClient:
-    """An agency's side: `await client.ask(request, node="national")`."""
+    """An agency's side: `await client.ask(request, node="national")`.
 
-    def __init__(self, url: str, *, namespace: str = "", timeout_s: float = 30.0) -> None:
+    A reply is accepted only when its broker-validated `user_id` is the node's broker
+    user: `node_users` maps node ids to them, and a node missing there is expected to
+    log in under its own id (as `jukisync broker setup` creates it). Any other reply
+    (another node, an agency allowed to publish where it should not) is dropped and
+    counted in `forged_replies`; the genuine answer is still awaited."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "",
+        timeout_s: float = 30.0,
+        node_users: Mapping[str, str] | None = None,
+    ) -> None:
         self.url = url
         self.namespace = namespace
         self.timeout_s = timeout_s
+        self.node_users = dict(node_users or {})
         self.user_id = url_user(url)
+        self.forged_replies = 0
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._replies: AbstractQueue | None = None
-        self._waiting: dict[str, asyncio.Future[bytes]] = {}
+        self._waiting: dict[str, tuple[str, asyncio.Future[bytes]]] = {}
 
     async def __aenter__(self) -> QueryClient:
         self._connection = await aio_pika.connect_robust(
@@ -212,10 +247,16 @@ class QueryClient:
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
-        self._exchange = await self._channel.declare_exchange(
-            self.namespace + QUERY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        # Not declared: declaring needs the "configure" permission on the exchange,
+        # which an agency does not have (it could delete it); the node declares it.
+        self._exchange = await self._channel.get_exchange(
+            self.namespace + QUERY_EXCHANGE, ensure=False
         )
-        self._replies = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        self._replies = await self._channel.declare_queue(
+            self.namespace + reply_queue_name(self.user_id or "agency"),
+            exclusive=True,
+            auto_delete=True,
+        )
         await self._replies.consume(self._on_reply, no_ack=True)
         return self
 
@@ -229,9 +270,25 @@ class QueryClient:
             await self._connection.close()
             self._connection = None
 
+    def expected_user(self, node: str) -> str:
+        """The broker user whose replies are accepted from `node`."""
+        return self.node_users.get(node, node)
+
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._waiting.pop(message.correlation_id or "", None)
-        if future is not None and not future.done():
+        waiting = self._waiting.get(message.correlation_id or "")
+        if waiting is None:
+            return
+        expected, future = waiting
+        if message.user_id != expected:
+            self.forged_replies += 1
+            log.warning(
+                "reply from broker user %r dropped: answers come from %r",
+                message.user_id,
+                expected,
+            )
+            return
+        del self._waiting[message.correlation_id or ""]
+        if not future.done():
             future.set_result(message.body)
 
     async def ask(
@@ -243,7 +300,7 @@ class QueryClient:
             raise RpcError("use `async with QueryClient(...)`")
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting[correlation_id] = future
+        self._waiting[correlation_id] = (self.expected_user(node), future)
         message = aio_pika.Message(
             encode(request),
             correlation_id=correlation_id,

@@ -47,6 +47,7 @@ __all__ = [
     "Found",
     "QueryService",
     "Request",
+    "RequestError",
     "Response",
     "Search",
     "decode_request",
@@ -175,8 +176,26 @@ def encode(message: Request | Response) -> bytes:
     return _encoder.encode(message)
 
 
+class RequestError(ValueError):
+    """Bytes that are not a request, whatever is wrong with them (malformed
+    MessagePack, invalid UTF-8, nesting too deep, wrong types, unknown fields)."""
+
+
 def decode_request(data: bytes) -> Request:
-    return _request_decoder.decode(data)
+    """A request from MessagePack; any failure to decode is a `RequestError`.
+
+    msgspec raises more than `DecodeError` on hostile bytes: `UnicodeDecodeError` for
+    invalid UTF-8 in a string, `RecursionError` for containers nested ~1000 deep. A
+    request service must answer them all, so they are one error here."""
+    try:
+        return _request_decoder.decode(data)
+    except (ValueError, RecursionError) as exc:  # DecodeError, UnicodeDecodeError
+        raise RequestError(_first_line(str(exc))) from None
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.splitlines()[0] if text else "undecodable"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def decode_response(data: bytes) -> Response:
@@ -215,7 +234,7 @@ class QueryService:
         """One request as MessagePack bytes in, its response out (for the RPC server)."""
         try:
             request = decode_request(data)
-        except msgspec.DecodeError as exc:
+        except RequestError as exc:
             return encode(self._refuse(requester, "", "invalid", Denial.INVALID_REQUEST, str(exc)))
         return encode(self.ask(requester, request))
 
@@ -253,15 +272,16 @@ class QueryService:
         *,
         ref: str = "",
     ) -> Found | Denied:
-        decision = self.policy.decide(requester, task, Kind.CODE, fields)
+        now = self.clock()  # once: the day checked is the time logged
+        decision = self.policy.decide(requester, task, Kind.CODE, fields, on=_day(now))
         if not decision.allowed:
-            return self._deny(requester, task, Kind.CODE, decision, ref=ref)
+            return self._deny(requester, task, Kind.CODE, decision, ref=ref, now=now)
         if not is_valid_juminhyo_code(code):
             why = f"{code!r} is not a 住民票コード (11 ASCII digits)"
-            return self._refuse(requester, task, Kind.CODE, Denial.INVALID_REQUEST, why, ref=ref)
-        result = self.store.lookup(
-            code, requester=requester, task=task, time=self.clock(), detail=ref
-        )
+            return self._refuse(
+                requester, task, Kind.CODE, Denial.INVALID_REQUEST, why, ref=ref, now=now
+            )
+        result = self.store.lookup(code, requester=requester, task=task, time=now, detail=ref)
         return self._found(Kind.CODE, result, decision)
 
     def by_number(
@@ -273,17 +293,18 @@ class QueryService:
         *,
         ref: str = "",
     ) -> Found | Denied:
-        decision = self.policy.decide(requester, task, Kind.KOJIN_BANGO, fields)
+        now = self.clock()
+        decision = self.policy.decide(requester, task, Kind.KOJIN_BANGO, fields, on=_day(now))
         if not decision.allowed:
-            return self._deny(requester, task, Kind.KOJIN_BANGO, decision, ref=ref)
+            return self._deny(requester, task, Kind.KOJIN_BANGO, decision, ref=ref, now=now)
         if not is_valid_kojin_bango(kojin_bango):
             # The number itself is not logged: a mistyped number is still someone's.
             why = "not a 個人番号 (12 digits with a valid check digit)"
             return self._refuse(
-                requester, task, Kind.KOJIN_BANGO, Denial.INVALID_REQUEST, why, ref=ref
+                requester, task, Kind.KOJIN_BANGO, Denial.INVALID_REQUEST, why, ref=ref, now=now
             )
         result = self.store.lookup_number(
-            kojin_bango, requester=requester, task=task, time=self.clock(), detail=ref
+            kojin_bango, requester=requester, task=task, time=now, detail=ref
         )
         return self._found(Kind.KOJIN_BANGO, result, decision)
 
@@ -300,13 +321,14 @@ class QueryService:
         fields: Sequence[str] | None = None,
         ref: str = "",
     ) -> Found | Denied:
-        decision = self.policy.decide(requester, task, Kind.SEARCH, fields)
+        now = self.clock()
+        decision = self.policy.decide(requester, task, Kind.SEARCH, fields, on=_day(now))
         if not decision.allowed:
-            return self._deny(requester, task, Kind.SEARCH, decision, ref=ref)
+            return self._deny(requester, task, Kind.SEARCH, decision, ref=ref, now=now)
         problem = _search_problem(name, birth_date, sex, limit)
         if problem is not None:
             return self._refuse(
-                requester, task, Kind.SEARCH, Denial.INVALID_REQUEST, problem, ref=ref
+                requester, task, Kind.SEARCH, Denial.INVALID_REQUEST, problem, ref=ref, now=now
             )
         birth = birth_date.isoformat() if isinstance(birth_date, dt.date) else birth_date
         result = self.store.search(
@@ -317,7 +339,7 @@ class QueryService:
             requester=requester,
             task=task,
             limit=limit,
-            time=self.clock(),
+            time=now,
             detail=ref,
         )
         records = [_filtered(c.record, decision) for c in result.candidates]
@@ -341,13 +363,16 @@ class QueryService:
     ) -> Confirmed | Denied:
         """Batch confirmation. The answer is written to `out` (CSV) when given, or to
         `out_dir` when the batch is larger than `inline_limit`."""
-        decision = self.policy.decide(requester, task, Kind.CONFIRM, fields, items=len(codes))
-        if not decision.allowed:
-            return self._deny(requester, task, Kind.CONFIRM, decision, items=len(codes), ref=ref)
-        codes = codes if isinstance(codes, list) else list(codes)
-        result = self.store.confirm(
-            codes, requester=requester, task=task, time=self.clock(), detail=ref
+        now = self.clock()
+        decision = self.policy.decide(
+            requester, task, Kind.CONFIRM, fields, items=len(codes), on=_day(now)
         )
+        if not decision.allowed:
+            return self._deny(
+                requester, task, Kind.CONFIRM, decision, items=len(codes), ref=ref, now=now
+            )
+        codes = codes if isinstance(codes, list) else list(codes)
+        result = self.store.confirm(codes, requester=requester, task=task, time=now, detail=ref)
         answer = Confirmed(
             audit_id=result.audit_id,
             count=len(result),
@@ -389,6 +414,7 @@ class QueryService:
         *,
         items: int = 1,
         ref: str = "",
+        now: int | None = None,
     ) -> Denied:
         audit_id = self.store.audit_log(
             str(kind),
@@ -397,15 +423,29 @@ class QueryService:
             allowed=False,
             reason=decision.reason,
             items=items,
-            time=self.clock(),
+            time=self.clock() if now is None else now,
             detail=ref,
         )
         return Denied(query=str(kind), reason=decision.reason, audit_id=audit_id)
 
     def _refuse(
-        self, requester: str, task: str, kind: str, denial: Denial, why: str, *, ref: str = ""
+        self,
+        requester: str,
+        task: str,
+        kind: str,
+        denial: Denial,
+        why: str,
+        *,
+        ref: str = "",
+        now: int | None = None,
     ) -> Denied:
-        return self._deny(requester, task, kind, Decision.deny(denial, why), ref=ref)
+        return self._deny(requester, task, kind, Decision.deny(denial, why), ref=ref, now=now)
+
+
+def _day(us: int) -> dt.date:
+    """The date in Japan at `us` µs since the epoch (the day a query is made on)."""
+    since_epoch = dt.timedelta(microseconds=us)
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + since_epoch).astimezone(clock_mod.JST).date()
 
 
 def _search_problem(name: str, birth_date: dt.date | str, sex: int, limit: int) -> str | None:

@@ -32,7 +32,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from jukisync import lockfile
+from jukisync import _core, clock, lockfile
 from jukisync.config import AggregatorConfig, TierConfig
 from jukisync.exitcodes import ExitCode
 from jukisync.query.rpc import QueryServer
@@ -96,11 +96,15 @@ class Daemon:
         self.registry: RegistryHolder | None = None
         self._stop: asyncio.Event | None = None
         self.stop_requested = False
+        self._reload_pending = False  # a SIGHUP came before the registry holder existed
 
     def reload_registry(self) -> bool:
         """SIGHUP: read, verify and swap in the registry of `trust.registry`."""
         if self.registry is None:
-            log.warning("registry reload: the node has not started yet")
+            # Starting: the registry read at start-up may already be the old one, so
+            # read it again as soon as the node holds one (a SIGHUP is never lost).
+            log.info("registry reload: asked while starting; done once the store is open")
+            self._reload_pending = True
             return False
 
         def load() -> tuple[bytes, bytes]:
@@ -158,11 +162,41 @@ class Daemon:
             for key in ("pending", "forward_backlog", "quarantine_open", "applied_bundles"):
                 details[key] = stats.get(key, 0)
             reasons, behind = self._divergence(node, halted)
+            own_key = self._own_key_problem()
+            if own_key is not None:
+                reasons.insert(0, own_key)
             details["reasons"] = reasons
             details["behind"] = behind
             if status == "ok" and reasons:
                 status = details["status"] = "degraded"
         return status == "ok", details
+
+    def _own_key_problem(self, registry: _core.KeyRegistry | None = None) -> str | None:
+        """Why national would refuse this centre's attestations, if it would: its
+        signing key is not valid now in the registry in use (revoked, expired or left
+        out by a reload). Start-up refuses such a key; a reload cannot be refused for
+        it (the registry's keeper decides), so health says it instead."""
+        node = self.node
+        if node is None or node.catchup.signer is None:
+            return None
+        if registry is None:
+            registry = node.catchup.registry
+        if registry is None:
+            return None
+        signer = node.catchup.signer
+        if registry.valid_at(signer.key_id, signer.centre, clock.now_us()):
+            return None
+        return (
+            f"this centre's signing key {signer.key_id!r} is not valid now in registry "
+            f"version {registry.version} (revoked, expired or removed): national refuses "
+            "its attestations; the twin centre carries the flow"
+        )
+
+    def _check_own_key(self, registry: _core.KeyRegistry) -> None:
+        """After a reload: say at once if the new registry disowns this centre's key."""
+        problem = self._own_key_problem(registry)
+        if problem is not None:
+            log.error("%s: %s", self.config.id, problem)
 
     def _divergence(
         self, node: TierNode, halted: dict[str, str]
@@ -261,8 +295,11 @@ class Daemon:
             config.store,
             storedir.load_registry(config.store).version,
             (Path(config.store) / storedir.REGISTRY_FILE).read_bytes(),
-            also=[node.catchup.set_registry],
+            also=[node.catchup.set_registry, self._check_own_key],
         )
+        if self._reload_pending:
+            self._reload_pending = False
+            self.reload_registry()
         metrics = NodeMetrics(node)
         node.observers.append(metrics.observe)
         metrics.registry.register(self.registry)

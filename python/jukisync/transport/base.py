@@ -38,6 +38,7 @@ __all__ = [
     "FORWARD_EXCHANGE",
     "HEADS_EXCHANGE",
     "QUERY_EXCHANGE",
+    "REPLY_PREFIX",
     "UPDATES_EXCHANGE",
     "Delivery",
     "MessageTooLarge",
@@ -63,6 +64,7 @@ FORWARD_EXCHANGE = "jukisync.forward"
 CONTROL_EXCHANGE = "jukisync.control"
 HEADS_EXCHANGE = "jukisync.heads"  # head announcements and repair requests
 QUERY_EXCHANGE = "jukisync.query"  # request/reply for agencies (jukisync.rpc)
+REPLY_PREFIX = "jukisync.replies."  # + "<agency's broker user>.<random>": its reply queues
 
 
 class TransportUnavailable(Exception):

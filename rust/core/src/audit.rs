@@ -69,6 +69,37 @@ pub struct AuditEntry {
     pub prev: Bin,
 }
 
+/// What is left of an entry purged out of chain order (logged later than entries that
+/// are kept, or kept while older ones are removed): nothing of what it said, only what
+/// the chain needs to still verify through it: the hash it chained to and its own.
+/// `purged_by` is the id of the purge's own entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tombstone {
+    pub id: u64,
+    pub prev: Bin,
+    pub hash: Bin,
+    pub purged_by: u64,
+}
+
+/// A stored entry as the chain sees it: (id, the hash it chains to, its own hash).
+fn link(bytes: &[u8]) -> std::result::Result<(u64, Vec<u8>, [u8; 32]), String> {
+    match wire::decode::<AuditEntry>(bytes, "audit entry") {
+        Ok(entry) => Ok((entry.id, entry.prev.to_vec(), crypto::sha256(bytes))),
+        Err(e) => match wire::decode::<Tombstone>(bytes, "audit tombstone") {
+            Ok(t) => {
+                let hash = wire::hash32(&t.hash, "tombstone hash").map_err(|e| e.to_string())?;
+                Ok((t.id, t.prev.to_vec(), hash))
+            }
+            Err(_) => Err(e.to_string()),
+        },
+    }
+}
+
+fn is_tombstone(bytes: &[u8]) -> bool {
+    wire::decode::<Tombstone>(bytes, "audit tombstone").is_ok()
+}
+
 /// The same entry borrowed from the map: listing a year of entries must not copy the
 /// megabytes of code lists that batch confirmations carry.
 #[derive(Deserialize)]
@@ -255,7 +286,11 @@ impl AuditDbs {
     }
 
     pub fn entry(&self, txn: &RoTxn, id: u64, with_codes: bool) -> Result<Option<EntryInfo>> {
-        self.entries.get(txn, &id.to_be_bytes())?.map(|v| Ok(view(v)?.info(with_codes))).transpose()
+        match self.entries.get(txn, &id.to_be_bytes())? {
+            Some(v) if is_tombstone(v) => Ok(None),
+            Some(v) => Ok(Some(view(v)?.info(with_codes))),
+            None => Ok(None),
+        }
     }
 
     /// Entries with `start <= time < end`, in time order (then id).
@@ -330,14 +365,15 @@ impl AuditDbs {
             if id != expect_id {
                 note(id, format!("entries {expect_id}..{} are missing (deleted)", id - 1));
             }
-            let hash = crypto::sha256(v);
-            match wire::decode::<AuditEntry>(v, "audit entry") {
+            let mut hash = crypto::sha256(v);
+            match link(v) {
                 Err(e) => note(id, format!("entry {id} does not decode ({e}): edited")),
-                Ok(entry) => {
-                    if entry.id != id {
-                        note(id, format!("entry {id} says it is entry {}: edited or moved", entry.id));
+                Ok((said, prev, own)) => {
+                    hash = own; // a tombstone's is the purged entry's
+                    if said != id {
+                        note(id, format!("entry {id} says it is entry {said}: edited or moved"));
                     }
-                    if entry.prev.as_slice() != expected_prev {
+                    if prev.as_slice() != expected_prev {
                         let before = if id == first { "the anchor".to_string() } else { format!("entry {}", id - 1) };
                         note(id, format!("entry {id} does not chain to {before}: {before} was edited or removed"));
                     }
@@ -369,48 +405,81 @@ impl AuditDbs {
         Ok(Verification { ok: problems.is_empty(), entries: count, first_id: first, last_id: next - 1, head, problems })
     }
 
-    /// Remove the oldest entries, in chain order, up to the first one at or after
-    /// `before` (retention), then log the purge itself. The anchor keeps the hash the
-    /// first kept entry chains to, so the rest still verifies.
+    /// Purge by time: every entry logged before `before` (retention) goes, whatever
+    /// its place in the chain, then the purge is logged itself. The oldest run of
+    /// purged entries is removed and the anchor keeps the hash the first kept entry
+    /// chains to; a purged entry after a kept one (logged out of time order) becomes a
+    /// `Tombstone` holding only its chain hashes. So the rest still verifies.
     pub fn purge(&self, txn: &mut RwTxn, before: u64, event: Event) -> Result<Purge> {
         let (first, mut anchor) = self.anchor(txn)?;
-        let mut doomed: Vec<(u64, u64, Vec<u8>, bool)> = Vec::new(); // id, time, codes, bulk
+        let (purge_id, _) = self.head(txn)?;
+        // Every entry older than `before`, by the time index (any id order).
+        let mut old: Vec<(u64, u64)> = Vec::new(); // id, time
+        let hi = time_key(before, 0);
+        for item in
+            self.index.range(txn, &(Bound::Included(time_key(0, 0).as_slice()), Bound::Excluded(hi.as_slice())))?
+        {
+            let (k, _) = item?;
+            old.push((u64_at(k, 9), u64_at(k, 1)));
+        }
+        old.sort_unstable();
+        let old_ids: std::collections::HashSet<u64> = old.iter().map(|o| o.0).collect();
+        // The run from the anchor of entries old or already tombstoned: removed.
+        let mut removed: Vec<u64> = Vec::new();
+        let mut purged = 0u64;
         for item in self.entries.iter(txn)? {
             let (k, v) = item?;
             let id = u64_at(k, 0);
-            let e = view(v)?;
-            if e.time >= before {
+            let tomb = is_tombstone(v);
+            if !tomb && !old_ids.contains(&id) {
                 break;
             }
-            let bulk = e.codes.len() / CODE_LEN > INDEX_LIMIT;
-            doomed.push((id, e.time, if bulk { Vec::new() } else { e.codes.to_vec() }, bulk));
-            anchor = crypto::sha256(v);
+            anchor = link(v).map_err(CoreError::Malformed)?.2;
+            removed.push(id);
+            if !tomb {
+                purged += 1;
+            }
         }
-        let purged = doomed.len() as u64;
-        let first_kept = doomed.last().map_or(first, |d| d.0 + 1);
-        let span = match (doomed.first(), doomed.last()) {
-            (Some(a), Some(b)) => format!("entries {}..{}", a.0, b.0),
-            _ => "no entries".to_string(),
-        };
-        for (id, time, codes, bulk) in doomed {
+        let first_kept = removed.last().map_or(first, |id| id + 1);
+        let mut tombstoned = 0u64;
+        for (id, time) in &old {
+            let Some(v) = self.entries.get(txn, &id.to_be_bytes())?.map(<[u8]>::to_vec) else { continue };
+            let e = view(&v)?;
+            let codes = e.codes.to_vec();
+            let prev = wire::decode::<AuditEntry>(&v, "audit entry")?.prev;
+            self.index.delete(txn, &time_key(*time, *id))?;
+            if codes.len() / CODE_LEN > INDEX_LIMIT {
+                self.index.delete(txn, &bulk_key(*id))?;
+            } else {
+                for code in codes.chunks_exact(CODE_LEN) {
+                    self.index.delete(txn, &code_key(code, *id))?;
+                }
+            }
+            if *id >= first_kept {
+                let tomb = Tombstone { id: *id, prev, hash: Bin(crypto::sha256(&v).to_vec()), purged_by: purge_id };
+                self.entries.put(txn, &id.to_be_bytes(), &wire::encode(&tomb)?)?;
+                tombstoned += 1;
+            }
+        }
+        for id in &removed {
             self.entries.delete(txn, &id.to_be_bytes())?;
-            self.index.delete(txn, &time_key(time, id))?;
-            if bulk {
-                self.index.delete(txn, &bulk_key(id))?;
-            }
-            for code in codes.chunks_exact(CODE_LEN) {
-                self.index.delete(txn, &code_key(code, id))?;
-            }
         }
-        if purged > 0 {
+        purged += tombstoned;
+        if !removed.is_empty() {
             self.put_pair(txn, ANCHOR_KEY, first_kept, &anchor)?;
         }
+        let span = match (removed.first(), removed.last()) {
+            (Some(a), Some(b)) => format!("entries {a}..{b} removed"),
+            _ => "none removed".to_string(),
+        };
         let detail = format!(
-            "purged {purged} ({span}) older than {before}; first kept {first_kept}, anchor {}",
+            "purged {purged} logged before {before} ({span}, {tombstoned} later ones reduced to tombstones); \
+             first kept {first_kept}, anchor {}",
             hex::encode(anchor)
         );
         let event = Event { items: purged, detail, allowed: true, ..event };
         let entry_id = self.append(txn, event, Vec::new())?;
+        debug_assert_eq!(entry_id, purge_id);
         Ok(Purge { purged, first_kept, anchor, entry_id })
     }
 }

@@ -382,6 +382,46 @@ fn purge_keeps_the_rest_verifiable_and_indexes_clean() {
 }
 
 #[test]
+fn purge_by_time_reaches_entries_logged_out_of_order() {
+    let log = log();
+    // times: entry 3 is logged late with an old time, entry 5 too
+    for (time, code) in [
+        (1_000, "00000000001"),
+        (3_000, "00000000002"),
+        (500, "00000000003"),
+        (4_000, "00000000002"),
+        (900, "00000000003"),
+    ] {
+        log.append(time, &[code]);
+    }
+    let before_purge = log.verify();
+    let mut txn = log.env.write_txn().unwrap();
+    let event = Event { time: 9_000, kind: "purge".into(), ..Default::default() };
+    let p = log.dbs.purge(&mut txn, 2_000, event).unwrap();
+    txn.commit().unwrap();
+    // entry 1 removed from the front; 3 and 5 reduced to tombstones
+    assert_eq!((p.purged, p.first_kept, p.entry_id), (3, 2, 6));
+    let v = log.dbs.verify(&log.env.read_txn().unwrap(), &[(before_purge.last_id, before_purge.head)]).unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+    let txn = log.env.read_txn().unwrap();
+    let kept: Vec<u64> = log.dbs.range(&txn, 0, u64::MAX, false).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(kept, vec![2, 4, 6]);
+    assert!(log.dbs.touching(&txn, "00000000003").unwrap().is_empty());
+    assert!(log.dbs.entry(&txn, 3, false).unwrap().is_none(), "a tombstone reads as gone");
+    drop(txn);
+    // once entry 2 goes too, the tombstone after it leaves the chain's front with it
+    let mut txn = log.env.write_txn().unwrap();
+    let event = Event { time: 9_500, kind: "purge".into(), ..Default::default() };
+    let p = log.dbs.purge(&mut txn, 3_500, event).unwrap();
+    txn.commit().unwrap();
+    assert_eq!((p.purged, p.first_kept), (1, 4));
+    assert!(log.verify().ok);
+    // a tombstone cannot stand for an edited entry: its hash must still chain
+    log.edit(4, |e| e.requester = "someone else".into());
+    assert!(!log.verify().ok);
+}
+
+#[test]
 fn bulk_entries_are_found_without_a_code_index() {
     let log = log();
     let many: Vec<String> = (0..(audit::INDEX_LIMIT as u64 + 5)).map(|i| format!("{:011}", i * 7)).collect();

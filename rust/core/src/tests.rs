@@ -433,6 +433,10 @@ fn conflict_rule_converges_whatever_the_order() {
         let new = store.get("00000088888").unwrap().unwrap();
         assert_eq!((new.status.as_str(), new.municipality.as_str()), ("active", B));
         assert_eq!(store.by_number("123456789018").unwrap().unwrap().juminhyo_code, "00000088888");
+        // the resident's codes, from either end of the change
+        assert_eq!(store.codes_of("00000088888").unwrap(), ["00000088888", "00000099999"]);
+        assert_eq!(store.codes_of("00000099999").unwrap(), ["00000099999", "00000088888"]);
+        assert_eq!(store.codes_of("00000077777").unwrap(), ["00000077777"]);
         digests.push((store.digest("").unwrap(), store.digest("35").unwrap(), store.digest("13").unwrap()));
     }
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");

@@ -490,6 +490,10 @@ impl Store {
         Ok(py.detach(|| self.inner.audit_entry(id, with_codes))?.map(queries::AuditEntry::from))
     }
 
+    fn codes_of(&self, py: Python<'_>, code: String) -> Res<Vec<String>> {
+        Ok(py.detach(|| self.inner.codes_of(&code))?)
+    }
+
     fn audit_touching(&self, py: Python<'_>, code: String) -> Res<Vec<queries::AuditEntry>> {
         Ok(queries::entries(py.detach(|| self.inner.audit_touching(&code))?))
     }

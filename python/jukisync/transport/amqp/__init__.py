@@ -57,7 +57,7 @@ Everything is importable from `jukisync.transport.amqp`.
 
 from __future__ import annotations
 
-from jukisync.transport.amqp.connection import AmqpNetwork, AmqpTransport
+from jukisync.transport.amqp.connection import AmqpNetwork, AmqpTransport, access_refused
 from jukisync.transport.amqp.consumer import AmqpDelivery, AmqpSubscription
 from jukisync.transport.amqp.options import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -71,6 +71,7 @@ from jukisync.transport.amqp.options import (
 from jukisync.transport.amqp.topology import (
     CONTENT_TYPE,
     DEAD_LETTER,
+    AccessRefused,
     ExchangeSpec,
     Names,
     QueueSpec,
@@ -95,6 +96,7 @@ __all__ = [
     "CONTENT_TYPE",
     "DEAD_LETTER",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "AccessRefused",
     "AmqpDelivery",
     "AmqpNetwork",
     "AmqpOptions",
@@ -107,6 +109,7 @@ __all__ = [
     "QueueType",
     "TopologyError",
     "Unroutable",
+    "access_refused",
     "backoff_delay",
     "bundle_queue_name",
     "bundle_queue_spec",

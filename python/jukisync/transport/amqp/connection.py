@@ -30,6 +30,7 @@ from jukisync.transport.amqp.channels import (
 from jukisync.transport.amqp.consumer import AmqpSubscription
 from jukisync.transport.amqp.options import AmqpOptions, backoff_delay, ssl_context, url_user
 from jukisync.transport.amqp.topology import (
+    AccessRefused,
     Names,
     QueueSpec,
     TopologyError,
@@ -56,12 +57,43 @@ from jukisync.transport.base import (
     forward_key,
 )
 
-__all__ = ["AmqpNetwork", "AmqpTransport"]
+__all__ = ["AmqpNetwork", "AmqpTransport", "access_refused"]
 
 log = logging.getLogger("jukisync.transport.amqp")
 
 _State = Literal["idle", "connecting", "up", "down", "closed"]
 _STABLE_S: Final = 5.0  # a connection up this long resets the backoff
+
+
+def access_refused(exc: BaseException, url: str) -> AccessRefused | None:
+    """`exc` as an AccessRefused when it is the broker refusing the credentials or the
+    vhost of `url` (one line, no password), else None.
+
+    aiormq raises ProbableAuthenticationError for ACCESS_REFUSED at login, and, for a
+    vhost that does not exist or the user may not use (NOT_ALLOWED at Connection.Open),
+    an InvalidFrameError saying it got Connection.Close instead of Connection.OpenOk
+    (ConnectionNotAllowed when it arrives later)."""
+    parsed = URL(url)
+    user = url_user(url) or "(certificate)"
+    vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
+    if isinstance(
+        exc, aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError
+    ):
+        return AccessRefused(
+            f"the broker at {parsed.host}:{parsed.port} refused the login of user {user!r} "
+            "(wrong user or password in broker.url)"
+        )
+    text = str(exc)
+    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed) or (
+        isinstance(exc, aiormq.exceptions.InvalidFrameError)
+        and "Connection.OpenOk" in text
+        and "Connection.Close" in text
+    ):
+        return AccessRefused(
+            f"the broker at {parsed.host}:{parsed.port} refused vhost {vhost!r} to user "
+            f"{user!r} (no such vhost, or no permissions on it: broker.url)"
+        )
+    return None
 
 
 class AmqpTransport(Transport):
@@ -233,7 +265,7 @@ class AmqpTransport(Transport):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._last_error = exc
+                self._last_error = access_refused(exc, self.url) or exc
                 self._set_state("down")
                 # One backoff step per round over the addresses: a dead node is
                 # skipped at once, a dead cluster is retried ever more slowly.

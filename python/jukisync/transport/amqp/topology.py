@@ -31,6 +31,7 @@ from jukisync.transport.base import (
 __all__ = [
     "CONTENT_TYPE",
     "DEAD_LETTER",
+    "AccessRefused",
     "ExchangeSpec",
     "Names",
     "QueueSpec",
@@ -65,6 +66,11 @@ class Unroutable(TransportUnavailable):
 class TopologyError(Exception):
     """The broker refused a declaration (e.g. a queue exists with another type or
     other arguments, or the user may not configure it). Needs an operator."""
+
+
+class AccessRefused(TopologyError):
+    """The broker refused the login (user or password) or the vhost: a configuration
+    error, reported at once instead of retried as if the broker were unreachable."""
 
 
 def _check_prefectures(prefectures: Sequence[str]) -> list[str]:

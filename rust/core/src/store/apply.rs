@@ -550,6 +550,10 @@ impl Store {
             let record = Record::from_update(update, origin);
             if let Some(old_code) = &update.previous_juminhyo_code {
                 records.push(record.redirect_from(old_code));
+                let mut link = Vec::with_capacity(update.juminhyo_code.len() + old_code.len());
+                link.extend_from_slice(update.juminhyo_code.as_bytes());
+                link.extend_from_slice(old_code.as_bytes());
+                self.dbs.former_codes.put(txn, &link, &[])?;
             }
             records.push(record);
         }

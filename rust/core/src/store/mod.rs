@@ -245,6 +245,9 @@ pub(crate) struct Dbs {
     merkle: Db,
     /// The four-item search's name index and its code → keys map (query.rs).
     pub(crate) by_name_text: Db,
+    /// Code changes, new code ‖ old code → (): a resident's former 住民票コード, so
+    /// their provision history can follow them back (reads.rs `former_codes`).
+    pub(crate) former_codes: Db,
     pub(crate) audit: AuditDbs,
 }
 
@@ -299,7 +302,7 @@ impl Store {
         // (Not WRITE_MAP: measured slower here, 47k vs 61k updates/s applied into a
         // 200k-record store, as dirtying mapped pages makes the kernel write more.)
         #[allow(unsafe_code)]
-        let env = unsafe { EnvOpenOptions::new().map_size(opts.map_size).max_dbs(16).open(path)? };
+        let env = unsafe { EnvOpenOptions::new().map_size(opts.map_size).max_dbs(32).open(path)? };
         let mut txn = env.write_txn()?;
         let mut create = |name: &str, flags: DatabaseFlags| -> Result<Db> {
             Ok(env.database_options().types::<Bytes, Bytes>().name(name).flags(flags).create(&mut txn)?)
@@ -319,6 +322,7 @@ impl Store {
             meta: create("meta", none)?,
             merkle: create("merkle", none)?,
             by_name_text: create("by_name_text", DatabaseFlags::DUP_SORT)?,
+            former_codes: create("former_codes", none)?,
             audit: AuditDbs {
                 entries: create("audit", none)?,
                 index: create("audit_index", none)?,

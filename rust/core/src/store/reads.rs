@@ -15,6 +15,43 @@ impl Store {
         self.record(&txn, code)
     }
 
+    /// Every 住民票コード one resident has had, `code` first: its current code (the
+    /// redirects after a code change followed forward) and every former code (the
+    /// changes recorded followed back), oldest-first after `code`. At most
+    /// `MAX_REDIRECTS` steps each way per code, so a cycle cannot loop.
+    pub fn codes_of(&self, code: &str) -> Result<Vec<String>> {
+        let txn = self.env.read_txn()?;
+        let mut current = code.to_string();
+        for _ in 0..crate::query::MAX_REDIRECTS {
+            match self.record(&txn, &current)?.and_then(|r| r.redirect_to) {
+                Some(next) if next != current => current = next,
+                _ => break,
+            }
+        }
+        let mut seen = vec![current.clone()];
+        let mut frontier = vec![current];
+        for _ in 0..crate::query::MAX_REDIRECTS {
+            let mut next = Vec::new();
+            for newer in &frontier {
+                for item in self.dbs.former_codes.prefix_iter(&txn, newer.as_bytes())? {
+                    let (key, _) = item?;
+                    let old = String::from_utf8_lossy(&key[newer.len()..]).into_owned();
+                    if !seen.contains(&old) {
+                        seen.push(old.clone());
+                        next.push(old);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        seen.retain(|c| c != code);
+        seen.insert(0, code.to_string());
+        Ok(seen)
+    }
+
     /// The stored bytes of many records in one read transaction, looked up in key order
     /// for locality (decode them with `RecordView` or `Record`).
     pub fn get_many_raw(&self, codes: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
