@@ -229,7 +229,7 @@ class AmqpTransport(Transport):
     def _unavailable(self) -> str:
         error = self._last_error
         reason = f"{type(error).__name__}: {error}" if error is not None else "not connected"
-        return f"broker {URL(self.url).with_password(None)} unavailable to {self.name!r} ({reason})"
+        return f"broker {URL(self.current_url).with_password(None)} unavailable to {self.name!r} ({reason})"
 
     async def _ready(self) -> AbstractConnection:
         """The connection, for an operation that should fail fast: wait for a connection
@@ -265,7 +265,7 @@ class AmqpTransport(Transport):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._last_error = access_refused(exc, self.url) or exc
+                self._last_error = access_refused(exc, self.current_url) or exc
                 self._set_state("down")
                 # One backoff step per round over the addresses: a dead node is
                 # skipped at once, a dead cluster is retried ever more slowly.
