@@ -16,16 +16,20 @@ import contextlib
 import os
 import random
 import re
+import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from yarl import URL
 
 from jukisync.transport.amqp import AmqpOptions, AmqpTransport, remove_topology
+
+if TYPE_CHECKING:
+    from clusterkit import Cluster
 
 AMQP_URL_ENV = "JUKISYNC_AMQP_URL"
 REQUIRE_BROKER_ENV = "JUKISYNC_REQUIRE_BROKER"
@@ -140,3 +144,25 @@ async def amqp(broker_url: str, request: pytest.FixtureRequest) -> AsyncIterator
         yield kit
     finally:
         await kit.close()
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A three-node RabbitMQ cluster started by `scripts/rabbitmq-cluster` for the
+    session (tests marked `cluster`) and stopped at its end. When it cannot start, the
+    tests skip with the reason, or fail under JUKISYNC_REQUIRE_BROKER=1 (CI)."""
+    from clusterkit import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("rabbitmq-cluster"))
+    try:
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError, AssertionError) as exc:
+        cluster.stop()
+        message = f"cannot start the RabbitMQ cluster: {exc}"
+        if os.environ.get(REQUIRE_BROKER_ENV) == "1":
+            pytest.fail(f"{message} ({REQUIRE_BROKER_ENV}=1)", pytrace=False)
+        pytest.skip(message)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -138,8 +138,10 @@ class Net:
     def __init__(
         self,
         root: Path,
-        url: str,
+        url: str | Sequence[str],
         *,
+        node_urls: dict[str, Sequence[str]] | None = None,
+        broker_extra: str = "",
         centres: Sequence[str] = ("east",),
         origins: Sequence[str] = ORIGINS,
         max_updates: int = 20,
@@ -152,7 +154,13 @@ class Net:
     ) -> None:
         tag = uuid.uuid4().hex[:8]
         self.root = root
-        self.url = url
+        # One broker, or the nodes of a cluster (`[broker] urls`); `node_urls` gives a
+        # node ("centre", "national", "publisher") its own order of them, so a test
+        # knows which broker node each connects to first.
+        self.urls = (url,) if isinstance(url, str) else tuple(url)
+        self.url = self.urls[0]
+        self.node_urls = dict(node_urls or {})
+        self.broker_extra = broker_extra
         self.namespace = f"t{tag}."
         self.centres = [f"{c}-{tag}" for c in centres]  # unique connection names
         self.national = f"national-{tag}"
@@ -195,13 +203,25 @@ class Net:
         (key_dir / "registry.bin").write_bytes(self.registry_bytes)
         self.root_public = root.public_key
 
+    @property
+    def quorum_replicas(self) -> int | None:
+        """The `quorum_replicas` of `broker_extra`, so queues declared by hand match."""
+        for line in self.broker_extra.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "quorum_replicas":
+                return int(value)
+        return None
+
     def registry(self) -> _core.KeyRegistry:
         return _core.KeyRegistry(self.registry_bytes, self.root_public)
 
-    def _broker_section(self) -> str:
+    def _broker_section(self, kind: str) -> str:
+        urls = self.node_urls.get(kind, self.urls)
+        address = f'url = "{urls[0]}"' if len(urls) == 1 else f"urls = {json.dumps(list(urls))}"
         return (
-            f'[broker]\nurl = "{self.url}"\nnamespace = "{self.namespace}"\n'
+            f'[broker]\n{address}\nnamespace = "{self.namespace}"\n'
             "connect_timeout_s = 5.0\nreconnect_max_s = 1.0\nconfirm_timeout_s = 10.0\n"
+            + self.broker_extra
         )
 
     def _tier_config(self, name: str, role: str, *, http: bool, max_bundle_bytes: int) -> Path:
@@ -217,7 +237,8 @@ class Net:
         text += (
             '[trust]\nroot_public_key = "keys/root.pub.json"\nregistry = "keys/registry.bin"\n\n'
         )
-        text += self._broker_section() + "prefetch = 64\n\n"
+        kind = "centre" if role == "aggregator" else "national"
+        text += self._broker_section(kind) + "prefetch = 64\n\n"
         text += f'[http]\nlisten = "127.0.0.1"\nport = {port}\n\n'
         text += f"[limits]\nmax_bundle_bytes = {max_bundle_bytes}\nmap_size = {MAP_SIZE}\n"
         text += "max_batch = 32\n"
@@ -236,7 +257,7 @@ class Net:
             f'signing_key = "keys/{origin}-k1.key.json"\noutbox = "data/outbox-{origin}"\n'
             f"max_updates = {max_updates}\nlinger_s = {linger_s}\n"
             f"max_bundle_bytes = {max_bundle_bytes}\nannounce_interval_s = 0.5\n\n"
-            + self._broker_section()
+            + self._broker_section("publisher")
         )
         path = self.root / f"muni-{origin}.toml"
         path.write_text(text)
@@ -352,7 +373,7 @@ class Net:
                     proc.popen.wait(10)
 
     def remove_topology(self) -> None:
-        asyncio.run(remove_topology(self.url, self.namespace, self.queues))
+        asyncio.run(remove_topology(self.urls, self.namespace, self.queues))
 
     def declare_centre_queue(self, centre: str, queue_type: QueueType = "quorum") -> None:
         """A centre's (or national's) queue as its daemon would declare it (the centre
@@ -362,7 +383,11 @@ class Net:
             transport = AmqpTransport(
                 self.url,
                 name=f"pytest declare {centre}",
-                options=AmqpOptions(namespace=self.namespace, queue_type=queue_type),
+                options=AmqpOptions(
+                    namespace=self.namespace,
+                    queue_type=queue_type,
+                    quorum_replicas=self.quorum_replicas,
+                ),
             )
             try:
                 if centre == self.national:

@@ -42,6 +42,7 @@ from jukisync.transport.amqp import (
     control_queue_spec,
     queue_arguments,
     remove_topology,
+    split_urls,
     url_user,
 )
 from jukisync.transport.base import (
@@ -180,6 +181,38 @@ def test_queue_arguments() -> None:
     assert queue_arguments("classic", dead_letter_exchange=None, delivery_limit=5) == {
         "x-queue-type": "classic"
     }
+
+
+def test_quorum_replicas_argument_and_url_lists() -> None:
+    args = queue_arguments(
+        "quorum", dead_letter_exchange=None, delivery_limit=None, quorum_replicas=3
+    )
+    assert args == {"x-queue-type": "quorum", "x-quorum-initial-group-size": 3}
+    assert queue_arguments(
+        "classic", dead_letter_exchange=None, delivery_limit=None, quorum_replicas=3
+    ) == {"x-queue-type": "classic"}
+    assert split_urls(" amqp://a@h1/ ,amqp://a@h2/,") == ("amqp://a@h1/", "amqp://a@h2/")
+    with pytest.raises(ValueError):
+        split_urls(" , ")
+    with pytest.raises(ValueError, match="mix"):
+        AmqpTransport(["amqp://h1/", "amqps://h2/"], name="t")
+    with pytest.raises(ValueError, match="different users"):
+        AmqpTransport(["amqp://a:x@h1/", "amqp://b:x@h2/"], name="t")
+
+
+async def test_fails_over_past_a_dead_address(amqp: AmqpKit) -> None:
+    """The first address refuses connections (a lost cluster node): the transport
+    moves on to the next one at once and works there."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"amqp://guest:guest@127.0.0.1:{s.getsockname()[1]}/"
+    transport = AmqpTransport(
+        [dead, amqp.url], name=amqp.connection_name("failover"), options=amqp.options()
+    )
+    amqp.transports.append(transport)
+    await transport.connect(timeout=30)
+    assert transport.current_url == amqp.url
+    assert transport.connections_opened == 1
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:

@@ -91,6 +91,39 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
     assert loaded.trust.registry == str(tmp_path / "registry.bin")
 
 
+@pytest.mark.parametrize(
+    ("broker", "addresses"),
+    [
+        ("", ("amqp://guest:guest@127.0.0.1:5672/",)),
+        ('url = "amqp://a:b@mq1/"', ("amqp://a:b@mq1/",)),
+        ('url = ["amqp://a:b@mq1/", "amqp://a:b@mq2/"]', ("amqp://a:b@mq1/", "amqp://a:b@mq2/")),
+        ('urls = ["amqp://a:b@mq2/", "amqp://a:b@mq1/"]', ("amqp://a:b@mq2/", "amqp://a:b@mq1/")),
+    ],
+)
+def test_broker_addresses_one_url_or_a_cluster(
+    tmp_path: Path, broker: str, addresses: tuple[str, ...]
+) -> None:
+    loaded = config.load(
+        write(tmp_path, f"{AGGREGATOR}\n[broker]\n{broker}\nquorum_replicas = 3\n")
+    )
+    assert isinstance(loaded, AggregatorConfig)
+    assert loaded.broker.addresses == addresses
+    assert loaded.broker.quorum_replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("broker", "fragment"),
+    [
+        ('url = "amqp://mq1/"\nurls = ["amqp://mq2/"]', "alternatives"),
+        ("urls = []", "at least one"),
+        ("quorum_replicas = 0", "quorum_replicas"),
+    ],
+)
+def test_bad_broker_addresses_are_refused(tmp_path: Path, broker: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        config.load(write(tmp_path, f"{AGGREGATOR}\n[broker]\n{broker}\n"))
+
+
 # --- unknown keys and secrets (issue 11, item 13) ------------------------------------------
 
 _SECRET = "S3cret-pw-never-shown"

@@ -58,6 +58,9 @@ Prefecture = Annotated[str, msgspec.Meta(pattern=r"^(0[1-9]|[1-3][0-9]|4[0-7])$"
 NodeId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 
 
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
 class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     pass
 
@@ -68,8 +71,27 @@ class BrokerConfig(AmqpOptions, forbid_unknown_fields=True, frozen=True, kw_only
     TLS. The transport's own options (`AmqpOptions`: queue_type, max_message_bytes,
     timeouts, reconnect backoff) are accepted here, so there is one definition."""
 
-    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # One broker (`url = "amqp://..."`) or the nodes of a cluster (`urls = [...]`, or
+    # a list in `url`): the transport connects to one and fails over to the next.
+    # Set one of the two keys, not both; neither means the local default broker.
+    url: str | list[str] | None = None
+    urls: list[str] | None = None
     prefetch: Positive = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.url is not None and self.urls is not None:
+            raise ValueError("url and urls are alternatives: list every node in `urls`")
+        if not self.addresses:
+            raise ValueError("urls: give at least one broker URL")
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The broker URLs, in the order they are tried."""
+        given = self.urls if self.urls is not None else self.url
+        if given is None:
+            return (DEFAULT_BROKER_URL,)
+        return (given,) if isinstance(given, str) else tuple(given)
 
 
 class TrustConfig(_Section, frozen=True, kw_only=True):

@@ -70,7 +70,14 @@ DESCRIPTIONS: dict[str, str] = {
     "`.pub.json` file) that signs the registry.",
     "TrustConfig.registry": "The signed key registry (`keys registry`).",
     "BrokerConfig.url": "`amqp://user:pass@host:port/vhost` (`amqps://` for TLS); one "
-    "user per node, so the broker-validated `user_id` names it.",
+    "user per node, so the broker-validated `user_id` names it. Unset: "
+    "`amqp://guest:guest@127.0.0.1:5672/`. A list is the same as `urls`.",
+    "BrokerConfig.urls": "The nodes of a RabbitMQ cluster, tried in order: a lost or "
+    "refused connection fails over to the next (same scheme and user in each). Set "
+    "`url` or `urls`, not both.",
+    "BrokerConfig.quorum_replicas": "Quorum queues: replicas of each new queue "
+    "(`x-quorum-initial-group-size`); unset, the broker's default (RabbitMQ 3.x: every "
+    "node). Fixed once a queue exists.",
     "BrokerConfig.prefetch": "Unacknowledged deliveries in flight at most.",
     "BrokerConfig.namespace": "Prefix of every exchange and queue name (tests, staging).",
     "BrokerConfig.queue_type": "`quorum` (replicated, default) or `classic` (a single-node "

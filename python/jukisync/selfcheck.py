@@ -159,7 +159,7 @@ def _registry_item(config: AggregatorConfig | NationalConfig, now: int) -> Item:
 
 
 def _tls_item(broker: BrokerConfig) -> Item:
-    url = URL(broker.url)
+    url = URL(broker.addresses[0])  # every address has the same scheme (checked)
     if url.scheme == "amqps":
         if broker.ca_file:
             return Item("broker TLS", 3, f"amqps to {url.host}, private CA {broker.ca_file}")
@@ -179,20 +179,26 @@ async def _probe_privilege(broker: BrokerConfig) -> Item:
     """Try what no node needs: declaring an exchange of a made-up name. A least-
     privilege broker user is refused; the probe removes what it made otherwise."""
     name = f"jukisync-selfcheck-{uuid.uuid4().hex[:12]}"
-    url = URL(broker.url)
-    try:
-        connection = await aio_pika.connect(
-            broker.url,
-            ssl_context=ssl_context(broker) if url.scheme == "amqps" else None,
-            client_properties={"connection_name": "jukisync selfcheck"},
-            timeout=broker.connect_timeout_s,
-        )
-    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+    connection = None
+    failure: BaseException | None = None
+    for address in broker.addresses:  # a cluster: the first node that answers
+        url = URL(address)
+        try:
+            connection = await aio_pika.connect(
+                address,
+                ssl_context=ssl_context(broker) if url.scheme == "amqps" else None,
+                client_properties={"connection_name": "jukisync selfcheck"},
+                timeout=broker.connect_timeout_s,
+            )
+            break
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            failure = exc
+    if connection is None:
         return Item(
             "broker least privilege",
             0,
-            f"cannot connect to {url.host}:{url.port}: {exc}",
-            "start the broker or fix broker.url; then rerun",
+            f"cannot connect to {url.host}:{url.port}: {failure}",
+            "start the broker or fix broker.url / broker.urls; then rerun",
         )
     try:
         channel = await connection.channel()

@@ -45,7 +45,7 @@ from jukisync.sim.bench import (
     run_bench,
 )
 from jukisync.sim.benchenv import Environment
-from jukisync.transport.amqp import QueueType
+from jukisync.transport.amqp import QueueType, split_urls
 from jukisync.transport.base import TransportUnavailable
 
 __all__ = ["command"]
@@ -300,7 +300,8 @@ declared in a namespace of its own and removed at the end.
     metavar="URL",
     default=lambda: os.environ.get("JUKISYNC_AMQP_URL") or DEFAULT_BROKER,
     show_default="$JUKISYNC_AMQP_URL or " + DEFAULT_BROKER,
-    help="The RabbitMQ to run through.",
+    help="The RabbitMQ to run through; a cluster's nodes as URL1,URL2,URL3 (each client "
+    "fails over between them).",
 )
 @click.option(
     "--mode",
@@ -442,7 +443,7 @@ def command(
     Exits 0 when the run completed and both stores converged (whether or not the
     targets were met, unless --check-targets).
     """
-    if not broker.startswith(("amqp://", "amqps://")):
+    if not all(u.startswith(("amqp://", "amqps://")) for u in broker.split(",")):
         fail(
             "bench", ExitCode.USAGE, f"--broker must be an amqp:// or amqps:// URL, got {broker!r}"
         )
@@ -451,7 +452,9 @@ def command(
     err = Console(stderr=True)
     chatty = not as_json and err.is_terminal
     try:
-        rabbitmq = asyncio.run(probe_broker(broker))
+        # Every address must answer; the first's version is recorded.
+        versions = [asyncio.run(probe_broker(url)) for url in split_urls(broker)]
+        rabbitmq = versions[0]
     except _UNREACHABLE as exc:
         fail("bench", ExitCode.UNAVAILABLE, f"broker unreachable at --broker: {exc}")
     environment = Environment.capture(rabbitmq=rabbitmq)

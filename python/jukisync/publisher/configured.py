@@ -90,7 +90,7 @@ def open_configured(loaded: node_config.MunicipalityConfig) -> Publisher:
 
 def transport_for(loaded: node_config.MunicipalityConfig) -> AmqpTransport:
     return AmqpTransport(
-        loaded.broker.url,
+        loaded.broker.addresses,
         name=f"jukisync publisher {loaded.origin} pid {os.getpid()}",
         options=loaded.broker,
     )

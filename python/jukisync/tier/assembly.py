@@ -158,7 +158,7 @@ def open_store(config: TierConfig, trust: Trust) -> _core.Store:
 def broker_transport(config: TierConfig, name: str) -> AmqpTransport:
     """The node's RabbitMQ connection under `[broker]` (not yet connected)."""
     try:
-        return AmqpTransport(config.broker.url, name=name, options=config.broker)
+        return AmqpTransport(config.broker.addresses, name=name, options=config.broker)
     except ValueError as exc:
         raise StartupError(ExitCode.CONFIG, f"broker: {exc}") from None
 

@@ -29,7 +29,7 @@ async def raw_ceiling(
     publisher publishes (confirms, `window` in flight) to the first queue; a relay
     consumes it, republishes each body to the second queue and acks once confirmed; a
     sink consumes and acks."""
-    url = options.broker_url
+    url = options.broker_urls[0]  # the raw ceiling runs through one node
     names = [f"{namespace}raw.{n}" for n in ("updates", "forward", "hop1", "hop2")]
     x_in, x_out, q_in, q_out = names
     arguments: dict[str, Any] = {"x-queue-type": options.queue_type}

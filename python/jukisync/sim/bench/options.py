@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from jukisync.sim import synth
-from jukisync.transport.amqp import QueueType
+from jukisync.transport.amqp import QueueType, split_urls
 
 # The targets (2 cores, broker on the same machine).
 TARGET_UPDATES_PER_S: Final = 100_000.0  # end to end ...
@@ -29,7 +29,12 @@ class BenchError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
-    broker_url: str
+    broker_url: str  # one URL, or a cluster's nodes comma-separated
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        return split_urls(self.broker_url)
+
     data_dir: Path
     publishers: int = 8
     updates: int = 500_000  # throughput phase

@@ -63,21 +63,20 @@ class _Bench:
     def __init__(self, options: BenchOptions, workload: Workload) -> None:
         self.options = options
         self.workload = workload
+        urls = options.broker_urls
         self.broker = BrokerConfig(
-            url=options.broker_url,
+            url=urls[0] if len(urls) == 1 else list(urls),
             namespace=f"jukisync-bench-{secrets.token_hex(4)}.",
             queue_type=options.queue_type,
             prefetch=options.prefetch,
         )
         self.namespace = self.broker.namespace
-        self.amqp = AmqpNetwork(
-            options.broker_url, options=self.broker, connection_prefix="jukisync bench "
-        )
+        self.amqp = AmqpNetwork(urls, options=self.broker, connection_prefix="jukisync bench ")
         self.clock = CommitClock()
         self.national: TierNode | None = None
         self.centre: TierNode | None = None
         self.publishers: dict[str, Transport] = {}
-        self.broker_pids = broker_pids(options.broker_url)
+        self.broker_pids = broker_pids(urls[0])  # every local RabbitMQ VM
 
     def _configs(self) -> tuple[NationalConfig, AggregatorConfig]:
         """The two tiers' configs, as their daemons would read them, with the key and
@@ -388,7 +387,7 @@ async def run_bench(
         await _remove(bench.amqp)
     tiers, converged, digests_equal = bench.tier_figures()
     result = BenchResult(
-        broker=str(URL(options.broker_url).with_password(None)),
+        broker=",".join(str(URL(u).with_password(None)) for u in options.broker_urls),
         namespace=bench.namespace,
         queue_type=options.queue_type,
         publishers=options.publishers,

@@ -28,9 +28,15 @@ stores absorb.
 
 Reconnection: one supervisor task per transport keeps a connection up, with capped,
 jittered exponential backoff between attempts, and re-declares the topology each
-time. Subscriptions survive it: each re-opens its channel and consumer on the new
-connection. Deliveries of the lost channel are never acked on the new one (delivery
-tags are per channel): their `ack` does nothing and the broker, which requeued them
+time. Given several addresses (the nodes of one cluster), it tries them in turn: a
+lost or refused connection moves on to the next node, and the backoff grows by one
+step per round over all of them, so a dead node costs one attempt, not a wait.
+Quorum queues replicate every message to a majority of their replicas before the
+broker confirms it, so a confirmed publish survives the loss of a minority of nodes
+(`quorum_replicas` sets the replica count of new queues). Subscriptions survive
+reconnection: each re-opens its channel and consumer on the new connection.
+Deliveries of the lost channel are never acked on the new one (delivery tags are
+per channel): their `ack` does nothing and the broker, which requeued them
 when the channel died, delivers them again with `redelivered` set; those received but
 not yet handed out are dropped for the same reason. Nothing is lost, and the only
 doubles are redeliveries and retried publishes, both idempotent downstream.
@@ -58,6 +64,7 @@ from jukisync.transport.amqp.options import (
     AmqpOptions,
     QueueType,
     backoff_delay,
+    split_urls,
     ssl_context,
     url_user,
 )
@@ -116,6 +123,7 @@ __all__ = [
     "message_properties",
     "queue_arguments",
     "remove_topology",
+    "split_urls",
     "ssl_context",
     "url_user",
 ]

@@ -103,13 +103,29 @@ class AmqpTransport(Transport):
     client_properties`). The connection opens on first use, or with `connect()`.
     """
 
-    def __init__(self, url: str, *, name: str, options: AmqpOptions | None = None) -> None:
+    def __init__(
+        self, url: str | Sequence[str], *, name: str, options: AmqpOptions | None = None
+    ) -> None:
         opts = options or AmqpOptions()
-        parsed = URL(url)
-        if parsed.scheme not in ("amqp", "amqps"):
-            raise ValueError(f"broker URL must be amqp:// or amqps://, got {parsed.scheme!r}://")
-        if parsed.scheme != "amqps" and (opts.ca_file or opts.cert_file):
+        urls = (url,) if isinstance(url, str) else tuple(url)
+        if not urls:
+            raise ValueError("no broker URL given")
+        schemes = {URL(u).scheme for u in urls}
+        for scheme in schemes:
+            if scheme not in ("amqp", "amqps"):
+                raise ValueError(f"broker URL must be amqp:// or amqps://, got {scheme!r}://")
+        if len(schemes) > 1:
+            raise ValueError("broker URLs mix amqp:// and amqps://: use one scheme for all")
+        (scheme,) = schemes
+        if scheme != "amqps" and (opts.ca_file or opts.cert_file):
             raise ValueError("ca_file/cert_file need an amqps:// broker URL")
+        if len({url_user(u) for u in urls}) > 1:
+            raise ValueError("broker URLs name different users: one node logs in as one user")
+        # The nodes of one cluster, tried in turn: a connection lost or refused moves
+        # on to the next address (see `_supervise`).
+        self.urls = urls
+        self._url_index = 0
+        url = urls[0]
         self.url = url
         self.name = name
         self.options = opts
@@ -120,8 +136,9 @@ class AmqpTransport(Transport):
             opts.queue_type,
             dead_letter_exchange=self.names.dead,
             delivery_limit=opts.delivery_limit,
+            quorum_replicas=opts.quorum_replicas,
         )
-        self._ssl = ssl_context(opts) if parsed.scheme == "amqps" else None
+        self._ssl = ssl_context(opts) if scheme == "amqps" else None
         self._state: _State = "idle"
         self._changed = asyncio.Event()
         self._last_error: BaseException | None = None
@@ -130,13 +147,15 @@ class AmqpTransport(Transport):
         self._supervisor: asyncio.Task[None] | None = None
         self._subscriptions: set[AmqpSubscription] = set()
         self._queues: dict[str, QueueSpec] = {}
+        self._background: set[asyncio.Future[Any]] = set()
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
         self._random = random.Random()
         self.connections_opened = 0  # for operators and tests: reconnects = this - 1
 
     def __repr__(self) -> str:
-        return f"<AmqpTransport {self.name!r} {self._state} {URL(self.url).with_password(None)}>"
+        where = URL(self.current_url).with_password(None)
+        return f"<AmqpTransport {self.name!r} {self._state} {where}>"
 
     # --- connection state ------------------------------------------------------------
     @property
@@ -144,6 +163,14 @@ class AmqpTransport(Transport):
         """Up, with a usable publish channel (not merely not yet noticed to be down)."""
         publisher = self._publisher
         return self._state == "up" and publisher is not None and not publisher.is_closed
+
+    @property
+    def current_url(self) -> str:
+        """The broker address connected to, or to be tried next."""
+        return self.urls[self._url_index]
+
+    def _next_url(self) -> None:
+        self._url_index = (self._url_index + 1) % len(self.urls)
 
     @property
     def last_error(self) -> BaseException | None:
@@ -202,7 +229,7 @@ class AmqpTransport(Transport):
     def _unavailable(self) -> str:
         error = self._last_error
         reason = f"{type(error).__name__}: {error}" if error is not None else "not connected"
-        return f"broker {URL(self.url).with_password(None)} unavailable to {self.name!r} ({reason})"
+        return f"broker {URL(self.current_url).with_password(None)} unavailable to {self.name!r} ({reason})"
 
     async def _ready(self) -> AbstractConnection:
         """The connection, for an operation that should fail fast: wait for a connection
@@ -238,13 +265,17 @@ class AmqpTransport(Transport):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._last_error = access_refused(exc, self.url) or exc
+                self._last_error = access_refused(exc, self.current_url) or exc
                 self._set_state("down")
-                delay = self.backoff(attempt)
+                # One backoff step per round over the addresses: a dead node is
+                # skipped at once, a dead cluster is retried ever more slowly.
+                delay = self.backoff(attempt // len(self.urls))
+                failed = URL(self.current_url).with_password(None)
+                self._next_url()
                 (log.warning if attempt % 10 == 0 else log.debug)(
                     "%s: cannot connect to %s (%s: %s); attempt %d, retrying in %.2fs",
                     self.name,
-                    URL(self.url).with_password(None),
+                    failed,
                     type(exc).__name__,
                     exc,
                     attempt + 1,
@@ -264,7 +295,9 @@ class AmqpTransport(Transport):
                     self._set_state("connecting")
                 await close_quietly(connection)
             attempt = 0 if time.monotonic() - since >= _STABLE_S else attempt + 1
-            delay = self.backoff(attempt)
+            if len(self.urls) > 1:
+                self._next_url()  # the node may be gone: fail over to the next one
+            delay = self.backoff(attempt // len(self.urls))
             log.warning(
                 "%s: connection to the broker lost (%s); reconnecting in %.2fs",
                 self.name,
@@ -279,8 +312,9 @@ class AmqpTransport(Transport):
 
     async def _open_connection(self) -> AbstractConnection:
         opts = self.options
+        url = self.current_url
         connection = await aio_pika.connect(
-            self.url,
+            url,
             ssl_context=self._ssl,
             client_properties={"connection_name": self.name},
             timeout=opts.connect_timeout_s,
@@ -295,7 +329,7 @@ class AmqpTransport(Transport):
         self._last_error = None
         self.connections_opened += 1
         self._set_state("up")
-        log.info("%s: connected to %s", self.name, URL(self.url).with_password(None))
+        log.info("%s: connected to %s", self.name, URL(url).with_password(None))
         return connection
 
     async def _declare_topology(self, connection: AbstractConnection) -> None:
@@ -313,7 +347,10 @@ class AmqpTransport(Transport):
                 await close_quietly(channel)
                 channel, underlay = await open_channel(connection, confirms=False)
                 arguments = queue_arguments(
-                    self.options.queue_type, dead_letter_exchange=None, delivery_limit=None
+                    self.options.queue_type,
+                    dead_letter_exchange=None,
+                    delivery_limit=None,
+                    quorum_replicas=self.options.quorum_replicas,
                 )
                 await underlay.queue_declare(names.dead_queue, durable=True, arguments=arguments)
             await underlay.queue_bind(names.dead_queue, names.dead, routing_key="")
@@ -457,15 +494,28 @@ class AmqpTransport(Transport):
                 f"no queue bound for {routing_key!r} on {exchange!r}: the broker returned it"
             ) from exc
         except aiormq.exceptions.DeliveryError as exc:
+            self._recycle_publisher(channel)
             raise TransportUnavailable(f"broker refused the message (nack): {exc}") from exc
         except TimeoutError as exc:
             if channel.is_closed:
                 raise TransportUnavailable("connection lost before the publisher confirm") from exc
+            self._recycle_publisher(channel)
             raise TransportUnavailable(f"no publisher confirm within {timeout}s") from exc
         except LOST as exc:
             raise TransportUnavailable(f"connection lost before the confirm: {exc}") from exc
         if not isinstance(result, spec.Basic.Ack):
             raise TransportUnavailable(f"unexpected publisher confirm {result!r}")
+
+    def _recycle_publisher(self, channel: aiormq.Channel) -> None:
+        """A nack or a missing confirm on a live channel: on a cluster, the channel's
+        view of a quorum queue whose leader died may stay stale (RabbitMQ 3.10 keeps
+        nacking or never confirms). Close it; `_serve` opens a fresh one, and the
+        caller's retry goes out on that."""
+        if channel is self._publisher and not channel.is_closed:
+            log.warning("%s: reopening the publish channel after a refused publish", self.name)
+            task = asyncio.ensure_future(channel.close())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _publish_all(self, exchange: str, items: Sequence[tuple[str, bytes]]) -> None:
         """Publish in order, all in flight at once; returns when every one is confirmed,
@@ -546,16 +596,21 @@ class AmqpNetwork:
     `remove()` also deletes a throw-away namespace's exchanges and queues."""
 
     def __init__(
-        self, url: str, *, options: AmqpOptions | None = None, connection_prefix: str = "jukisync "
+        self,
+        url: str | Sequence[str],
+        *,
+        options: AmqpOptions | None = None,
+        connection_prefix: str = "jukisync ",
     ) -> None:
-        self.url = url
+        self.urls = (url,) if isinstance(url, str) else tuple(url)
+        self.url = self.urls[0]
         self.options = options or AmqpOptions()
         self.connection_prefix = connection_prefix
         self.transports: list[AmqpTransport] = []
 
     def transport(self, name: str) -> AmqpTransport:
         transport = AmqpTransport(
-            self.url, name=f"{self.connection_prefix}{name}", options=self.options
+            self.urls, name=f"{self.connection_prefix}{name}", options=self.options
         )
         self.transports.append(transport)
         return transport
@@ -571,5 +626,5 @@ class AmqpNetwork:
         if not any(t.connections_opened for t in self.transports):
             return  # never reached the broker: nothing was declared
         await remove_topology(
-            self.url, self.options.namespace, sorted(queues), options=self.options
+            self.urls, self.options.namespace, sorted(queues), options=self.options
         )

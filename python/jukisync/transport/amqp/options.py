@@ -14,6 +14,7 @@ __all__ = [
     "AmqpOptions",
     "QueueType",
     "backoff_delay",
+    "split_urls",
     "ssl_context",
     "url_user",
 ]
@@ -29,6 +30,16 @@ def backoff_delay(attempt: int, *, base: float, cap: float, jitter: float) -> fl
     half) so a fleet of nodes does not reconnect in lockstep after a broker restart."""
     ceiling = min(cap, base * 2.0 ** min(attempt, 60))
     return ceiling / 2 + ceiling / 2 * jitter
+
+
+def split_urls(text: str) -> tuple[str, ...]:
+    """The broker addresses of a comma-separated list (`--broker URL1,URL2,URL3`):
+    the nodes of one RabbitMQ cluster. A URL never holds a bare comma (userinfo and
+    path percent-encode it), so splitting on commas is unambiguous."""
+    urls = tuple(u.strip() for u in text.split(",") if u.strip())
+    if not urls:
+        raise ValueError("no broker URL given")
+    return urls
 
 
 def url_user(url: str) -> str | None:
@@ -52,6 +63,10 @@ class AmqpOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     namespace: str = ""  # prefix of every exchange and queue name (tests, staging)
     queue_type: QueueType = "quorum"  # "classic" for a single-node broker
     delivery_limit: int | None = 50  # quorum: dead-letter after this many deliveries
+    # quorum: replicas of each new queue (`x-quorum-initial-group-size`); None leaves
+    # it to the broker (RabbitMQ 3.x: every cluster node). 3 or 5 on larger clusters.
+    # An existing queue keeps its own: the broker refuses a re-declaration that differs.
+    quorum_replicas: int | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     confirm_timeout_s: float = 30.0  # a publish not confirmed by then is unavailable
     connect_timeout_s: float = 10.0
@@ -67,6 +82,8 @@ class AmqpOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
             raise ValueError(f"queue_type must be 'quorum' or 'classic', got {self.queue_type!r}")
         if self.delivery_limit is not None and self.delivery_limit < 1:
             raise ValueError(f"delivery_limit must be at least 1, got {self.delivery_limit}")
+        if self.quorum_replicas is not None and self.quorum_replicas < 1:
+            raise ValueError(f"quorum_replicas must be at least 1, got {self.quorum_replicas}")
         if self.max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
         for field in ("confirm_timeout_s", "connect_timeout_s", "reconnect_min_s"):

@@ -190,7 +190,11 @@ def control_queue_spec(names: Names, origin: str) -> QueueSpec:
 
 
 def queue_arguments(
-    queue_type: QueueType, *, dead_letter_exchange: str | None, delivery_limit: int | None
+    queue_type: QueueType,
+    *,
+    dead_letter_exchange: str | None,
+    delivery_limit: int | None,
+    quorum_replicas: int | None = None,
 ) -> dict[str, Any]:
     """The `x-` arguments of a jukisync queue. They must not change for an existing
     queue: the broker refuses a re-declaration with other arguments."""
@@ -199,6 +203,8 @@ def queue_arguments(
         args["x-dead-letter-exchange"] = dead_letter_exchange
     if queue_type == "quorum" and delivery_limit is not None:
         args["x-delivery-limit"] = delivery_limit
+    if queue_type == "quorum" and quorum_replicas is not None:
+        args["x-quorum-initial-group-size"] = quorum_replicas
     return args
 
 
@@ -246,7 +252,11 @@ async def declare_queue(
     channel: AbstractChannel, queue: QueueSpec, arguments: dict[str, Any]
 ) -> None:
     if queue.own_arguments is not None:
-        arguments = {"x-queue-type": arguments["x-queue-type"], **dict(queue.own_arguments)}
+        kept = ("x-queue-type", "x-quorum-initial-group-size")
+        arguments = {
+            **{k: v for k, v in arguments.items() if k in kept},
+            **dict(queue.own_arguments),
+        }
     try:
         declared = await channel.declare_queue(queue.name, durable=True, arguments=arguments)
         for binding in queue.bindings:
@@ -264,22 +274,36 @@ async def declare_queue(
 
 
 async def remove_topology(
-    url: str, namespace: str, queues: Iterable[str], *, options: AmqpOptions | None = None
+    url: str | Sequence[str],
+    namespace: str,
+    queues: Iterable[str],
+    *,
+    options: AmqpOptions | None = None,
 ) -> None:
     """Delete the namespace's exchanges, its dead-letter queue and `queues` (full names).
 
     For throw-away namespaces (tests, `jukisync demo --broker`); never on a live one.
+    With several addresses (a cluster's nodes), the first that answers does it.
     """
     if not namespace:
         raise ValueError("refusing to remove the production (empty) namespace")
     names = Names(namespace)
     opts = options or AmqpOptions()
-    connection = await aio_pika.connect(
-        url,
-        ssl_context=ssl_context(opts) if URL(url).scheme == "amqps" else None,
-        client_properties={"connection_name": f"jukisync cleanup {namespace}"},
-        timeout=opts.connect_timeout_s,
-    )
+    urls = [url] if isinstance(url, str) else list(url)
+    connection = None
+    for i, address in enumerate(urls):
+        try:
+            connection = await aio_pika.connect(
+                address,
+                ssl_context=ssl_context(opts) if URL(address).scheme == "amqps" else None,
+                client_properties={"connection_name": f"jukisync cleanup {namespace}"},
+                timeout=opts.connect_timeout_s,
+            )
+            break
+        except (OSError, aiormq.exceptions.AMQPConnectionError):
+            if i == len(urls) - 1:
+                raise
+    assert connection is not None
     try:
         channel = connection.channel(publisher_confirms=False)
         await channel.initialize()
