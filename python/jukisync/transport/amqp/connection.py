@@ -229,7 +229,8 @@ class AmqpTransport(Transport):
     def _unavailable(self) -> str:
         error = self._last_error
         reason = f"{type(error).__name__}: {error}" if error is not None else "not connected"
-        return f"broker {URL(self.current_url).with_password(None)} unavailable to {self.name!r} ({reason})"
+        shown = URL(self.current_url).with_password(None)
+        return f"broker {shown} unavailable to {self.name!r} ({reason})"
 
     async def _ready(self) -> AbstractConnection:
         """The connection, for an operation that should fail fast: wait for a connection
