@@ -147,8 +147,12 @@ class PublisherNode:
     async def _pump(self) -> None:
         while True:
             wait = self.publisher.wait_s()
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow the
+            # cancellation `stop` sends when the event is set at the same moment, and
+            # the publisher then never exits.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self._wake.clear()
             self.publisher.cut_due()
             try:
@@ -219,8 +223,9 @@ class PublisherNode:
         while True:
             self._announce_wake.clear()
             await self.announce()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._announce_wake.wait(), timeout=interval_s)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _pump
+                async with asyncio.timeout(interval_s):
+                    await self._announce_wake.wait()
 
     async def announce(self) -> bool:
         """Publish the head announcement now; False if nobody could hear it."""
