@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
@@ -86,6 +86,7 @@ def _captured() -> Environment:
     return Environment.capture()  # once: it runs git and rustc
 
 
+@settings(deadline=None)  # a property of the warning, not of the machine's speed
 @given(
     cores=st.integers(min_value=1, max_value=64),
     before=st.floats(min_value=0, max_value=100, allow_nan=False),
