@@ -282,6 +282,13 @@ class Store:
     @property
     def role(self) -> str: ...
     def set_registry(self, registry: KeyRegistry) -> None: ...
+    def set_centre_key(self, key_id: str, key: bytes, not_before: int = 0) -> None:
+        """Attest with another key of this centre (a rotated own key) what is received
+        from `not_before` (µs) on; refused (StoreError) without a centre identity."""
+
+    def centre_key_id(self, at: int | None = None) -> str | None:
+        """The key id this centre attests with at `at` (µs, default now); None: the
+        store does not attest."""
     def copy_compacted(self, dest_dir: str | os.PathLike[str]) -> int:
         """A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`
         (refused if that exists); its size in bytes."""

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from jukisync import _core
 from jukisync.config import (
@@ -62,6 +64,10 @@ class NetworkSpec:
     outbox_sync: bool = False  # a throw-away demo need not fsync every commit
     max_batch: int = 256
     resend_interval_s: float = 0.5
+    # Heads announced by publishers and relayed by centres this often, as the daemons'
+    # `replication.announce_interval_s` (a drill shortens it to see catch-up quickly).
+    announce_interval_s: float = 10.0
+    answer_wait_s: float = 5.0
     map_size: int = 1 << 32
 
     @property
@@ -156,7 +162,11 @@ class Network:
             registry=str(key_dir / storedir.REGISTRY_FILE),
         )
         limits = TierLimits(map_size=self.spec.map_size, max_batch=self.spec.max_batch)
-        replication = ReplicationConfig(resend_interval_s=self.spec.resend_interval_s)
+        replication = ReplicationConfig(
+            resend_interval_s=self.spec.resend_interval_s,
+            announce_interval_s=self.spec.announce_interval_s,
+            answer_wait_s=self.spec.answer_wait_s,
+        )
         store, http = str(self.data_dir / name), HttpConfig(port=0)
         if name == NATIONAL:
             return NationalConfig(
@@ -192,19 +202,28 @@ class Network:
             self.centres[name] = parts.node
         return parts.node
 
-    async def start(self) -> None:
-        """Keys, stores and every node; queues are declared before anything is sent."""
+    async def start(self, *, later: Collection[str] = ()) -> None:
+        """Keys, stores and every node but those named in `later` (started with
+        `start_tier`); queues are declared before anything is sent."""
         if not self.key_pairs:
             self.make_keys()
-        await self._start_tier(NATIONAL, NATIONAL)
-        for centre in self.spec.centres:
-            await self._start_tier(centre, centre)
+        for name in (NATIONAL, *self.spec.centres):
+            if name not in later:
+                await self._start_tier(name, name)
         for origin in self.spec.origins:
             await self.start_publisher(origin)
 
+    async def start_tier(self, name: str) -> TierNode:
+        """A node not started with the others (a centre that comes up late)."""
+        return await self._start_tier(name, name)
+
     async def start_publisher(self, origin: str) -> PublisherNode:
         publisher = self.publishers.get(origin) or self.open_publisher(origin)
-        node = PublisherNode(publisher, self.transports.transport(f"publisher-{origin}"))
+        node = PublisherNode(
+            publisher,
+            self.transports.transport(f"publisher-{origin}"),
+            announce_s=self.spec.announce_interval_s,
+        )
         await node.start()
         self.pub_nodes[origin] = node
         return node
@@ -235,6 +254,11 @@ class Network:
         if self.national is not None:
             nodes.append(self.national)
         return nodes
+
+    @property
+    def stopped(self) -> frozenset[str]:
+        """Tiers stopped (down for a drill): they do not count for convergence."""
+        return frozenset(self._stopped)
 
     def running_tiers(self) -> list[TierNode]:
         return [t for t in self.tiers() if t.name not in self._stopped]
@@ -282,6 +306,15 @@ class Network:
         """A stopped node back on its own store and queue, on a fresh connection (as a
         daemon restarted after a crash: its queue kept what it had not acked)."""
         node = await self._start_tier(name, f"{name}-restarted", self.tier(name).store)
+        self._stopped.discard(name)
+        return node
+
+    async def replace_tier(self, name: str, store_dir: str | os.PathLike[str]) -> TierNode:
+        """A stopped node brought up again on another store directory (a restored
+        backup: the old one stays aside), with the rest of its config unchanged."""
+        config = msgspec.structs.replace(self.configs[name], store=os.fspath(store_dir))
+        self.configs[name] = config
+        node = await self._start_tier(name, f"{name}-replaced")
         self._stopped.discard(name)
         return node
 

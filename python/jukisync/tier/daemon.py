@@ -49,6 +49,7 @@ from jukisync.tier.assembly import (
 from jukisync.tier.audit_metrics import AuditAnomalyCollector
 from jukisync.tier.node import Role, TierNode
 from jukisync.tier.observability import HttpEndpoint, NodeMetrics
+from jukisync.tier.own_key import KeyRefused, rotate_own_key, signing_key_path
 from jukisync.tier.registry_reload import RegistryHolder
 from jukisync.transport.amqp import AmqpTransport, TopologyError
 from jukisync.transport.base import TransportUnavailable
@@ -81,8 +82,15 @@ class _Quiet(logging.Filter):
 class Daemon:
     """One tier node's process: store, transport, node, health and metrics."""
 
-    def __init__(self, config: TierConfig, *, connection_name: str | None = None) -> None:
+    def __init__(
+        self,
+        config: TierConfig,
+        *,
+        connection_name: str | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.config = config
+        self.config_path = config_path  # read again on SIGHUP for a rotated signing_key
         self.role: Role = role_of(config)
         self.connection_name = connection_name or (
             f"jukisync {self.role} {config.id} pid {os.getpid()}"
@@ -115,7 +123,36 @@ class Daemon:
                 raise ValueError(str(exc)) from None
             return Path(trust.registry).read_bytes(), root
 
-        return self.registry.reload(load)
+        changed = self.registry.reload(load)
+        return self._reload_own_key() or changed
+
+    def _reload_own_key(self) -> bool:
+        """SIGHUP, after the registry: a centre takes a rotated key of its own from its
+        config's key file (`tier/own_key.py`); True when it will attest with it."""
+        node, holder, config = self.node, self.registry, self.config
+        if not isinstance(config, AggregatorConfig) or node is None or holder is None:
+            return False
+        current = node.store.centre_key_id()
+        try:
+            path = signing_key_path(config, self.config_path)
+            rotation = rotate_own_key(
+                config.id, path, node.store, node.catchup, holder.registry_bytes
+            )
+        except KeyRefused as exc:
+            holder.failures += 1
+            log.error("signing key reload refused, keeping key %r: %s", current, exc)
+            return False
+        if rotation is None:
+            log.info("signing key reload: key %r unchanged", current)
+            return False
+        log.info(
+            "signing key rotated: %s attests with key %r from %s on (key %r before)",
+            config.id,
+            rotation.key_id,
+            rotation.starts,
+            current,
+        )
+        return True
 
     def request_stop(self) -> None:
         """Stop consuming, finish the batch in hand, commit, close (safe to call twice)."""
@@ -152,6 +189,7 @@ class Daemon:
             "consuming": consuming,
             "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
             "registry_version": None if self.registry is None else self.registry.version,
+            "signing_key_id": None if node is None else node.store.centre_key_id(),
         }
         if transport is not None and not connected and transport.last_error is not None:
             details["broker_error"] = str(transport.last_error)

@@ -758,3 +758,41 @@ fn registry_owners_follow_one_rule() {
         assert_eq!(loaded.is_ok(), ok, "{owner} {role:?}: {:?}", loaded.err());
     }
 }
+
+#[test]
+fn a_rotated_centre_key_attests_what_is_applied_after_the_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let agg = net.store(&dir.path().join("agg"), Role::Aggregator);
+    let before = net.bundle(A, people(1, A, "birth"));
+    assert_eq!(apply1(&agg, &before).status, Status::Applied);
+    let rotated = crypto::generate_secret();
+    // The new key takes over for what is received from NOW + 10 on.
+    agg.set_centre_key("centre-east-k2".into(), crypto::signing_key(&rotated).unwrap(), NOW + 10).unwrap();
+    assert_eq!(agg.centre_key_id(NOW + 9).as_deref(), Some("centre-east-k1"));
+    assert_eq!(agg.centre_key_id(NOW + 10).as_deref(), Some("centre-east-k2"));
+    let early = net.bundle(A, vec![update(0, "00000020002", A, "move_in", "2026-04-02")]);
+    assert_eq!(agg.apply(&[&early], NOW + 5).unwrap()[0].status, Status::Applied);
+    let after = net.bundle(A, vec![update(0, "00000020001", A, "move_in", "2026-04-02")]);
+    assert_eq!(agg.apply(&[&after], NOW + 10).unwrap()[0].status, Status::Applied);
+    let forwards = agg.forward_batch(10).unwrap();
+    let key_ids: Vec<String> = forwards
+        .iter()
+        .map(|(_, raw)| wire::decode::<Envelope>(raw, "e").unwrap().attestations[0].key_id.clone())
+        .collect();
+    assert_eq!(key_ids, ["centre-east-k1", "centre-east-k1", "centre-east-k2"]);
+    // National refuses the new key's attestation until its registry lists the key ...
+    let nat = net.store(&dir.path().join("nat"), Role::National);
+    assert_eq!(apply1(&nat, &forwards[0].1).status, Status::Applied);
+    assert_eq!(apply1(&nat, &forwards[1].1).status, Status::Applied);
+    let refused = apply1(&nat, &forwards[2].1);
+    assert_eq!(refused.kind, Some(RejectKind::Security), "{refused:?}");
+    // ... and accepts it once it does (the old key still verifies what it attested).
+    net.keys.push(("centre-east".into(), "centre-east-k2".into(), rotated));
+    let nat = net.store(&dir.path().join("nat2"), Role::National);
+    for (_, raw) in &forwards {
+        assert_eq!(apply1(&nat, raw).status, Status::Applied);
+    }
+    // A store without a centre identity has no key to rotate.
+    assert!(nat.set_centre_key("x".into(), crypto::signing_key(&rotated).unwrap(), 0).is_err());
+}

@@ -221,6 +221,21 @@ impl Store {
         self.inner.set_registry(registry.inner.clone());
     }
 
+    /// Attest with another key of this centre (a rotated own key) what is received
+    /// from `not_before` (µs) on.
+    #[pyo3(signature = (key_id, key, not_before=0))]
+    fn set_centre_key(&self, key_id: String, key: Vec<u8>, not_before: u64) -> Res<()> {
+        let key = crypto::signing_key(&key)?;
+        Ok(self.inner.set_centre_key(key_id, key, not_before)?)
+    }
+
+    /// The key id this centre attests with at `at` (µs, default now); None: the store
+    /// does not attest.
+    #[pyo3(signature = (at=None))]
+    fn centre_key_id(&self, at: Option<u64>) -> Option<String> {
+        self.inner.centre_key_id(at.unwrap_or_else(store::now_micros))
+    }
+
     #[pyo3(signature = (envelopes, received_at=None))]
     fn apply(
         &self,

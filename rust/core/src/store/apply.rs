@@ -562,7 +562,7 @@ impl Store {
         head.extend_from_slice(&v.hash);
         self.dbs.heads.put(txn, origin.as_bytes(), &head)?;
 
-        let logged: std::borrow::Cow<'_, [u8]> = match &self.opts.centre {
+        let logged: std::borrow::Cow<'_, [u8]> = match self.centre_at(received_at) {
             Some(centre) if self.opts.role == Role::Aggregator => {
                 let msg = crypto::attestation_message(&v.hash, received_at);
                 let sig = ed25519_dalek::Signer::sign(&centre.key, &msg).to_bytes();

@@ -256,6 +256,27 @@ pub struct Store {
     pub(crate) dbs: Dbs,
     opts: StoreOptions,
     registry: RwLock<Arc<Registry>>,
+    // The centre's signing identity, out of `opts` so that a reload can rotate the key
+    // without reopening the environment (LMDB: once per process).
+    centre: RwLock<CentreKeys>,
+}
+
+/// The key a centre attests with, and the one that takes over at its `not_before`: a
+/// registry rotation makes exactly one of the two valid at each instant, so the store
+/// picks by each bundle's receive time rather than by when the reload happened.
+#[derive(Default)]
+struct CentreKeys {
+    current: Option<Arc<Centre>>,
+    next: Option<(Arc<Centre>, u64)>,
+}
+
+impl CentreKeys {
+    fn at(&self, at: u64) -> Option<Arc<Centre>> {
+        match &self.next {
+            Some((next, from)) if at >= *from => Some(next.clone()),
+            _ => self.current.clone(),
+        }
+    }
 }
 
 fn seq_key(origin: &str, seq: u64) -> Vec<u8> {
@@ -381,7 +402,9 @@ impl Store {
             }
         };
         txn.commit()?;
-        let store = Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)) };
+        let mut opts = opts;
+        let centre = RwLock::new(CentreKeys { current: opts.centre.take().map(Arc::new), next: None });
+        let store = Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)), centre };
         if migrate {
             let mut txn = store.env.write_txn()?;
             store.migrate_from_1(&mut txn)?;
@@ -403,7 +426,7 @@ impl Store {
 
     /// Refuse to write bundles when this handle could not attest them.
     pub(crate) fn can_apply(&self) -> Result<()> {
-        if self.opts.role == Role::Aggregator && self.opts.centre.is_none() {
+        if self.opts.role == Role::Aggregator && self.centre_at(0).is_none() {
             return Err(CoreError::Store(
                 "this aggregator store was opened without its centre key: it cannot attest and forward; \
                  give the node's config"
@@ -419,6 +442,32 @@ impl Store {
 
     pub fn set_registry(&self, registry: Registry) {
         *self.registry.write().expect("registry lock") = Arc::new(registry);
+    }
+
+    /// Attest with another key of this centre (a rotation picked up on reload) what is
+    /// received from `not_before` (µs) on; before that, the key in use. Refused when the
+    /// store has no centre identity (national, read-only). Bundles attested before stay
+    /// as they were: the old key verifies them.
+    pub fn set_centre_key(&self, key_id: String, key: SigningKey, not_before: u64) -> Result<()> {
+        let mut keys = self.centre.write().expect("centre lock");
+        let now = now_micros();
+        let Some(current) = keys.at(now) else {
+            return Err(CoreError::Store("this store has no centre identity: it does not attest".into()));
+        };
+        let next = Arc::new(Centre { id: current.id.clone(), key_id, key });
+        keys.current = Some(current);
+        keys.next = Some((next, not_before));
+        Ok(())
+    }
+
+    /// The centre identity attesting a bundle received at `at` (µs).
+    pub(crate) fn centre_at(&self, at: u64) -> Option<Arc<Centre>> {
+        self.centre.read().expect("centre lock").at(at)
+    }
+
+    /// The key id this centre attests with at `at` (µs); None: it does not attest.
+    pub fn centre_key_id(&self, at: u64) -> Option<String> {
+        self.centre_at(at).map(|c| c.key_id.clone())
     }
 
     fn registry(&self) -> Arc<Registry> {
