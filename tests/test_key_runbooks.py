@@ -2,6 +2,8 @@
 
 - rotation: a municipality's key is replaced mid-stream (`keys generate`, `keys
   rotate`, SIGHUP); its chain carries on under the new key, nothing lost;
+- a centre's own key is rotated mid-stream (SIGHUP: it reads its config's key file
+  again); national accepts the new key's attestations, nothing refused or lost;
 - revocation: a centre's key is revoked (`keys revoke`, SIGHUP at national); national
   refuses that centre's later attestations and converges through the twin centre.
 """

@@ -73,6 +73,7 @@ def _render(result: DemoResult, console: Console, kept: bool) -> None:
     for header in ("updates", "bundles", "records", "dup", "gap", "rej"):
         table.add_column(header, justify="right")
     table.add_column("heads")
+    table.add_column("heard", justify="right")
     table.add_column("apply/s", justify="right")
     for t in result.tiers:
         table.add_row(
@@ -84,6 +85,7 @@ def _render(result: DemoResult, console: Console, kept: bool) -> None:
             f"{t.gaps:,}",
             f"{t.security_events + t.halts:,}",
             _yes(t.heads_equal),
+            f"{t.heads_heard:,}",
             f"{result.throughput.get(t.name, 0.0):,.0f}",
         )
     console.print(
@@ -130,6 +132,9 @@ How to read this:
   heads  each municipality's chain ends in a head: the sequence number of its last
          update and the hash of its last signed bundle, which covers every bundle
          before it. Equal heads mean a tier holds every update, in order, unaltered.
+  heard  head announcements the tier verified: each municipality signs its head, each
+         centre relays the heads it holds, as the daemons do; a tier behind what it
+         heard asks for the rest (and its /healthz says so).
   digest a hash over every active record of a prefecture (a Merkle tree): equal digests
          mean the tiers hold the same records, field for field, not just as many."""
 

@@ -206,6 +206,7 @@ async def _garbled_update(d: Drill) -> None:
     net = d.network
     await d.feed(0)
     d.check("all tiers converge before the incident", await d.converged())
+    d.step("everything runs", f"part 1: {len(d.parts[0]):,} updates reach every tier")
     origin = max(net.spec.origins, key=lambda o: sum(1 for o2, _ in d.parts[1] if o2 == o))
     name = next(m.prefix for m in synth.MUNICIPALITIES if m.code == origin)
     faulty = await _unvalidated_publisher(net, origin)

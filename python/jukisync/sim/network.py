@@ -96,6 +96,10 @@ class TierReport:
     digests: dict[str, str]  # prefecture -> digest of its active records
     # what `jukisync check` finds wrong in the store ("kind: detail"); empty when sound
     inconsistencies: list[str]
+    # head announcements verified (the municipalities' and the centres' relays), and
+    # seqs announced beyond what the tier applied: what a daemon knows exists
+    heads_heard: int = 0
+    behind_announced: int = 0
 
 
 class Network:
@@ -349,4 +353,6 @@ class Network:
             heads_equal=heads == self.expected_heads(),
             digests={p: node.store.digest(p) for p in self.spec.prefectures},
             inconsistencies=[f"{kind}: {detail}" for kind, detail in node.store.check()],
+            heads_heard=node.catchup.heads_heard,
+            behind_announced=sum(entry.lag.seqs for entry in node.catchup.lags()),
         )
