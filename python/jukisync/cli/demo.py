@@ -7,8 +7,9 @@ import json
 import logging
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from rich import box
@@ -25,6 +26,8 @@ from jukisync.sim.drills import DRILL_SIZE, SCENARIOS, DrillOptions, DrillResult
 from jukisync.transport.base import TransportUnavailable
 
 __all__ = ["command"]
+
+T = TypeVar("T")
 
 
 def _bars(console: Console) -> tuple[Bars, Callable[[Progress], None]]:
@@ -248,44 +251,42 @@ def command(
         broker_url=broker,
     )
     err = Console(stderr=True)
-    show_bars = not as_json and err.is_terminal
+    if not as_json and err.is_terminal:
+        bars, on_progress = _bars(err)
+        with bars:
+            result = _run(run_demo(options, on_progress), directory, temporary)
+    else:
+        result = _run(run_demo(options), directory, temporary)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        _render(result, _stdout(120), kept=not temporary)
+    sys.exit(ExitCode.OK if result.converged else ExitCode.FAILURE)
+
+
+def _run(main: Coroutine[Any, Any, T], directory: Path, temporary: bool) -> T:
+    """Run the demo or drill; the temporary data directory goes whatever happens."""
     try:
-        if show_bars:
-            bars, on_progress = _bars(err)
-            with bars:
-                result = asyncio.run(run_demo(options, on_progress))
-        else:
-            result = asyncio.run(run_demo(options))
+        return asyncio.run(main)
     except TransportUnavailable as exc:
         fail("demo", ExitCode.UNAVAILABLE, f"--broker: {exc}")
     finally:
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
-    else:
-        out = Console()
-        if not out.is_terminal:
-            out = Console(width=120)  # piped: rich would assume 80 columns and clip
-        _render(result, out, kept=not temporary)
-    sys.exit(ExitCode.OK if result.converged else ExitCode.FAILURE)
+
+
+def _stdout(width: int) -> Console:
+    out = Console()
+    # piped: rich would assume 80 columns and clip
+    return out if out.is_terminal else Console(width=width)
 
 
 def _run_drill(options: DrillOptions, temporary: bool, as_json: bool) -> None:
-    try:
-        result = asyncio.run(run_drill(options))
-    except TransportUnavailable as exc:
-        fail("demo", ExitCode.UNAVAILABLE, f"--broker: {exc}")
-    finally:
-        if temporary:
-            shutil.rmtree(options.data_dir, ignore_errors=True)
+    result = _run(run_drill(options), options.data_dir, temporary)
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     else:
-        out = Console()
-        if not out.is_terminal:
-            out = Console(width=140)
-        _render_drill(result, out)
+        _render_drill(result, _stdout(140))
     sys.exit(ExitCode.OK if result.ok else ExitCode.FAILURE)
 
 

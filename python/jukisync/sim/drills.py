@@ -39,7 +39,6 @@ import msgspec
 
 from jukisync import _core, clock
 from jukisync.publisher.bundling import BundlePolicy
-from jukisync.publisher.origin import Publisher
 from jukisync.sim import synth
 from jukisync.sim.demo import (
     amqp_network,
@@ -183,25 +182,6 @@ def _garbled_names(store: _core.Store, codes: set[str]) -> list[str]:
     return [r.juminhyo_code for r in records if r is not None and "\ufffd" in r.name]
 
 
-async def _unvalidated_publisher(net: Network, origin: str) -> Publisher:
-    """The municipality's system with its checks broken: it signs what it is given."""
-    await net.pub_nodes[origin].stop()
-    net.publishers[origin].close()
-    pair = net.key_pairs[origin]
-    faulty = Publisher(
-        origin,
-        pair.secret,
-        pair.key_id,
-        net.data_dir / "outbox" / origin,
-        policy=net.spec.policy,
-        sync=net.spec.outbox_sync,
-        validate=lambda u: None,
-    )
-    net.publishers[origin] = faulty
-    await net.start_publisher(origin)
-    return faulty
-
-
 async def _garbled_update(d: Drill) -> None:
     net = d.network
     await d.feed(0)
@@ -209,7 +189,8 @@ async def _garbled_update(d: Drill) -> None:
     d.step("everything runs", f"part 1: {len(d.parts[0]):,} updates reach every tier")
     origin = max(net.spec.origins, key=lambda o: sum(1 for o2, _ in d.parts[1] if o2 == o))
     name = next(m.prefix for m in synth.MUNICIPALITIES if m.code == origin)
-    faulty = await _unvalidated_publisher(net, origin)
+    # The municipality's system with its checks broken: it signs what it is given.
+    faulty = await net.replace_publisher(origin, validate=lambda u: None)
     mine = [(o, u) for o, u in d.parts[1] if o == origin]
     # Its first updates after a drained part: they go into one bundle together.
     garbled = {u.juminhyo_code for _, u in mine[:3]}

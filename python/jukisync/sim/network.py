@@ -37,7 +37,7 @@ from jukisync.config import (
 )
 from jukisync.publisher.bundling import BundlePolicy
 from jukisync.publisher.node import PublisherNode
-from jukisync.publisher.origin import Publisher
+from jukisync.publisher.origin import Publisher, Validator
 from jukisync.tier.assembly import assemble_tier
 from jukisync.tier.node import TierNode
 from jukisync.transport.base import Transport
@@ -144,7 +144,7 @@ class Network:
     def registry(self) -> _core.KeyRegistry:
         return _core.KeyRegistry(self.registry_bytes, self.root_public)
 
-    def open_publisher(self, origin: str) -> Publisher:
+    def open_publisher(self, origin: str, *, validate: Validator | None = None) -> Publisher:
         pair = self.key_pairs[origin]
         publisher = Publisher(
             origin,
@@ -153,8 +153,20 @@ class Network:
             self.data_dir / "outbox" / origin,
             policy=self.spec.policy,
             sync=self.spec.outbox_sync,
+            validate=validate,
         )
         self.publishers[origin] = publisher
+        return publisher
+
+    async def replace_publisher(
+        self, origin: str, *, validate: Validator | None = None
+    ) -> Publisher:
+        """The origin's publisher stopped and reopened on its outbox, e.g. with its
+        checks broken (`validate=lambda u: None`: it signs whatever it is given)."""
+        await self.pub_nodes[origin].stop()
+        self.publishers[origin].close()
+        publisher = self.open_publisher(origin, validate=validate)
+        await self.start_publisher(origin)
         return publisher
 
     def tier_config(self, name: str) -> TierConfig:
