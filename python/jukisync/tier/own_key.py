@@ -91,7 +91,9 @@ def rotate_own_key(
         raise KeyRefused(f"signing_key: {key_file} belongs to {pair.owner!r}, not to {centre!r}")
     signer = catchup.signer
     now = clock.now_us()
-    if pair.key_id in (store.centre_key_id(now), store.centre_key_id(2**63)):
+    # In use now, or already taken for later (the key at the end of time is the last
+    # one scheduled): nothing to do.
+    if pair.key_id in (store.centre_key_id(now), store.centre_key_id(2**64 - 1)):
         return None
     entry = _entry(registry_bytes, pair.key_id)
     if entry is None or entry.owner != centre or entry.public_key != pair.public_key:
