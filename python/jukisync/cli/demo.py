@@ -147,12 +147,19 @@ How to read this:
     epilog="""\b
 Examples:
   jukisync demo                                  # 200k updates, well under a minute
-  jukisync demo --scenario centre-loss           # a drill: one centre down for the run
-  jukisync demo --scenario garbled-update --json | jq .checks
-  jukisync demo --scenario national-restore --broker amqp://guest:guest@localhost/
   jukisync demo --residents 100000 --changes 200000
   jukisync demo --json | jq .converged
   jukisync demo --data-dir /tmp/net && jukisync lookup --store /tmp/net/national CODE
+  jukisync demo --scenario centre-loss           # a drill: one centre down for the run
+  jukisync demo --scenario garbled-update --json | jq .checks
+  jukisync demo --scenario national-restore --broker amqp://guest:guest@localhost/
+
+\b
+Exit codes:
+  0    converged (a drill: every expected outcome happened)
+  1    not converged (a drill: an expected outcome did not happen; `checks` says which)
+  2    usage: a bad option, a --data-dir that is not empty
+  7    --broker unreachable
 """,
 )
 @click.option(
@@ -176,14 +183,14 @@ Examples:
     type=click.IntRange(min=1, max=10_000),
     default=200,
     show_default=True,
-    help="Most updates in one bundle.",
+    help="Most updates in one bundle (the demo; a drill bundles 100).",
 )
 @click.option(
     "--linger-ms",
     type=click.FloatRange(min=0),
     default=20.0,
     show_default=True,
-    help="How long a partial bundle may wait for more updates.",
+    help="How long a partial bundle may wait for more updates (the demo).",
 )
 @click.option(
     "--timeout",
@@ -191,7 +198,7 @@ Examples:
     type=click.FloatRange(min=1),
     default=120.0,
     show_default=True,
-    help="Seconds to wait for convergence before judging.",
+    help="Seconds to wait for convergence before judging (a drill: for each of its waits).",
 )
 @click.option(
     "--data-dir",
