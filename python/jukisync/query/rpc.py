@@ -309,7 +309,10 @@ class QueryClient:
         )
         try:
             await self._exchange.publish(message, routing_key=node, mandatory=True)
-            body = await asyncio.wait_for(future, self.timeout_s)
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+            # of the caller that arrives as the answer does.
+            async with asyncio.timeout(self.timeout_s):
+                body = await future
         except aio_pika.exceptions.DeliveryError as exc:
             raise RpcError(f"no query service for node {node!r}: {exc}") from exc
         except aio_pika.exceptions.ChannelClosed as exc:

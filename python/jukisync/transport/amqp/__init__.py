@@ -50,15 +50,19 @@ operators can see who is connected. Messages over `max_message_bytes` are refuse
 with `MessageTooLarge` before they reach the broker.
 
 Modules: `options` (`AmqpOptions`, TLS, login user, backoff), `topology` (names,
-queue and message specs, declaration), `channels` (lost-connection handling),
-`consumer` (deliveries, subscriptions), `connection` (`AmqpTransport`, `AmqpNetwork`).
+queue and message specs, declaration), `channels` (lost connections, refused logins),
+`consumer` (deliveries, subscriptions), `publishing` (confirms and what a failed
+publish means), `connection` (`AmqpTransport`: supervision, declarations, publish and
+consume calls), `network` (`AmqpNetwork`).
 Everything is importable from `jukisync.transport.amqp`.
 """
 
 from __future__ import annotations
 
-from jukisync.transport.amqp.connection import AmqpNetwork, AmqpTransport, access_refused
+from jukisync.transport.amqp.channels import access_refused
+from jukisync.transport.amqp.connection import AmqpTransport
 from jukisync.transport.amqp.consumer import AmqpDelivery, AmqpSubscription
+from jukisync.transport.amqp.network import AmqpNetwork
 from jukisync.transport.amqp.options import (
     DEFAULT_MAX_MESSAGE_BYTES,
     AmqpOptions,
