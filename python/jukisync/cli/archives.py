@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -31,18 +31,26 @@ __all__ = [
     "store_or_outbox",
 ]
 
-root_option = click.option(
-    "--root",
-    "root_path",
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _root_option(*, required: bool, help: str) -> Callable[[_F], _F]:
+    return click.option(
+        "--root",
+        "root_path",
+        required=required,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=help,
+    )
+
+
+root_option = _root_option(
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
     help="The root public key (64 hex digits or a .pub.json): the registry must verify "
     "against it (the archive's own root.pub is not trusted).",
 )
-root_option_optional = click.option(
-    "--root",
-    "root_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+root_option_optional = _root_option(
+    required=False,
     help="Verify the registry in the archive against this root public key (default: "
     "the root.pub saved with the store).",
 )
