@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import msgspec
@@ -527,3 +528,27 @@ def close_connections(pids: Iterable[int]) -> int:
             targets.append(pid)
     closing = [close_connection_async(pid, "jukisync test: connection cut") for pid in targets]
     return sum(p.wait(60) == 0 for p in closing)
+
+
+class Nets:
+    """The networks one test makes (`make_net(**Net options)` in conftest), each torn
+    down with the test: processes killed, broker namespace removed, and, for tests
+    marked `check_stores`, every tier store checked afterwards (also after SIGKILLs)."""
+
+    def __init__(self, root: Path, url: str) -> None:
+        self.root = root
+        self.url = url
+        self.nets: list[Net] = []
+
+    def __call__(self, **options: Any) -> Net:
+        net = Net(self.root, self.url, **options)
+        self.nets.append(net)
+        return net
+
+    def close(self, *, check_stores: bool) -> None:
+        for net in self.nets:
+            net.stop_all()
+            net.remove_topology()
+        if check_stores:
+            for net in self.nets:
+                net.assert_consistent()

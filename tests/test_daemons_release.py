@@ -6,28 +6,21 @@ converges to the centre without the origin publishing again."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from daemonkit import UBE, Net, synthetic_updates, until, write_updates
+from daemonkit import UBE, Net, Nets, synthetic_updates, until, write_updates
 from jukisync.exitcodes import ExitCode
 from jukisync.publisher.origin import Publisher
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.check_stores]
 
 
 @pytest.fixture
-def net(broker_url: str, tmp_path: Path) -> Iterator[Net]:
-    network = Net(tmp_path, broker_url)
-    try:
-        yield network
-    finally:
-        network.stop_all()
-        network.remove_topology()
-    network.assert_consistent()
+def net(make_net: Nets) -> Net:
+    return make_net()
 
 
 def _entries(net: Net, name: str) -> list[dict[str, object]]:
