@@ -20,7 +20,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import aio_pika
@@ -260,12 +259,7 @@ class QueryClient:
         await self._replies.consume(self._on_reply, no_ack=True)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
