@@ -31,6 +31,7 @@ import msgspec
 
 from externaltools import close_connection_async, rabbitmqctl
 from jukisync import _core
+from jukisync.publisher.origin import Publisher
 from jukisync.publisher.outbox import Outbox
 from jukisync.sim import synth
 from jukisync.tier.assembly import national_queue_name
@@ -552,3 +553,20 @@ class Nets:
         if check_stores:
             for net in self.nets:
                 net.assert_consistent()
+
+
+def sign_garbled(net: Net, origin: str, update: Update) -> int:
+    """`origin`'s CS, its validation broken, signs `update` with a garbled name into
+    its outbox: a validly signed bundle that halts `origin` where it is applied (its
+    later bundles wait behind it). Returns the chain's last seq before that bundle."""
+    pair = net.pairs[origin]
+    faulty = Publisher(
+        origin, pair.secret, pair.key_id, net.outbox_dir(origin), validate=lambda u: None
+    )
+    try:
+        before = faulty.head.last_seq
+        faulty.add(msgspec.structs.replace(update, name=update.name + "\ufffd"))
+        faulty.flush()
+    finally:
+        faulty.close()
+    return before

@@ -35,6 +35,7 @@ from daemonkit import (
     assert_matches_reference,
     close_connections,
     free_port,
+    sign_garbled,
     synthetic_updates,
     until,
     write_updates,
@@ -42,7 +43,6 @@ from daemonkit import (
 from externaltools import require_rabbitmqctl
 from jukisync import _core
 from jukisync.publisher.feed import FeedPosition
-from jukisync.publisher.origin import Publisher
 from jukisync.publisher.outbox import Outbox
 from jukisync.trust import keys
 from jukisync.wire.messages import BundleBody, Envelope, Update, encode
@@ -263,12 +263,7 @@ def test_bad_input_is_quarantined_and_a_halt_is_resolved_by_an_operator(
     # 宇部市's CS signs a garbled update (its validation is broken): the next bundle of
     # its chain, validly signed, halts 宇部市 alone at the centre.
     garbled_source = next(u for u in updates[half:] if u.municipality == UBE)
-    pair = net.pairs[UBE]
-    faulty = Publisher(UBE, pair.secret, pair.key_id, net.outbox_dir(UBE), validate=lambda u: None)
-    halted_at = faulty.head.last_seq
-    faulty.add(msgspec.structs.replace(garbled_source, name=garbled_source.name + "\ufffd"))
-    faulty.flush()
-    faulty.close()
+    halted_at = sign_garbled(net, UBE, garbled_source)
     rest = [u for u in updates[half:] if u is not garbled_source]
     net.publish_all(write_updates(tmp_path / "second.jsonl", rest))
     assert until(lambda: UBE in net.store(centre).halted())

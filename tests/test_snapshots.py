@@ -68,13 +68,17 @@ class Centre:
         storedir.write_trust(path, self.ring.signed_registry(), _core.public_key(self.ring.root))
         return store
 
+    def snapshot(self, out: Path) -> tuple[int, str]:
+        """`jukisync snapshot` of this (closed) store to `out`, signed by its key."""
+        return cli(
+            "snapshot", "--store", str(self.path), "--key", str(self.key_file), "--out", str(out)
+        )
+
     def snapshot_and_bootstrap(self) -> tuple[int, str, Path]:
         """`snapshot` the (closed) store, then `bootstrap --json` a new one from it:
         bootstrap's exit code and output, and where the new store was to be."""
         out = self.tmp / "snap.tar"
-        code, output = cli(
-            "snapshot", "--store", str(self.path), "--key", str(self.key_file), "--out", str(out)
-        )
+        code, output = self.snapshot(out)
         assert code == 0, output
         new = self.tmp / "new"
         code, output = cli(
@@ -214,23 +218,8 @@ def test_untrusted_or_tampered_snapshots_are_refused(centre: Centre, tmp_path: P
     del live
     gc.collect()
     out = tmp_path / "snap.tar"
-    assert (
-        cli(
-            "snapshot",
-            "--store",
-            str(centre.path),
-            "--key",
-            str(centre.key_file),
-            "--out",
-            str(out),
-        )[0]
-        == 0
-    )
-    # OUT exists: never overwritten.
-    again = cli(
-        "snapshot", "--store", str(centre.path), "--key", str(centre.key_file), "--out", str(out)
-    )
-    assert again[0] == ExitCode.FAILURE
+    assert centre.snapshot(out)[0] == 0
+    assert centre.snapshot(out)[0] == ExitCode.FAILURE  # OUT exists: never overwritten
     # Another root key: the registry does not verify.
     other_root = tmp_path / "other-root.pub"
     other_root.write_text(_core.public_key(_core.generate_signing_key()).hex())
