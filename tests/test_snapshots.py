@@ -443,3 +443,23 @@ def test_bootstrap_refuses_a_rewritten_audit_trail(centre: Centre) -> None:
     assert code == ExitCode.FAILURE
     assert any("audit" in p for p in json.loads(output.splitlines()[0])["problems"])
     assert not new.exists()
+
+
+@pytest.mark.parametrize("command", ["backup", "restore"])
+@pytest.mark.parametrize("given", [(), ("--store",), ("--outbox",), ("--store", "--outbox")])
+def test_backup_and_restore_take_exactly_one_of_store_and_outbox(
+    command: str, given: tuple[str, ...], tmp_path: Path
+) -> None:
+    archive = tmp_path / "none.tar"  # never reached when the choice is wrong
+    common = (
+        ["--dir", str(tmp_path / "b"), "--key", str(tmp_path / "k.json")]
+        if command == "backup"
+        else ["--backup", str(archive)]
+    )
+    targets = [arg for flag in given for arg in (flag, str(tmp_path / flag.strip("-")))]
+    code, output = cli(command, *common, *targets)
+    if len(given) == 1:
+        # The choice is right: it fails further on, on the missing key or archive.
+        assert code in (ExitCode.CONFIG, ExitCode.NOT_FOUND), output
+    else:
+        assert code == ExitCode.USAGE and "exactly one of --store and --outbox" in output
