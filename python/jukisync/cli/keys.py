@@ -79,27 +79,19 @@ def _write_registry(path: Path, data: bytes) -> None:
         fail("keys", ExitCode.FAILURE, f"cannot write {path}: {exc.strerror or exc}")
 
 
+# --root, --registry and --out of the commands that amend a registry (in --help order).
+_AMEND_OPTIONS = (
+    ("--root", "root_file", True, "Root secret key file."),
+    ("--registry", "registry_file", True, "The current registry file."),
+    ("--out", "out", False, "Where to write the new registry (default: replace --registry)."),
+)
+
+
 def _amend_options(f: Callable[..., None]) -> Callable[..., None]:
-    """--root, --registry and --out of the commands that amend a registry."""
-    f = click.option(
-        "--out",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Where to write the new registry (default: replace --registry).",
-    )(f)
-    f = click.option(
-        "--registry",
-        "registry_file",
-        required=True,
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="The current registry file.",
-    )(f)
-    return click.option(
-        "--root",
-        "root_file",
-        required=True,
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Root secret key file.",
-    )(f)
+    for flag, name, required, text in reversed(_AMEND_OPTIONS):
+        path = click.Path(dir_okay=False, path_type=Path)
+        f = click.option(flag, name, required=required, type=path, help=text)(f)
+    return f
 
 
 def _amend_registry(
