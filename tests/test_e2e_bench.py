@@ -5,6 +5,7 @@ not time things): only that the report has its fields and the stores converged."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -15,12 +16,14 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
+from jukisync.cli import bench as bench_cli
 from jukisync.cli import main
 from jukisync.exitcodes import ExitCode
 from jukisync.sim import synth
 from jukisync.sim.bench import (
     BenchOptions,
     Bundle,
+    Workload,
     bundle_id,
     interleave,
     make_workload,
@@ -28,7 +31,7 @@ from jukisync.sim.bench import (
 )
 from jukisync.tier.assembly import national_queue_name
 from jukisync.transport.amqp import bundle_queue_name
-from jukisync.wire.messages import BundleBody, Envelope
+from jukisync.wire.messages import BundleBody, Envelope, encode
 
 broker = pytest.mark.broker
 
@@ -175,3 +178,43 @@ def test_bench_latency_mode_alone(broker_url: str) -> None:
     assert report["throughput"] is None and report["raw"] is None
     assert report["latency"]["updates"] == 200
     assert [t["name"] for t in report["targets"]] == ["p99 publish → national commit"]
+
+
+def _garbled(workload: Workload, origin: str, index: int) -> Workload:
+    """`workload` with the `index`th throughput bundle of `origin` validly signed by it
+    but garbled (a U+FFFD in a name, the 2013 incident): the tiers halt that origin."""
+    bundle = workload.throughput[origin][index]
+    body = _body(bundle.envelope)
+    garbled = msgspec.structs.replace(body.updates[0], name="萩\ufffd太郎")
+    encoded = encode(msgspec.structs.replace(body, updates=[garbled, *body.updates[1:]]))
+    pair = workload.key_pairs[origin]
+    envelope = encode(Envelope(body=encoded, key_id=pair.key_id, sig=pair.sign(encoded)))
+    workload.throughput[origin][index] = dataclasses.replace(bundle, envelope=envelope)
+    return workload
+
+
+@broker
+def test_bench_fails_fast_naming_the_halted_origin(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refused bundle halts its origin at the centre: national never commits the rest,
+    # so the phase cannot complete. The run must say so at once rather than sit out its
+    # --timeout (the test gives a long one: were it waited out, the message would be a
+    # timeout's, without the origin's halt, and the test fails).
+    halted: list[str] = []
+
+    def workload_with_a_refused_bundle(options: BenchOptions) -> Workload:
+        workload = make_workload(options)
+        halted.append(workload.origins[1])
+        return _garbled(workload, workload.origins[1], 2)
+
+    monkeypatch.setattr(bench_cli, "make_workload", workload_with_a_refused_bundle)
+    args = ["bench", "--broker", broker_url, "--mode", "throughput", "--no-raw", "--repeat", "1"]
+    args += ["--publishers", "3", "--updates", "600", "--bundle-size", "50", "--timeout", "600"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == ExitCode.FAILURE, result.output
+    [origin] = halted
+    message = result.stderr
+    assert f"halted origin {origin}:" in message, message
+    assert "U+FFFD" in message or "name" in message, message
+    assert "not committed at national within" not in message
