@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -150,10 +151,15 @@ async def amqp(broker_url: str, request: pytest.FixtureRequest) -> AsyncIterator
 def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A three-node RabbitMQ cluster started by `scripts/rabbitmq-cluster` for the
     session (tests marked `cluster`) and stopped at its end. When it cannot start, the
-    tests skip with the reason, or fail under JUKISYNC_REQUIRE_BROKER=1 (CI)."""
+    tests skip with the reason, or fail under JUKISYNC_REQUIRE_BROKER=1 (CI).
+
+    With JUKISYNC_TEST_CLUSTER_DIR, the cluster of that directory (started by
+    `scripts/rabbitmq-cluster start DIR`, or started here) is used and left running:
+    iterating on one test then skips the nodes' start-up."""
     from clusterkit import Cluster
 
-    cluster = Cluster(tmp_path_factory.mktemp("rabbitmq-cluster"))
+    kept = os.environ.get("JUKISYNC_TEST_CLUSTER_DIR")
+    cluster = Cluster(Path(kept) if kept else tmp_path_factory.mktemp("rabbitmq-cluster"))
     try:
         cluster.start()
     except (RuntimeError, OSError, subprocess.SubprocessError, AssertionError) as exc:
@@ -165,4 +171,5 @@ def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     try:
         yield cluster
     finally:
-        cluster.stop()
+        if not kept:
+            cluster.stop()
