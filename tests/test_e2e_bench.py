@@ -15,6 +15,7 @@ import aiormq.exceptions
 import msgspec
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from jukisync.cli import bench as bench_cli
 from jukisync.cli import main
@@ -22,6 +23,7 @@ from jukisync.exitcodes import ExitCode
 from jukisync.sim import synth
 from jukisync.sim.bench import (
     BenchOptions,
+    BenchReport,
     Bundle,
     Workload,
     bundle_id,
@@ -218,3 +220,40 @@ def test_bench_fails_fast_naming_the_halted_origin(
     assert f"halted origin {origin}:" in message, message
     assert "U+FFFD" in message or "name" in message, message
     assert "not committed at national within" not in message
+
+
+@broker
+def test_bench_compares_brokers_given_in_turn(broker_url: str) -> None:
+    # The default broker twice stands in for a single node and a cluster (the cluster
+    # run is the README's, measured by hand): both rows, each with its own runs and
+    # figures, the costs beside the first computed from the medians.
+    args = ["bench", "--broker", broker_url, "--broker", broker_url, "--json", "--repeat", "2"]
+    args += ["--publishers", "2", "--updates", "600", "--bundle-size", "100", "--no-raw"]
+    args += ["--rate", "200", "--latency-seconds", "1", "--latency-bundle-size", "5"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == ExitCode.OK, result.output
+    whole = json.loads(result.stdout)
+    assert whole["converged"] is True
+    reports, rows = whole["reports"], whole["comparison"]
+    assert len(reports) == len(rows) == 2
+    for report, row in zip(reports, rows, strict=True):
+        assert report["repeats"] == row["runs"] == 2
+        assert len({run["namespace"] for run in report["runs"]}) == 2  # fresh each run
+        assert (row["nodes"], row["replicas"], row["queue_type"]) == (1, 1, "quorum")
+        assert all(run["quorum_replicas"] == 1 for run in report["runs"])
+        rates = sorted(run["throughput"]["updates_per_s"] for run in report["runs"])
+        p99s = sorted(run["latency"]["latency"]["p99_ms"] for run in report["runs"])
+        assert row["updates_per_s"] == sum(rates) / 2 and row["p99_ms"] == sum(p99s) / 2
+    first, second = rows
+    assert first["throughput_cost"] == first["p99_cost"] == 1.0
+    assert second["throughput_cost"] == round(first["updates_per_s"] / second["updates_per_s"], 2)
+    assert second["p99_cost"] == round(second["p99_ms"] / first["p99_ms"], 2)
+    # The text table: a row per broker, its costs as the JSON has them.
+    console = Console(width=200, record=True)
+    console.print(bench_cli._comparison([BenchReport.from_json(r) for r in reports]))
+    lines = [line for line in console.export_text().splitlines() if "127.0.0.1" in line]
+    assert len(lines) == 2 and lines[0].rstrip().endswith("1.00×      1.00×")
+    assert lines[1].rstrip().endswith(f"{second['p99_cost']:.2f}×"), lines
+    assert CliRunner().invoke(main, [*args[:3], "--broker", "http://x/"]).exit_code == (
+        ExitCode.USAGE
+    )

@@ -71,6 +71,7 @@ class _Bench:
             url=urls[0] if len(urls) == 1 else list(urls),
             namespace=f"jukisync-bench-{secrets.token_hex(4)}.",
             queue_type=options.queue_type,
+            quorum_replicas=options.quorum_replicas,
             prefetch=options.prefetch,
         )
         self.namespace = self.broker.namespace
@@ -421,6 +422,7 @@ async def run_bench(
         broker=",".join(str(URL(u).with_password(None)) for u in options.broker_urls),
         namespace=bench.namespace,
         queue_type=options.queue_type,
+        quorum_replicas=options.quorum_replicas,
         publishers=options.publishers,
         bundle_size=options.bundle_size,
         prepare_s=round(workload.prepare_s, 3),
