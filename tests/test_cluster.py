@@ -44,6 +44,19 @@ def cluster(rabbit_cluster: Cluster) -> Iterator[Cluster]:
     rabbit_cluster.restore()
 
 
+def _net(cluster: Cluster, tmp_path: Path, query: str = "") -> Net:
+    """A centre, national and the publishers on the cluster (`query` added to each
+    node's URL)."""
+    c1, c2, c3 = (url + query for url in cluster.urls)
+    return Net(
+        tmp_path,
+        (c1, c2, c3),
+        node_urls={"centre": (c2, c3, c1), "national": (c3, c1, c2), "publisher": (c3, c1, c2)},
+        broker_extra="quorum_replicas = 3\n",
+        max_updates=2,
+    )
+
+
 def _disrupt(cluster: Cluster, net: Net, how: str) -> None:
     """One broker fault, mid-stream (national has applied something already)."""
     if how == "kill the queues' leader":
@@ -76,17 +89,10 @@ def test_broker_fault_mid_stream(cluster: Cluster, tmp_path: Path, how: str) -> 
     # Where each client connects first: the centre to node 2, national and the
     # publishers to node 3; the queues are declared (so led) from node 1. Killing
     # node 1 loses only leaders; killing node 2 also cuts the centre's connection.
-    c1, c2, c3 = cluster.urls
-    net = Net(
-        tmp_path,
-        cluster.urls,
-        node_urls={"centre": (c2, c3, c1), "national": (c3, c1, c2), "publisher": (c3, c1, c2)},
-        broker_extra="quorum_replicas = 3\n",
-        max_updates=2,
-    )
+    net = _net(cluster, tmp_path)
     [centre] = net.centres
     try:
-        net.declare_centre_queue(centre)
+        net.declare_centre_queue(centre)  # from node 1, so led by it
         net.declare_centre_queue(net.national)
         bundles = net.namespace + bundle_queue_name(centre, PREFECTURES)
         forwards = net.namespace + national_queue_name(net.national)
@@ -150,17 +156,10 @@ def test_minority_partition_mid_stream(cluster: Cluster, tmp_path: Path) -> None
     # as the README tells operators (`Cluster.heal`).
     # National and the publishers connect to node 3 first, so they are the clients
     # that must fail over; the centre (node 2) and the queues' leaders (node 1) stay.
-    c1, c2, c3 = (f"{url}?heartbeat={HEARTBEAT_S}" for url in cluster.urls)
-    net = Net(
-        tmp_path,
-        (c1, c2, c3),
-        node_urls={"centre": (c2, c3, c1), "national": (c3, c1, c2), "publisher": (c3, c1, c2)},
-        broker_extra="quorum_replicas = 3\n",
-        max_updates=2,
-    )
+    net = _net(cluster, tmp_path, f"?heartbeat={HEARTBEAT_S}")
     [centre] = net.centres
     try:
-        net.declare_centre_queue(centre)
+        net.declare_centre_queue(centre)  # from node 1, so led by it
         net.declare_centre_queue(net.national)
         net.start_and_wait(net.national, centre)
         # The publishers stream their input (`--follow -`): the first half before the

@@ -228,13 +228,14 @@ def test_bench_compares_brokers_given_in_turn(broker_url: str) -> None:
     # run is the README's, measured by hand): both rows, each with its own runs and
     # figures, the costs beside the first computed from the medians.
     args = ["bench", "--broker", broker_url, "--broker", broker_url, "--json", "--repeat", "2"]
-    args += ["--publishers", "2", "--updates", "600", "--bundle-size", "100", "--no-raw"]
+    args += ["--publishers", "2", "--updates", "600", "--bundle-size", "100"]
     args += ["--rate", "200", "--latency-seconds", "1", "--latency-bundle-size", "5"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == ExitCode.OK, result.output
     whole = json.loads(result.stdout)
     assert whole["converged"] is True
     reports, rows = whole["reports"], whole["comparison"]
+    raws: list[float] = []
     assert len(reports) == len(rows) == 2
     for report, row in zip(reports, rows, strict=True):
         assert report["repeats"] == row["runs"] == 2
@@ -244,16 +245,20 @@ def test_bench_compares_brokers_given_in_turn(broker_url: str) -> None:
         rates = sorted(run["throughput"]["updates_per_s"] for run in report["runs"])
         p99s = sorted(run["latency"]["latency"]["p99_ms"] for run in report["runs"])
         assert row["updates_per_s"] == sum(rates) / 2 and row["p99_ms"] == sum(p99s) / 2
+        raws.append(sum(run["raw"]["bytes_per_s"] / 1e6 for run in report["runs"]) / 2)
+        assert row["raw_mb_per_s"] == round(raws[-1], 1)
     first, second = rows
-    assert first["throughput_cost"] == first["p99_cost"] == 1.0
+    assert first["throughput_cost"] == first["p99_cost"] == first["raw_cost"] == 1.0
     assert second["throughput_cost"] == round(first["updates_per_s"] / second["updates_per_s"], 2)
     assert second["p99_cost"] == round(second["p99_ms"] / first["p99_ms"], 2)
+    assert second["raw_cost"] == round(raws[0] / raws[1], 2)
     # The text table: a row per broker, its costs as the JSON has them.
     console = Console(width=200, record=True)
     console.print(bench_cli._comparison([BenchReport.from_json(r) for r in reports]))
-    lines = [line for line in console.export_text().splitlines() if "127.0.0.1" in line]
-    assert len(lines) == 2 and lines[0].rstrip().endswith("1.00×      1.00×")
-    assert lines[1].rstrip().endswith(f"{second['p99_cost']:.2f}×"), lines
+    cells = [line.split() for line in console.export_text().splitlines() if "127.0.0.1" in line]
+    assert len(cells) == 2 and cells[0][-3:] == ["1.00×"] * 3, cells
+    costs = [f"{second[c]:.2f}×" for c in ("throughput_cost", "p99_cost", "raw_cost")]
+    assert cells[1][-3:] == costs, cells
     assert CliRunner().invoke(main, [*args[:3], "--broker", "http://x/"]).exit_code == (
         ExitCode.USAGE
     )

@@ -230,20 +230,28 @@ def _render(report: BenchReport, console: Console) -> None:
 
 def _comparison(reports: list[BenchReport]) -> Table:
     """The brokers side by side (medians over their runs) and each one's cost beside
-    the first: its updates/s over theirs, its p99 over theirs (≥ 1: dearer)."""
+    the first (≥ 1: dearer): the first's updates/s ÷ its, its paced p99 ÷ the
+    first's, the first's raw ceiling ÷ its."""
     table = Table(box=box.SIMPLE_HEAD, title="brokers compared (medians; cost beside the first)")
     table.add_column("broker", overflow="fold")
-    for header in ("nodes", "replicas", "updates/s", "paced p99 ms", "throughput cost", "p99 cost"):
+    headers = ("nodes", "replicas", "updates/s", "paced p99 ms", "raw MB/s")
+    for header in (*headers, "throughput cost", "p99 cost", "raw cost"):
         _number_column(table, header)
+
+    def cell(unit: str, value: float | None) -> str:
+        return "-" if value is None else _value(unit, value)
+
     for row in compare(reports):
         table.add_row(
             row.broker,
             str(row.nodes),
             "-" if row.replicas is None else str(row.replicas),
-            "-" if row.updates_per_s is None else _value("updates/s", row.updates_per_s),
-            "-" if row.p99_ms is None else _ms(row.p99_ms),
-            "-" if row.throughput_cost is None else _value("×", row.throughput_cost),
-            "-" if row.p99_cost is None else _value("×", row.p99_cost),
+            cell("updates/s", row.updates_per_s),
+            cell("ms", row.p99_ms),
+            cell("MB/s", row.raw_mb_per_s),
+            cell("×", row.throughput_cost),
+            cell("×", row.p99_cost),
+            cell("×", row.raw_cost),
         )
     return table
 

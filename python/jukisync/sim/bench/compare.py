@@ -15,7 +15,9 @@ from jukisync.sim.bench.report import BenchReport
 @dataclass(frozen=True, slots=True)
 class Compared:
     """One broker's medians over its runs; the costs are beside the baseline's (≥ 1
-    means dearer: baseline updates/s ÷ these, these p99 ÷ baseline p99)."""
+    means dearer: baseline updates/s ÷ these, these p99 ÷ baseline p99, baseline raw
+    MB/s ÷ these). The raw ceiling shows the broker's own cost, which end to end may
+    hide behind the stores' synced commits."""
 
     broker: str  # the addresses, passwords removed
     nodes: int  # addresses given
@@ -24,8 +26,10 @@ class Compared:
     runs: int
     updates_per_s: float | None  # throughput phase
     p99_ms: float | None  # publish → national commit, paced (latency phase)
+    raw_mb_per_s: float | None  # the raw ceiling: the broker alone, no stores
     throughput_cost: float | None
     p99_cost: float | None
+    raw_cost: float | None
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -45,12 +49,13 @@ def compare(reports: list[BenchReport]) -> list[Compared]:
         (
             _median([r.throughput.updates_per_s if r.throughput else None for r in rep.runs]),
             _median([r.latency.latency.p99_ms if r.latency else None for r in rep.runs]),
+            _median([r.raw.bytes_per_s / 1e6 if r.raw else None for r in rep.runs]),
         )
         for rep in reports
     ]
-    base_rate, base_p99 = medians[0]
+    base_rate, base_p99, base_raw = medians[0]
     rows = []
-    for report, (rate, p99) in zip(reports, medians, strict=True):
+    for report, (rate, p99, raw) in zip(reports, medians, strict=True):
         first = report.runs[0]
         rows.append(
             Compared(
@@ -61,8 +66,10 @@ def compare(reports: list[BenchReport]) -> list[Compared]:
                 runs=len(report.runs),
                 updates_per_s=rate,
                 p99_ms=p99,
+                raw_mb_per_s=None if raw is None else round(raw, 1),
                 throughput_cost=_ratio(base_rate, rate),
                 p99_cost=_ratio(p99, base_p99),
+                raw_cost=_ratio(base_raw, raw),
             )
         )
     return rows
