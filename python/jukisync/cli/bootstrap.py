@@ -72,7 +72,10 @@ heads and resends. Bundles released by an operator in the old store are released
 again (they are validly signed; the release is reported); open quarantine entries are
 re-applied (rejected again: the same origins halt, the evidence is kept); the query
 audit trail is carried over and its hash chain verified against the manifest; a
-centre's forward backlog is queued again.
+centre's forward backlog is queued again. A store whose change log was pruned
+(`jukisync retention`) is rebuilt from its archives too (--archive-dir): every
+envelope since seq 1 is re-verified, the archived ones included; a missing archive
+fails the bootstrap, naming it.
 
 \b
 Exit codes:
@@ -101,9 +104,22 @@ Exit codes:
 )
 @root_option
 @signer_option
+@click.option(
+    "--archive-dir",
+    "archive_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the change-log archives of a pruned store are (`jukisync retention`), "
+    "when not at the paths the store recorded; repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
 def command(
-    archive: Path, store_path: Path, root_path: Path, signer_path: Path | None, as_json: bool
+    archive: Path,
+    store_path: Path,
+    root_path: Path,
+    signer_path: Path | None,
+    archive_dirs: tuple[Path, ...],
+    as_json: bool,
 ) -> None:
     """Build a new node's store from a snapshot, re-verifying every signed envelope of
     its change log and the records derived from them."""
@@ -128,7 +144,7 @@ def command(
             target = _core.Store(
                 str(store_path), role="national", registry=registry, require_attestation=False
             )
-            report = snapshots.rebuild(source, target, manifest)
+            report = snapshots.rebuild(source, target, manifest, archive_dirs)
             del source, target
             if not report.problems:
                 storedir.write_trust(store_path, (data / storedir.REGISTRY_FILE).read_bytes(), root)

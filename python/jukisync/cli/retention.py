@@ -1,0 +1,157 @@
+"""`jukisync retention`: checkpoint, archive and prune a tier store's change log by
+hand (`prune`), and show where each origin's retained log begins (`show`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+
+from jukisync import _core, config
+from jukisync.cli.common import data_console, fail, open_store, store_option
+from jukisync.cli.snapshot import key_option, load_key
+from jukisync.exitcodes import ExitCode
+from jukisync.tier import retention
+
+__all__ = ["command"]
+
+_NAME = "retention"
+_DEFAULTS = config.RetentionConfig()
+
+
+@click.group(
+    _NAME,
+    epilog="""\b
+Examples:
+  jukisync retention prune --store data/centre-east --key keys/centre-east-k1.key.json \\
+      --archive-dir /srv/jukisync/archive --keep-bundles 100000 --keep-days 30
+  jukisync retention show --store data/centre-east --json
+
+The daemon does the same on its own with `[retention] archive_dir = ...` in its config.
+""",
+)
+def command() -> None:
+    """Keep a tier store's change log bounded: a signed checkpoint (heads per origin,
+    record count and digest), the oldest entries archived to a file an operator keeps,
+    then pruned from the store. Resends and `reconcile --repair` read pruned ranges
+    from the archive."""
+
+
+@command.command(
+    "prune",
+    epilog="""\b
+Examples:
+  jukisync retention prune --store /var/lib/jukisync/national \\
+      --key keys/national-k1.key.json --archive-dir /srv/jukisync/archive
+  jukisync retention prune --store data/centre-east --key keys/centre-east-k1.key.json \\
+      --archive-dir archive/ --keep-bundles 0 --keep-days 0 --json
+
+The store may be in use by its daemon. Never pruned: each origin's newest entry (its
+chain head) and any entry not yet forwarded to national. The archive
+(ARCHIVE_DIR/<store>-changelog-<time>.tar) is written and fsynced before anything is
+deleted; the deletion is one transaction.
+
+\b
+Exit codes:
+  0    done (also when the policy let nothing go: "archive": null)
+  1    the archive could not be written (nothing was pruned)
+  3    bad key file, or the store's trust files are missing or invalid
+  5    no store at --store
+""",
+)
+@store_option
+@key_option
+@click.option(
+    "--archive-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the archive of the pruned entries is written (created if missing).",
+)
+@click.option(
+    "--keep-bundles",
+    type=click.IntRange(min=0),
+    default=_DEFAULTS.keep_bundles,
+    show_default=True,
+    help="Change-log entries (bundles) of each origin always kept, newest first.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0),
+    default=_DEFAULTS.keep_days,
+    show_default=True,
+    help="Entries created within this many days are kept.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+def prune(
+    store_path: Path,
+    key_path: Path,
+    archive_dir: Path,
+    keep_bundles: int,
+    keep_days: float,
+    as_json: bool,
+) -> None:
+    """Checkpoint the store, archive the change-log entries the policy lets go, and
+    prune them."""
+    key = load_key(f"{_NAME} prune", key_path)
+    store = open_store(f"{_NAME} prune", store_path)
+    policy = retention.Policy(keep_bundles=keep_bundles, keep_days=keep_days)
+    try:
+        report = retention.checkpoint_and_prune(store, store_path, key, archive_dir, policy)
+    except (OSError, _core.JukisyncError) as exc:
+        fail(f"{_NAME} prune", ExitCode.FAILURE, str(exc))
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), ensure_ascii=False))
+        return
+    if report.archive is None:
+        click.echo(f"{store_path}: nothing to prune ({report.entries_before:,} entries kept)")
+        return
+    click.echo(
+        f"{store_path}: {sum(report.pruned.values()):,} change-log entries of "
+        f"{len(report.pruned)} origins archived and pruned "
+        f"({report.entries_before:,} -> {report.entries_after:,})"
+    )
+    click.echo(f"  archive {report.archive}")
+    click.echo(
+        f"  checkpoint: {len(report.checkpoint['heads'])} heads, "
+        f"{report.checkpoint['records']:,} records, digest {report.checkpoint['digest']}"
+    )
+
+
+@command.command(
+    "show",
+    epilog="""\b
+Examples:
+  jukisync retention show --store data/national
+  jukisync retention show --store data/national --json
+
+\b
+Exit codes:
+  0    shown
+  3    the store's trust files are missing or invalid
+  5    no store at --store
+""",
+)
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
+def show(store_path: Path, as_json: bool) -> None:
+    """Where each origin's retained change log begins, and the archive holding the
+    range before it."""
+    store = open_store(f"{_NAME} show", store_path)
+    floors: list[dict[str, str | int]] = [
+        {"origin": o, "first_retained_seq": seq, "archive": archive}
+        for o, seq, _, archive in store.retention_floors()
+    ]
+    entries = store.changelog_entries()
+    if as_json:
+        click.echo(json.dumps({"changelog_entries": entries, "pruned_origins": floors}))
+        return
+    from rich.table import Table
+
+    table = Table("origin", "first retained seq", "earlier seqs are in")
+    for f in floors:
+        table.add_row(str(f["origin"]), f"{f['first_retained_seq']:,}", str(f["archive"]))
+    click.echo(f"{store_path}: {entries:,} change-log entries; {len(floors)} origins pruned")
+    if floors:
+        data_console().print(table)
