@@ -29,9 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jukisync import _core, clock, config, snapshots
+from jukisync.publisher.origin import Publisher, PublisherError
 from jukisync.tier import reconcile, retention
 from jukisync.trust import keys
-from netkit import update
+from netkit import HAGI, update
 from storekit import body_of
 from test_snapshots import JUKISYNC, Centre, cli
 
@@ -331,3 +332,40 @@ async def test_the_daemons_policy_prunes_on_its_interval(centre: Centre) -> None
     finally:
         task.cancel()
     assert len(list((centre.tmp / "a").glob("*.tar"))) == 2
+
+
+def test_outbox_prune_keeps_the_chain_head_and_names_the_archive(tmp_path: Path) -> None:
+    secret = _core.generate_signing_key()
+    pair = keys.KeyPair(HAGI, "352047-k1", secret, _core.public_key(secret), 0)
+    key_file, _ = keys.save(pair, tmp_path / "keys")
+    path = tmp_path / "outbox"
+    publisher = Publisher(HAGI, secret, "352047-k1", path, sync=False)
+    for n in range(1, 21):
+        publisher.add(update(HAGI, n))
+        publisher.flush()
+    everything = [e.envelope for e in publisher.unconfirmed(100)]
+    publisher.confirm(publisher.unconfirmed(15))  # the last five still unconfirmed
+    head = publisher.head
+    publisher.close()
+    code, out = cli(
+        "retention", "outbox", "--outbox", str(path), "--key", str(key_file),
+        "--archive-dir", str(tmp_path / "a"), "--keep-bundles", "2", "--keep-days", "0",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["pruned"] == 15 and report["bundles_after"] == 5  # unconfirmed stay
+    assert report["head"] == {"seq": head.last_seq, "hash": head.hash.hex()}
+    archive = Path(report["archive"])
+    assert retention.archived_bundles(archive, HAGI, 1, 100) == everything[:15]
+    again = Publisher(HAGI, secret, "352047-k1", path, sync=False)
+    try:
+        assert again.head == head
+        with pytest.raises(PublisherError, match=archive.name):
+            again.resend(3)
+        assert [e.envelope for e in again.resend(16)] == everything[15:]
+        again.add(update(HAGI, 99))
+        nxt = again.flush()
+        assert nxt is not None and body_of(nxt.envelope).prev_hash == head.hash
+    finally:
+        again.close()

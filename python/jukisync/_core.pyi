@@ -319,7 +319,7 @@ class Store:
         self, keep_bundles: int, created_before: int
     ) -> list[tuple[str, int, int, int]]:
         """(origin, from_seq, upto, bundles) a policy lets go: all but the newest
-        `keep_bundles` entries created before `created_before` (µs), never the head
+        `keep_bundles` entries created at or before `created_before` (µs), never the head
         entry nor one the forward backlog names."""
 
     def prune_changelog(self, cuts: list[tuple[str, int]], archive: str) -> list[tuple[str, int]]:

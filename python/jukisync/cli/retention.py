@@ -20,6 +20,13 @@ __all__ = ["command"]
 _NAME = "retention"
 _DEFAULTS = config.RetentionConfig()
 
+_archive_dir_option = click.option(
+    "--archive-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the archive of the pruned entries is written (created if missing).",
+)
+
 
 @click.group(
     _NAME,
@@ -63,12 +70,7 @@ Exit codes:
 )
 @store_option
 @key_option
-@click.option(
-    "--archive-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the archive of the pruned entries is written (created if missing).",
-)
+@_archive_dir_option
 @click.option(
     "--keep-bundles",
     type=click.IntRange(min=0),
@@ -117,6 +119,90 @@ def prune(
         f"  checkpoint: {len(report.checkpoint['heads'])} heads, "
         f"{report.checkpoint['records']:,} records, digest {report.checkpoint['digest']}"
     )
+
+
+@command.command(
+    "outbox",
+    epilog="""\b
+Examples:
+  jukisync retention outbox --outbox /var/lib/jukisync/outbox-352039 \\
+      --key keys/352039-k1.key.json --archive-dir /srv/jukisync/archive --keep-days 90
+
+The publisher may be running. Confirmed bundles older than the policy are archived
+(signed by the origin's key, the chain head as checkpoint) and deleted; the chain
+head and the newest bundle stay, unconfirmed bundles are never touched. A centre
+asking for a pruned range is answered with an error naming the archive (and repairs
+from the twin centre's change log).
+
+\b
+Exit codes:
+  0    done (also when nothing was pruned: "archive": null)
+  1    the archive could not be written (nothing was pruned)
+  3    bad key file, or the outbox belongs to another origin than the key's owner
+  5    no outbox at --outbox
+""",
+)
+@click.option(
+    "--outbox",
+    "outbox_path",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The publisher's outbox directory.",
+)
+@key_option
+@_archive_dir_option
+@click.option(
+    "--keep-bundles",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS.keep_bundles,
+    show_default=True,
+    help="Confirmed bundles always kept, newest first.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0),
+    default=_DEFAULTS.keep_days,
+    show_default=True,
+    help="Bundles created within this many days are kept.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+def outbox_command(
+    outbox_path: Path,
+    key_path: Path,
+    archive_dir: Path,
+    keep_bundles: int,
+    keep_days: float,
+    as_json: bool,
+) -> None:
+    """Archive and delete a publisher outbox's confirmed bundles older than the policy."""
+    from jukisync.publisher.outbox import Outbox, OutboxError
+    from jukisync.publisher.retention import prune_outbox
+
+    name = f"{_NAME} outbox"
+    key = load_key(name, key_path)
+    if not (outbox_path / "data.mdb").is_file():
+        fail(name, ExitCode.NOT_FOUND, f"no outbox at {outbox_path} (no data.mdb)")
+    try:
+        outbox = Outbox(outbox_path, key.owner)
+    except OutboxError as exc:
+        fail(name, ExitCode.CONFIG, str(exc))
+    try:
+        policy = retention.Policy(keep_bundles=keep_bundles, keep_days=keep_days)
+        report = prune_outbox(outbox, key, archive_dir, policy)
+    except OSError as exc:
+        fail(name, ExitCode.FAILURE, str(exc))
+    finally:
+        outbox.close()
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), ensure_ascii=False))
+    elif report.archive is None:
+        click.echo(f"{outbox_path}: nothing to prune ({report.bundles_before:,} bundles kept)")
+    else:
+        click.echo(
+            f"{outbox_path}: {report.pruned:,} confirmed bundles archived to "
+            f"{report.archive} and pruned ({report.bundles_before:,} -> "
+            f"{report.bundles_after:,}); chain head seq {report.head['seq']:,} kept"
+        )
 
 
 @command.command(

@@ -37,9 +37,9 @@ import logging
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from jukisync import _core, clock, snapshots
 from jukisync.config import RetentionConfig
@@ -48,19 +48,23 @@ from jukisync.wire.messages import decode_body, decode_envelope
 
 __all__ = [
     "ARCHIVE_KIND",
+    "OUTBOX_ARCHIVE_KIND",
     "BeforeRetention",
     "Policy",
     "PruneReport",
     "archived_bundles",
     "changes",
     "checkpoint_and_prune",
+    "frame",
     "policy_key",
     "run_policy",
+    "seal_segment",
 ]
 
 log = logging.getLogger("jukisync.retention")
 
 ARCHIVE_KIND = "changelog"
+OUTBOX_ARCHIVE_KIND = "outbox-log"  # confirmed bundles pruned from a publisher's outbox
 SEGMENT = "changelog.bin"
 _FRAME = struct.Struct(">HI")  # origin length, envelope length; then origin, envelope
 _PAGE = 1000
@@ -106,9 +110,9 @@ def _checkpoint(store: _core.Store) -> dict[str, Any]:
     return {k: facts[k] for k in ("heads", "records", "digest")} | {"live": True}
 
 
-def _archive_name(store_path: Path, archive_dir: Path) -> Path:
+def _archive_name(source: Path, archive_dir: Path, kind: str) -> Path:
     stamp = clock.now().strftime("%Y%m%dT%H%M%S")
-    base = f"{store_path.resolve().name}-changelog-{stamp}"
+    base = f"{source.resolve().name}-{kind}-{stamp}"
     out, n = archive_dir / f"{base}.tar", 1
     while out.exists():
         n += 1
@@ -116,28 +120,54 @@ def _archive_name(store_path: Path, archive_dir: Path) -> Path:
     return out
 
 
+def frame(f: BinaryIO, origin: str, raw: bytes) -> None:
+    name = origin.encode()
+    f.write(_FRAME.pack(len(name), len(raw)) + name + raw)
+
+
+def seal_segment(
+    source: Path,
+    archive_dir: Path,
+    key: keys.KeyPair,
+    kind: str,
+    write: Callable[[BinaryIO], dict[str, Any]],
+) -> snapshots.Manifest:
+    """An archive of `kind` under `archive_dir`: `write` fills data/changelog.bin
+    (with `frame`) and returns the manifest's facts; signed by `key`, fsynced and
+    linked into place (complete or absent). The manifest's `archive` is its path."""
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    out = _archive_name(source, archive_dir, kind)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=archive_dir))
+    try:
+        (work / snapshots.DATA_DIR).mkdir()
+        with (work / snapshots.DATA_DIR / SEGMENT).open("wb") as f:
+            facts = write(f)
+        manifest = snapshots.seal(work, out, key, kind=kind, source=source, facts=facts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    manifest.raw["archive"] = str(out.resolve())
+    return manifest
+
+
 def _write_segment(
-    store: _core.Store, cuts: list[tuple[str, int, int, int]], path: Path
+    store: _core.Store, cuts: list[tuple[str, int, int, int]], f: BinaryIO
 ) -> dict[str, dict[str, int]]:
     ranges: dict[str, dict[str, int]] = {}
-    with path.open("wb") as f:
-        for origin, from_seq, upto, _ in cuts:
-            written, next_seq = 0, from_seq
-            name = origin.encode()
-            while next_seq <= upto:
-                page = store.changes(origin, next_seq, _PAGE)
-                for raw in page:
-                    last = decode_body(decode_envelope(raw).body).last_seq
-                    if last > upto:
-                        break
-                    f.write(_FRAME.pack(len(name), len(raw)) + name + raw)
-                    written, next_seq = written + 1, last + 1
-                else:
-                    if page:
-                        continue
-                break
-            ranges[origin] = {"from_seq": from_seq, "upto": next_seq - 1, "bundles": written}
-        f.flush()
+    for origin, from_seq, upto, _ in cuts:
+        written, next_seq = 0, from_seq
+        while next_seq <= upto:
+            page = store.changes(origin, next_seq, _PAGE)
+            for raw in page:
+                last = decode_body(decode_envelope(raw).body).last_seq
+                if last > upto:
+                    break
+                frame(f, origin, raw)
+                written, next_seq = written + 1, last + 1
+            else:
+                if page:
+                    continue
+            break
+        ranges[origin] = {"from_seq": from_seq, "upto": next_seq - 1, "bundles": written}
     return ranges
 
 
@@ -154,20 +184,17 @@ def checkpoint_and_prune(
     cuts = store.retention_plan(policy.keep_bundles, max(0, created_before))
     if not cuts:
         return PruneReport(None, _checkpoint(store), {}, {}, before, before)
-    archive_dir.mkdir(parents=True, exist_ok=True)
-    out = _archive_name(store_path, archive_dir)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=archive_dir))
-    try:
-        (work / snapshots.DATA_DIR).mkdir()
-        ranges = _write_segment(store, cuts, work / snapshots.DATA_DIR / SEGMENT)
-        facts = {"checkpoint": _checkpoint(store), "ranges": ranges, "heads": {}}
-        manifest = snapshots.seal(work, out, key, kind=ARCHIVE_KIND, source=store_path, facts=facts)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+    def write(f: BinaryIO) -> dict[str, Any]:
+        ranges = _write_segment(store, cuts, f)
+        return {"checkpoint": _checkpoint(store), "ranges": ranges, "heads": {}}
+
+    manifest = seal_segment(store_path, archive_dir, key, ARCHIVE_KIND, write)
+    out, ranges = Path(manifest.raw["archive"]), manifest.raw["ranges"]
     # Only what the archive holds is deleted (the core may keep more: a forward
     # backlog entry that appeared meanwhile).
     pruned = store.prune_changelog(
-        [(o, r["upto"]) for o, r in ranges.items() if r["bundles"]], str(out.resolve())
+        [(o, r["upto"]) for o, r in ranges.items() if r["bundles"]], str(out)
     )
     report = PruneReport(
         str(out),
@@ -206,7 +233,7 @@ def _frames(data: bytes) -> Iterator[tuple[str, bytes]]:
 @functools.lru_cache(maxsize=4)
 def _load(path: str, _mtime_ns: int) -> dict[str, list[tuple[int, int, bytes]]]:
     with snapshots.extracted(Path(path)) as (manifest, manifest_bytes, signature, data):
-        if manifest.kind != ARCHIVE_KIND:
+        if manifest.kind not in (ARCHIVE_KIND, OUTBOX_ARCHIVE_KIND):
             raise snapshots.ArchiveError(f"{path} is an archive of a {manifest.kind}")
         # The manifest verifies against the key it names (an archive is an operator's
         # file, not a credential); each envelope carries its own origin signature and

@@ -115,7 +115,7 @@ impl Store {
     }
 
     /// Per origin, the oldest change-log entries a policy lets go: all but the newest
-    /// `keep_bundles`, and only those created before `created_before` (µs), stopping
+    /// `keep_bundles`, and only those created at or before `created_before` (µs), stopping
     /// at the head entry and at the first entry the forward backlog still names.
     pub fn retention_plan(&self, keep_bundles: u64, created_before: u64) -> Result<Vec<Cut>> {
         let txn = self.env.read_txn()?;
@@ -138,7 +138,7 @@ impl Store {
                 }
                 let envelope: Envelope = wire::decode(&entry[40..], "envelope")?;
                 let head: BodyHead = wire::decode(&envelope.body, "body")?;
-                if head.created_at >= created_before {
+                if head.created_at > created_before {
                     break;
                 }
                 let c = cut.get_or_insert(Cut {
