@@ -263,17 +263,7 @@ def _resolve(config: NodeConfigFile, base: Path) -> NodeConfigFile:
         archive_dir=path(config.retention.archive_dir),
         signing_key=path(config.retention.signing_key),
     )
-    if isinstance(config, AggregatorConfig):
-        return msgspec.structs.replace(
-            config,
-            broker=broker,
-            trust=trust,
-            query=query,
-            retention=retention,
-            store=str(path(config.store)),
-            signing_key=str(path(config.signing_key)),
-        )
-    return msgspec.structs.replace(
+    resolved = msgspec.structs.replace(
         config,
         broker=broker,
         trust=trust,
@@ -281,6 +271,9 @@ def _resolve(config: NodeConfigFile, base: Path) -> NodeConfigFile:
         retention=retention,
         store=str(path(config.store)),
     )
+    if isinstance(resolved, AggregatorConfig):
+        return msgspec.structs.replace(resolved, signing_key=str(path(resolved.signing_key)))
+    return resolved
 
 
 def load(path: str | Path) -> NodeConfigFile:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from jukisync import _core, snapshots
-from jukisync.cli.common import fail
+from jukisync.cli.common import fail, load_tier_config
 from jukisync.exitcodes import ExitCode
 from jukisync.trust import keys, storedir
 
@@ -229,19 +229,11 @@ def command(
 def _from_peers(config_path: Path, store_path: Path | None, timeout: float, as_json: bool) -> None:
     import asyncio
 
-    from jukisync import config as node_config
     from jukisync import logs
     from jukisync.tier.daemon import StartupError
     from jukisync.tier.peer_bootstrap import bootstrap_from_peers
 
-    try:
-        loaded = node_config.load(config_path)
-    except node_config.ConfigError as exc:
-        fail(_NAME, ExitCode.CONFIG, str(exc))
-    if not isinstance(loaded, node_config.AggregatorConfig | node_config.NationalConfig):
-        fail(_NAME, ExitCode.CONFIG, f"{config_path}: not a centre's or national's config")
-    if store_path is not None and store_path.resolve() != Path(loaded.store).resolve():
-        fail(_NAME, ExitCode.USAGE, f"--store {store_path} is not the config's ({loaded.store})")
+    loaded = load_tier_config(_NAME, config_path, store_path)
     logs.configure("warning" if as_json else "info")  # on stderr: stdout keeps the JSON
     try:
         report = asyncio.run(bootstrap_from_peers(loaded, timeout))

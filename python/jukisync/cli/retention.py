@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +21,7 @@ __all__ = ["command"]
 
 _NAME = "retention"
 _DEFAULTS = config.RetentionConfig()
+F = TypeVar("F", bound=Callable[..., Any])
 
 _archive_dir_option = click.option(
     "--archive-dir",
@@ -26,6 +29,31 @@ _archive_dir_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the archive of the pruned entries is written (created if missing).",
 )
+
+
+def _policy_options(least: int, what: str) -> Callable[[F], F]:
+    """--keep-bundles, --keep-days and --json, as `[retention]` of a config."""
+
+    def add(f: F) -> F:
+        f = click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")(
+            f
+        )
+        f = click.option(
+            "--keep-days",
+            type=click.FloatRange(min=0),
+            default=_DEFAULTS.keep_days,
+            show_default=True,
+            help=f"{what} created within this many days are kept.",
+        )(f)
+        return click.option(
+            "--keep-bundles",
+            type=click.IntRange(min=least),
+            default=_DEFAULTS.keep_bundles,
+            show_default=True,
+            help=f"{what} always kept, newest first.",
+        )(f)
+
+    return add
 
 
 @click.group(
@@ -71,21 +99,7 @@ Exit codes:
 @store_option
 @key_option
 @_archive_dir_option
-@click.option(
-    "--keep-bundles",
-    type=click.IntRange(min=0),
-    default=_DEFAULTS.keep_bundles,
-    show_default=True,
-    help="Change-log entries (bundles) of each origin always kept, newest first.",
-)
-@click.option(
-    "--keep-days",
-    type=click.FloatRange(min=0),
-    default=_DEFAULTS.keep_days,
-    show_default=True,
-    help="Entries created within this many days are kept.",
-)
-@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+@_policy_options(0, "Change-log entries (bundles) of each origin")
 def prune(
     store_path: Path,
     key_path: Path,
@@ -151,21 +165,7 @@ Exit codes:
 )
 @key_option
 @_archive_dir_option
-@click.option(
-    "--keep-bundles",
-    type=click.IntRange(min=1),
-    default=_DEFAULTS.keep_bundles,
-    show_default=True,
-    help="Confirmed bundles always kept, newest first.",
-)
-@click.option(
-    "--keep-days",
-    type=click.FloatRange(min=0),
-    default=_DEFAULTS.keep_days,
-    show_default=True,
-    help="Bundles created within this many days are kept.",
-)
-@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+@_policy_options(1, "Confirmed bundles")
 def outbox_command(
     outbox_path: Path,
     key_path: Path,
