@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jukisync import _core, clock, config, snapshots
+from jukisync import _core, clock, config
+from jukisync.ops import snapshots
 from jukisync.publisher.origin import Publisher, PublisherError
 from jukisync.tier import reconcile, retention
 from jukisync.trust import keys

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import msgspec
 
-from jukisync import snapshots
 from jukisync.config import RetentionConfig, TierConfig
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import snapshots
 from jukisync.tier.daemon import Daemon, StartupError
 
 __all__ = ["PeerBootstrap", "bootstrap_from_peers"]

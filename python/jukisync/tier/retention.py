@@ -41,8 +41,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from jukisync import _core, clock, snapshots
+from jukisync import _core, clock
 from jukisync.config import RetentionConfig
+from jukisync.ops import snapshots
 from jukisync.trust import keys
 from jukisync.wire.messages import decode_body, decode_envelope
 
