@@ -15,6 +15,9 @@ use crate::queries;
 use crate::record::Record;
 use crate::registry::KeyRegistry;
 
+/// (origin, first retained seq, hash of the last pruned bundle, its archive).
+type Floor<'py> = (String, u64, Bound<'py, PyBytes>, String);
+
 #[pyclass(frozen, get_all, module = "jukisync._core")]
 pub(crate) struct ApplyResult {
     status: &'static str,
@@ -317,7 +320,7 @@ impl Store {
         Ok(py.detach(|| self.inner.prune_changelog(&cuts, archive))?)
     }
 
-    fn retention_floors<'py>(&self, py: Python<'py>) -> Res<Vec<(String, u64, Bound<'py, PyBytes>, String)>> {
+    fn retention_floors<'py>(&self, py: Python<'py>) -> Res<Vec<Floor<'py>>> {
         let floors = py.detach(|| self.inner.retention_floors())?;
         Ok(floors.into_iter().map(|f| (f.origin, f.first_kept, PyBytes::new(py, &f.prev_hash), f.archive)).collect())
     }
