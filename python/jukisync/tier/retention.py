@@ -322,4 +322,6 @@ async def run_policy(
             )
         except (OSError, _core.JukisyncError, snapshots.ArchiveError) as exc:
             log.error("retention: checkpoint and prune failed, nothing pruned: %s", exc)
+        except Exception:  # a bug here must not end retention for the daemon's lifetime
+            log.exception("retention: checkpoint and prune failed, nothing pruned")
         await asyncio.sleep(cfg.interval_s)
