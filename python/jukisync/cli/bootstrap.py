@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import click
 
 from jukisync import _core
+from jukisync.cli.archives import (
+    archive_errors,
+    check_archive,
+    check_target,
+    load_trust,
+    remove_failed,
+    signer_option,
+)
 from jukisync.cli.common import fail, load_tier_config
 from jukisync.exitcodes import ExitCode
 from jukisync.ops import snapshots
-from jukisync.trust import keys, storedir
+from jukisync.trust import storedir
 
-__all__ = ["command", "load_trust", "root_option", "root_option_optional", "signer_option"]
+__all__ = ["command"]
 
 _NAME = "bootstrap"
 
@@ -23,35 +30,9 @@ root_option = click.option(
     "--root",
     "root_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The root public key (64 hex digits or a .pub.json): the registry must verify "
-    "against it (the archive's own root.pub is not trusted).",
+    help="With --snapshot (required): the root public key (64 hex digits or a .pub.json); "
+    "the registry must verify against it (the archive's own root.pub is not trusted).",
 )
-root_option_optional = click.option(
-    "--root",
-    "root_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Verify the registry in the archive against this root public key (default: "
-    "the root.pub saved with the store).",
-)
-signer_option = click.option(
-    "--signer",
-    "signer_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Pin the public key (.pub.json) the manifest must be signed with, for a signer "
-    "the registry does not hold (e.g. the national node's own key).",
-)
-
-
-def load_trust(
-    command: str, root_path: Path | None, signer_path: Path | None
-) -> tuple[bytes | None, keys.PublicKey | None]:
-    """The root public key and the pinned signer the operator gave (each optional)."""
-    try:
-        root = storedir.read_root_public(root_path) if root_path is not None else None
-        pinned = keys.load_public(signer_path) if signer_path is not None else None
-    except (storedir.StoreDirError, keys.KeyFileError) as exc:
-        fail(command, ExitCode.CONFIG, str(exc))
-    return root, pinned
 
 
 @click.command(
@@ -73,7 +54,10 @@ heads and resends. Bundles released by an operator in the old store are released
 again (they are validly signed; the release is reported); open quarantine entries are
 re-applied (rejected again: the same origins halt, the evidence is kept); the query
 audit trail is carried over and its hash chain verified against the manifest; a
-centre's forward backlog is queued again.
+centre's forward backlog is queued again. A store whose change log was pruned
+(`jukisync retention`) is rebuilt from its archives too (--archive-dir): every
+envelope since seq 1 is re-verified, the archived ones included; a missing archive
+fails the bootstrap, naming it.
 
 With --peer the store is built over RabbitMQ instead: the node of --config starts
 with an empty store, hears every origin's signed head and asks its peers for the
@@ -82,10 +66,7 @@ re-sent from their change logs; each envelope goes through the same verifying ap
 It stops once healthy (every announced head reached, nothing pending or halted) and
 runs `check`; then start the node with `jukisync run --config`. Run it while no other
 daemon of the same id consumes its queue (e.g. after the old node stopped, or a
-node lost with its store). A store whose change log was pruned
-(`jukisync retention`) is rebuilt from its archives too (--archive-dir): every
-envelope since seq 1 is re-verified, the archived ones included; a missing archive
-fails the bootstrap, naming it.
+node lost with its store).
 
 \b
 Exit codes:
@@ -163,43 +144,31 @@ def command(
         return
     if archive is None or store_path is None or root_path is None:
         fail(_NAME, ExitCode.USAGE, "give --snapshot, --store and --root (or --peer --config)")
-    if not archive.is_file():
-        fail(_NAME, ExitCode.NOT_FOUND, f"{archive}: no such file")
-    if (store_path / "data.mdb").exists():
-        fail(_NAME, ExitCode.USAGE, f"{store_path} already holds a store")
+    check_archive(_NAME, archive)
+    created = check_target(_NAME, store_path, "store")
     root, pinned = load_trust(_NAME, root_path, signer_path)
     assert root is not None  # --root is required here
-    created = not store_path.exists()
-    try:
-        with snapshots.extracted(archive) as (manifest, manifest_bytes, signature, data):
-            if manifest.kind != "store":
-                fail(_NAME, ExitCode.INPUT, f"{archive} is an archive of an {manifest.kind}")
-            registry = snapshots.registry_of(data, root)
-            trusted_by = snapshots.check_signer(
-                manifest, manifest_bytes, signature, registry, pinned
-            )
-            source = _core.Store(str(data), registry=registry, require_attestation=False)
-            # Rebuilt as national: applies without attesting again; the recorded role
-            # becomes the snapshot's once verified.
-            target = _core.Store(
-                str(store_path), role="national", registry=registry, require_attestation=False
-            )
-            report = snapshots.rebuild(source, target, manifest, archive_dirs)
-            del source, target
-            if not report.problems:
-                storedir.write_trust(store_path, (data / storedir.REGISTRY_FILE).read_bytes(), root)
-    except snapshots.TrustError as exc:
-        fail(_NAME, ExitCode.CONFIG, str(exc))
-    except snapshots.ArchiveError as exc:
-        fail(_NAME, ExitCode.INPUT, str(exc))
+    with (
+        archive_errors(_NAME),
+        snapshots.extracted(archive) as (manifest, manifest_bytes, signature, data),
+    ):
+        if manifest.kind != "store":
+            fail(_NAME, ExitCode.INPUT, f"{archive} is an archive of an {manifest.kind}")
+        registry = snapshots.registry_of(data, root)
+        trusted_by = snapshots.check_signer(manifest, manifest_bytes, signature, registry, pinned)
+        source = _core.Store(str(data), registry=registry, require_attestation=False)
+        # Rebuilt as national: applies without attesting again; the recorded role
+        # becomes the snapshot's once verified.
+        target = _core.Store(
+            str(store_path), role="national", registry=registry, require_attestation=False
+        )
+        report = snapshots.rebuild(source, target, manifest, archive_dirs)
+        del source, target
+        if not report.problems:
+            storedir.write_trust(store_path, (data / storedir.REGISTRY_FILE).read_bytes(), root)
     ok = not report.problems
     if not ok:
-        # Nothing half-verified stays behind for a daemon to start on.
-        if created:
-            shutil.rmtree(store_path, ignore_errors=True)
-        else:
-            for name in ("data.mdb", "lock.mdb"):
-                (store_path / name).unlink(missing_ok=True)
+        remove_failed(store_path, created, ("data.mdb", "lock.mdb"))
     result = {
         "store": str(store_path),
         "snapshot": str(archive),
