@@ -15,6 +15,7 @@ __all__ = [
     "LookupResult",
     "MalformedError",
     "OriginDiff",
+    "PrunedError",
     "PurgeResult",
     "QuarantineEntry",
     "QuarantineError",
@@ -46,6 +47,7 @@ class SignatureError(JukisyncError): ...
 class RegistryError(JukisyncError): ...
 class StoreError(JukisyncError): ...
 class QuarantineError(JukisyncError): ...
+class PrunedError(JukisyncError): ...
 
 # --- crypto -------------------------------------------------------------------------
 def generate_signing_key() -> bytes:
@@ -316,8 +318,28 @@ class Store:
 
     def chain_heads(self) -> dict[str, tuple[int, bytes]]: ...
     def changes(self, origin: str, from_seq: int, limit: int = 1000) -> list[bytes]:
-        """Envelopes (as stored) of the bundles of `origin` holding seqs >= from_seq."""
+        """Envelopes (as stored) of the bundles of `origin` holding seqs >= from_seq.
 
+        PrunedError (naming the archive) when from_seq is before the retained log."""
+
+    def retention_plan(
+        self, keep_bundles: int, created_before: int
+    ) -> list[tuple[str, int, int, int]]:
+        """(origin, from_seq, upto, bundles) a policy lets go: all but the newest
+        `keep_bundles` entries created at or before `created_before` (µs), never the head
+        entry nor one the forward backlog names."""
+
+    def prune_changelog(self, cuts: list[tuple[str, int]], archive: str) -> list[tuple[str, int]]:
+        """Delete each origin's change-log entries with last seq <= upto (one write
+        transaction), recording `archive` as where they went; (origin, deleted)."""
+
+    def retention_floors(self) -> list[tuple[str, int, bytes, str]]:
+        """(origin, first retained seq, hash of the last pruned bundle, its archive)."""
+
+    def archive_for(self, origin: str, seq: int) -> str | None:
+        """The archive holding a pruned bundle of `origin` with `seq`, else None."""
+
+    def changelog_entries(self) -> int: ...
     def digest(self, municipality_prefix: str = "") -> str:
         """Hex digest of the active records whose municipality starts with the prefix."""
 

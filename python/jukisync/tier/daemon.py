@@ -36,6 +36,7 @@ from jukisync import _core, clock, lockfile
 from jukisync.config import AggregatorConfig, TierConfig
 from jukisync.exitcodes import ExitCode
 from jukisync.query.rpc import QueryServer
+from jukisync.tier import retention
 from jukisync.tier.assembly import (
     StartupError,
     Trust,
@@ -53,7 +54,7 @@ from jukisync.tier.own_key import KeyRefused, rotate_own_key, signing_key_path
 from jukisync.tier.registry_reload import RegistryHolder
 from jukisync.transport.amqp import AmqpTransport, TopologyError
 from jukisync.transport.base import TransportUnavailable
-from jukisync.trust import storedir
+from jukisync.trust import keys, storedir
 
 __all__ = [
     "Daemon",
@@ -105,6 +106,7 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self.stop_requested = False
         self._reload_pending = False  # a SIGHUP came before the registry holder existed
+        self._retention_key: keys.KeyPair | None = None
 
     def reload_registry(self) -> bool:
         """SIGHUP: read, verify and swap in the registry of `trust.registry`."""
@@ -322,6 +324,11 @@ class Daemon:
 
     async def _run(self, wait: bool) -> ExitCode:
         config = self.config
+        try:
+            node_key = config.signing_key if isinstance(config, AggregatorConfig) else None
+            self._retention_key = retention.policy_key(config.retention, node_key)
+        except keys.KeyFileError as exc:
+            raise StartupError(ExitCode.CONFIG, f"retention: {exc}") from None
         parts = await assemble_tier(config, connection_name=self.connection_name)
         assert isinstance(parts.transport, AmqpTransport)  # none handed in: the broker's
         self.transport, self.queries = parts.transport, parts.queries
@@ -369,6 +376,14 @@ class Daemon:
             # On the node's connection: waits for it if it was lost meanwhile.
             if await _first(self.queries.start(), self._stop.wait()):
                 log.info("%s: answering queries under %s", config.id, config.query.policy)
+        pruning: asyncio.Task[None] | None = None
+        if node.failure is None and self._retention_key is not None:
+            pruning = asyncio.create_task(
+                retention.run_policy(
+                    parts.store, Path(config.store), self._retention_key, config.retention
+                ),
+                name="retention",
+            )
         if node.failure is None:
             self.phase = "running"
             log.info(
@@ -384,6 +399,10 @@ class Daemon:
             assert self._stop is not None
             await _first(self._stop.wait(), node.failed.wait())
         self.phase = "stopping"
+        if pruning is not None:
+            pruning.cancel()  # a prune in hand finishes in its thread (one transaction)
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
         if self.queries is not None:
             await self.queries.close()  # stop answering before the store goes
         if node.failure is not None and not self.stop_requested:

@@ -15,6 +15,9 @@ use crate::queries;
 use crate::record::Record;
 use crate::registry::KeyRegistry;
 
+/// (origin, first retained seq, hash of the last pruned bundle, its archive).
+type Floor<'py> = (String, u64, Bound<'py, PyBytes>, String);
+
 #[pyclass(frozen, get_all, module = "jukisync._core")]
 pub(crate) struct ApplyResult {
     status: &'static str,
@@ -315,6 +318,34 @@ impl Store {
     ) -> Res<Vec<Bound<'py, PyBytes>>> {
         let changes = py.detach(|| self.inner.changes(origin, from_seq, limit))?;
         Ok(changes.iter().map(|c| PyBytes::new(py, c)).collect())
+    }
+
+    /// Per origin, what a retention policy lets go: (origin, from_seq, upto, bundles).
+    fn retention_plan(
+        &self,
+        py: Python<'_>,
+        keep_bundles: u64,
+        created_before: u64,
+    ) -> Res<Vec<(String, u64, u64, u64)>> {
+        let cuts = py.detach(|| self.inner.retention_plan(keep_bundles, created_before))?;
+        Ok(cuts.into_iter().map(|c| (c.origin, c.from_seq, c.upto, c.bundles)).collect())
+    }
+
+    fn prune_changelog(&self, py: Python<'_>, cuts: Vec<(String, u64)>, archive: &str) -> Res<Vec<(String, u64)>> {
+        Ok(py.detach(|| self.inner.prune_changelog(&cuts, archive))?)
+    }
+
+    fn retention_floors<'py>(&self, py: Python<'py>) -> Res<Vec<Floor<'py>>> {
+        let floors = py.detach(|| self.inner.retention_floors())?;
+        Ok(floors.into_iter().map(|f| (f.origin, f.first_kept, PyBytes::new(py, &f.prev_hash), f.archive)).collect())
+    }
+
+    fn archive_for(&self, py: Python<'_>, origin: &str, seq: u64) -> Res<Option<String>> {
+        Ok(py.detach(|| self.inner.archive_for(origin, seq))?)
+    }
+
+    fn changelog_entries(&self, py: Python<'_>) -> Res<u64> {
+        Ok(py.detach(|| self.inner.changelog_entries())?)
     }
 
     #[pyo3(signature = (municipality_prefix=""))]

@@ -417,6 +417,12 @@ impl Store {
                     o.updates = v.body.updates.len();
                     Ok(o)
                 }
+                // Pruned after a checkpoint: below the retained log nothing can be told
+                // apart any more, and nothing below the head can change the store.
+                None if self.floor_in(txn, origin)?.is_some_and(|f| v.head.last_seq < f.first_kept) => {
+                    Ok(Outcome::new(Status::Duplicate, Some(&v.head), Some(v.hash))
+                        .with_reason("below the retention checkpoint (pruned from the change log)"))
+                }
                 _ => fork(
                     self,
                     txn,

@@ -30,11 +30,13 @@ mod quarantine;
 mod reads;
 mod rebuild;
 mod reconcile;
+mod retention;
 mod snapshot;
 
 pub use check::Inconsistency;
 pub use quarantine::Operator;
 pub use reconcile::{CodeDiff, OriginDiff, Reconciliation};
+pub use retention::{Cut, Floor};
 pub use snapshot::DATA_FILE;
 
 pub use crate::query::{Access, Lookup, Search};
@@ -243,6 +245,8 @@ pub(crate) struct Dbs {
     meta: Db,
     /// Additive hash sums of each origin's records by code prefix (merkle.rs).
     merkle: Db,
+    /// Where each origin's pruned change-log ranges went (retention.rs).
+    retention: Db,
     /// The four-item search's name index and its code → keys map (query.rs).
     pub(crate) by_name_text: Db,
     /// Code changes, new code ‖ old code → (): a resident's former 住民票コード, so
@@ -342,6 +346,7 @@ impl Store {
             superseded: create("superseded", none)?,
             meta: create("meta", none)?,
             merkle: create("merkle", none)?,
+            retention: create("retention", none)?,
             by_name_text: create("by_name_text", DatabaseFlags::DUP_SORT)?,
             former_codes: create("former_codes", none)?,
             audit: AuditDbs {

@@ -154,8 +154,11 @@ impl Store {
     }
 
     /// Envelopes of `origin` holding sequence numbers from `from_seq` on, in order.
+    /// A range starting before the retained log (pruned) is refused with
+    /// `CoreError::Pruned` naming the archive, never answered with a silent gap.
     pub fn changes(&self, origin: &str, from_seq: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
         let txn = self.env.read_txn()?;
+        self.check_retained(&txn, origin, from_seq)?;
         let start = seq_key(origin, from_seq);
         let end = seq_key(origin, u64::MAX);
         let mut out = Vec::new();
