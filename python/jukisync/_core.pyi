@@ -452,6 +452,9 @@ class Store:
     def audit_head(self) -> tuple[int, int, bytes]:
         """(first kept id, last id, SHA-256 of the last entry): a checkpoint."""
 
+    def audit_commit_counts(self) -> tuple[int, int]:
+        """(durable commits the audit group commit made, entries they held) since opened."""
+
 # --- query results --------------------------------------------------------------------
 CONFIRM_REASONS: tuple[str, ...]
 """The reasons `ConfirmResult.reason` codes: code n is CONFIRM_REASONS[n - 1]."""

@@ -34,6 +34,7 @@ mod snapshot;
 
 pub use check::Inconsistency;
 pub use quarantine::Operator;
+pub use reads::{Cell, Codes, Column};
 pub use reconcile::{CodeDiff, OriginDiff, Reconciliation};
 pub use snapshot::DATA_FILE;
 
@@ -256,6 +257,8 @@ pub struct Store {
     pub(crate) dbs: Dbs,
     opts: StoreOptions,
     registry: RwLock<Arc<Registry>>,
+    /// Audit entries of concurrent queries waiting to share a durable commit.
+    pub(crate) group: crate::audit_commit::GroupCommit,
 }
 
 fn seq_key(origin: &str, seq: u64) -> Vec<u8> {
@@ -381,7 +384,7 @@ impl Store {
             }
         };
         txn.commit()?;
-        let store = Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)) };
+        let store = Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)), group: Default::default() };
         if migrate {
             let mut txn = store.env.write_txn()?;
             store.migrate_from_1(&mut txn)?;
