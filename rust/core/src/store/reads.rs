@@ -66,18 +66,14 @@ impl Store {
     /// records: it steps to the next record while the wanted one should be a few
     /// records ahead (given how densely the codes fill their range), and seeks (one
     /// B-tree descent) past longer gaps, so a batch asking for a good share of the
-    /// store costs a cursor step a record, not a descent. Any other code, which no
-    /// record has, is looked up last. Codes not held are not visited.
+    /// store costs a cursor step a record, not a descent. Codes not held, and strings
+    /// that are not 11 digits (no record has one), are not visited.
     pub fn visit_many(&self, codes: &Codes, mut each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<()> {
         let txn = self.env.read_txn()?;
-        let mut order: Vec<(u64, u32)> = Vec::with_capacity(codes.len());
-        let mut odd: Vec<usize> = Vec::new();
-        for i in 0..codes.len() {
-            match crate::query::code_number(codes.get(i)) {
-                Some(num) => order.push((num, i as u32)),
-                None => odd.push(i),
-            }
-        }
+        // Only 11-digit codes can be held (`apply` validates every code it stores).
+        let mut order: Vec<(u64, u32)> = (0..codes.len())
+            .filter_map(|i| crate::query::code_number(codes.get(i)).map(|num| (num, i as u32)))
+            .collect();
         order.sort_unstable();
         let records = self.dbs.records;
         // Records a code's number span holds, per unit: how far apart two codes lie.
@@ -121,11 +117,6 @@ impl Store {
                 if key == code {
                     each(i, raw)?;
                 }
-            }
-        }
-        for i in odd {
-            if let Some(raw) = records.get(&txn, codes.get(i))? {
-                each(i, raw)?;
             }
         }
         Ok(())
