@@ -9,11 +9,12 @@ from pathlib import Path
 
 import click
 
-from jukisync import _core, lockfile, snapshots
+from jukisync import _core, lockfile
 from jukisync import config as node_config
-from jukisync.cli.bootstrap import load_trust, root_option
+from jukisync.cli.archives import check_archive, load_trust, root_option
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import snapshots
 from jukisync.publisher.origin import LOCK_FILE
 from jukisync.publisher.outbox import Outbox, OutboxError
 from jukisync.publisher.reseed import ReseedError, reseed
@@ -95,8 +96,7 @@ def command(
         except lockfile.LockHeld as exc:
             fail(_NAME, ExitCode.UNAVAILABLE, str(exc))
         if archive is not None:
-            if not archive.is_file():
-                fail(_NAME, ExitCode.NOT_FOUND, f"{archive}: no such file")
+            check_archive(_NAME, archive)
             try:
                 _, _, _, data = stack.enter_context(snapshots.extracted(archive))
             except snapshots.ArchiveError as exc:
