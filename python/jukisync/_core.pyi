@@ -1,5 +1,6 @@
 # Type stub for the Rust extension `jukisync._core` (rust/py). Checked by mypy.stubtest.
 import os
+from collections.abc import Iterable
 from typing import Literal, TypeAlias, final
 
 __all__ = [
@@ -310,8 +311,14 @@ class Store:
         """Verify and apply a batch in one write transaction, GIL released."""
 
     def get(self, code: str) -> Record | None: ...
-    def get_many(self, codes: list[str]) -> list[Record | None]: ...
-    def get_many_field(self, codes: list[str], field: str) -> list[str | int | None]: ...
+    def get_many(self, codes: Iterable[str]) -> list[Record | None]:
+        """The records of `codes` in their order (None where none), read in key order
+        under one read transaction with the GIL released."""
+
+    def get_many_field(self, codes: Iterable[str], field: str) -> list[str | int | None]:
+        """One field of each record, in the order of `codes` (None where none), read in
+        place without a `Record` per code; repeated values are one shared str."""
+
     def by_number(self, kojin_bango: str) -> Record | None: ...
     def chain_head(self, origin: str) -> tuple[int, bytes] | None:
         """(last applied seq, hash of the last applied body) of an origin."""
@@ -480,6 +487,9 @@ class Store:
 
     def audit_head(self) -> tuple[int, int, bytes]:
         """(first kept id, last id, SHA-256 of the last entry): a checkpoint."""
+
+    def audit_commit_counts(self) -> tuple[int, int]:
+        """(durable commits the audit group commit made, entries they held) since opened."""
 
 # --- query results --------------------------------------------------------------------
 CONFIRM_REASONS: tuple[str, ...]

@@ -634,27 +634,28 @@ fn record_view_reads_the_stored_bytes_in_place() {
 
 #[test]
 fn get_many_field_answers_in_the_callers_order_what_get_answers() {
-    use crate::record::{OwnedField, FIELD_NAMES};
+    use crate::record::FIELD_NAMES;
+    use crate::store::{Cell, Codes};
     let dir = tempfile::tempdir().unwrap();
     let mut net = Net::new();
     let store = net.store(dir.path(), Role::Aggregator);
     apply1(&store, &net.bundle(A, people(3, A, "birth")));
-    // Unsorted, a duplicate and an unknown code.
-    let codes: Vec<String> =
-        ["00000010002", "00000000000", "00000010001", "00000010002"].iter().map(|c| c.to_string()).collect();
+    // Unsorted, a duplicate, an unknown code and codes that are not 11 digits.
+    let codes = ["00000010002", "00000000000", "00000010001", "00000010002", "x", "", "000000100011"];
+    let packed = Codes::from_strs(&codes);
     for name in FIELD_NAMES {
-        let got = store.get_many_field(&codes, name).unwrap();
-        let want: Vec<Option<OwnedField>> = codes
-            .iter()
-            .map(|c| store.get_many_raw(std::slice::from_ref(c)).unwrap().pop().flatten())
-            .map(|raw| raw.map(|r| crate::record::field(&r, name).unwrap().into()))
-            .collect();
-        assert_eq!(got, want, "{name}");
-        assert!(got[1].is_none() && got[0].is_some(), "{name}");
+        let got = store.get_many_field(&packed, name).unwrap();
+        for (i, c) in codes.iter().enumerate() {
+            let raw = store.get_many_raw(&[c.to_string()]).unwrap().pop().flatten();
+            let want = raw.as_ref().map(|r| crate::record::field(r, name).unwrap());
+            assert_eq!(got.value(i), want, "{name} of {c}");
+        }
+        assert!(got.cells[1] == Cell::Missing && got.cells[0] != Cell::Missing, "{name}");
+        assert!(got.cells[4..].iter().all(|c| *c == Cell::Missing), "{name}");
     }
-    let names = store.get_many_field(&codes, "juminhyo_code").unwrap();
-    assert_eq!(names[2], Some(OwnedField::Str("00000010001".to_string())));
-    assert!(store.get_many_field(&codes, "no_such_field").is_err());
+    let names = store.get_many_field(&packed, "juminhyo_code").unwrap();
+    assert_eq!(names.value(2), Some(crate::record::FieldValue::Str("00000010001")));
+    assert!(store.get_many_field(&packed, "no_such_field").is_err());
 }
 
 #[test]

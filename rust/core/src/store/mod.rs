@@ -35,6 +35,7 @@ mod snapshot;
 
 pub use check::Inconsistency;
 pub use quarantine::Operator;
+pub use reads::{Cell, Codes, Column};
 pub use reconcile::{CodeDiff, OriginDiff, Reconciliation};
 pub use retention::{Cut, Floor};
 pub use snapshot::DATA_FILE;
@@ -263,6 +264,8 @@ pub struct Store {
     // The centre's signing identity, out of `opts` so that a reload can rotate the key
     // without reopening the environment (LMDB: once per process).
     centre: RwLock<CentreKeys>,
+    /// Audit entries of concurrent queries waiting to share a durable commit.
+    pub(crate) group: crate::audit_commit::GroupCommit,
 }
 
 /// The key a centre attests with, and the one that takes over at its `not_before`: a
@@ -409,7 +412,8 @@ impl Store {
         txn.commit()?;
         let mut opts = opts;
         let centre = RwLock::new(CentreKeys { current: opts.centre.take().map(Arc::new), next: None });
-        let store = Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)), centre };
+        let store =
+            Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)), centre, group: Default::default() };
         if migrate {
             let mut txn = store.env.write_txn()?;
             store.migrate_from_1(&mut txn)?;
