@@ -50,7 +50,8 @@ _PAIRS = [
     ("batch confirmation vs lmdb get + msgspec loop", "confirm", "lmdb_confirm_loop", None),
     ("end to end vs raw aio-pika, bytes/s over 2 hops", "e2e_bytes", "raw_bytes", 0.5),
     ("reconcile equal stores vs a digest of both", "reconcile_equal", "digest_both", None),
-    ("bulk load (append) vs puts of the same sorted records", "bulk_load", "bulk_load_put", None),
+    ("load a snapshot (append) vs puts of the same data", "bulk_load", "bulk_load_put", None),
+    ("load a sorted stream (append) vs puts of it", "stream_load", "stream_load_put", None),
     ("apply: 1,741 origins vs one origin", "origins_apply", "one_origin_apply", None),
 ]
 

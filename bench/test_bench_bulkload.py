@@ -1,13 +1,18 @@
-"""Bulk loading an empty store (issue 14): the filled store's records, read in code
-order, loaded into a new store with LMDB's append mode, then its indexes and Merkle
-sums built from them (`Store.load_records_from`); beside the same load with ordinary
-puts of the same sorted records, in the same run. And what the filled store costs on
-disk per record.
+"""Bulk loading an empty store (issue 14), each beside the same load with ordinary
+puts of the same sorted data in the same run:
+
+- a snapshot: the filled store's records, indexes and Merkle sums, read in key order
+  and appended into a new store (`Store.load_records_from`);
+- a sorted stream: (code, record bytes) pairs from Python in code order, appended,
+  then the indexes and Merkle sums derived from them (`Store.load_sorted`).
+
+And what the filled store costs on disk per record.
 
     .venv/bin/python -m pytest bench/test_bench_bulkload.py
 
-Figures: `bulk_load` and `bulk_load_put` records/s (records, 3 indexes, Merkle sums,
-one durable commit), `store_bytes` bytes per record of the filled store's data file.
+Figures: `bulk_load`, `bulk_load_put`, `stream_load`, `stream_load_put` records/s
+(one durable commit each), `store_bytes` bytes per record of the filled store's data
+file (with its change log), `loaded_bytes` of the loaded one (records and indexes).
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Any
 import pytest
 
 from benchfixtures import report, report_rate
-from benchkit import KeyRing
+from benchkit import KeyRing, stored_record_bytes
 from jukisync import Store
+from jukisync.sim import synth
 
 _SEQUENCE = itertools.count()
 
@@ -55,6 +61,40 @@ def test_bulk_load(
         # append-written store.
         size = (path / "data.mdb").stat().st_size
         report("loaded_bytes", size / records, "bytes/record (records + indexes)")
+
+
+@pytest.fixture(scope="module")
+def sorted_stream(filled_store: Store, population: synth.Population) -> list[tuple[str, bytes]]:
+    """Every record of the filled store as (code, stored bytes), in code order."""
+    codes = sorted(r.juminhyo_code for r in population.residents)
+    out = []
+    for chunk in range(0, len(codes), 100_000):
+        part = codes[chunk : chunk + 100_000]
+        records = filled_store.get_many(part)
+        out += [(c, stored_record_bytes(r)) for c, r in zip(part, records, strict=True) if r]
+    return out
+
+
+@pytest.mark.parametrize("append", [True, False], ids=["append", "put"])
+def test_stream_load(
+    benchmark: Any,
+    workdir: Path,
+    filled_store: Store,
+    ring: KeyRing,
+    sorted_stream: list[tuple[str, bytes]],
+    append: bool,
+) -> None:
+    path = workdir / f"bulk-{next(_SEQUENCE)}"
+
+    def setup() -> tuple[tuple[Store], dict[str, Any]]:
+        return (_empty_store(path, ring),), {}
+
+    def load(target: Store) -> int:
+        return target.load_sorted(sorted_stream, append=append)
+
+    assert benchmark.pedantic(load, setup=setup, rounds=1, iterations=1) == len(sorted_stream)
+    name = "stream_load" if append else "stream_load_put"
+    report_rate(benchmark, name, len(sorted_stream), "records/s", per="total")
 
 
 def test_store_bytes_per_record(workdir: Path, filled_store: Store) -> None:

@@ -201,9 +201,9 @@ impl Store {
         Ok(py.detach(|| self.inner.copy_audit_from(&source.inner))?)
     }
 
-    /// Bulk load `source`'s records (in code order) into this empty store with LMDB's
-    /// append mode (`append=False`: ordinary puts), then build its indexes and Merkle
-    /// sums from them; the records loaded.
+    /// Load a snapshot: `source`'s records, indexes and Merkle sums, in key order, into
+    /// this empty store with LMDB's append mode (`append=False`: ordinary puts); the
+    /// records loaded. Copied as a restore copies the file: `check` compares them.
     #[pyo3(signature = (source, append=true))]
     fn load_records_from(&self, py: Python<'_>, source: PyRef<'_, Store>, append: bool) -> Res<u64> {
         let source: &Store = &source;
@@ -211,7 +211,8 @@ impl Store {
     }
 
     /// Bulk load `(code, stored record bytes)` pairs, in strictly ascending code order,
-    /// into this empty store (as `load_records_from`); the records loaded.
+    /// into this empty store with append mode, then build its indexes and Merkle sums
+    /// from them; the records loaded.
     #[pyo3(signature = (records, append=true))]
     fn load_sorted(&self, py: Python<'_>, records: Vec<(String, Vec<u8>)>, append: bool) -> Res<u64> {
         Ok(py.detach(|| {

@@ -1,8 +1,8 @@
-//! Bulk loading an empty store from records in code order (a snapshot's records, or a
+//! Bulk loading an empty store from records in code order (a snapshot's store, or a
 //! sorted export of a register): LMDB's append mode writes each page once, full, in
 //! order, instead of searching the tree and splitting half-full pages for every record.
-//! The indexes and Merkle sums are then derived from the loaded records, each index
-//! sorted and appended the same way.
+//! From a sorted stream the indexes and Merkle sums are derived from the loaded records
+//! (sorted and appended the same way); from a store they are copied with its records.
 
 use heed::{PutFlags, RwTxn};
 
@@ -12,15 +12,6 @@ use crate::error::{CoreError, Result};
 use crate::query;
 use crate::record::Record;
 use crate::wire;
-
-/// Which derived database an index pass builds (one pass per index bounds the memory
-/// of the sorted entries to one index's at a time).
-#[derive(Clone, Copy)]
-enum Index {
-    Number,
-    Name,
-    Text,
-}
 
 impl Store {
     /// Load records, given in strictly ascending code order, into this store, which
@@ -39,21 +30,49 @@ impl Store {
         Ok(loaded)
     }
 
-    /// `load_sorted` from another store's records (a snapshot's, read in one read
-    /// transaction, so in code order and consistent while that store keeps writing).
+    /// Load a snapshot: `source`'s records and the databases derived from them (the
+    /// three indexes and the Merkle sums), each read in key order in one read
+    /// transaction (consistent while that store keeps writing) and appended. The
+    /// derived databases are copied, not rebuilt, as a restore copies the whole file:
+    /// `check` compares them with the records. `append` false: ordinary puts.
     pub fn load_records_from(&self, source: &Store, append: bool) -> Result<u64> {
         let from = source.env.read_txn()?;
-        let records = source.dbs.records.iter(&from)?.map(|item| item.map_err(CoreError::from));
-        self.load_sorted(records, append)
+        let mut txn = self.env.write_txn()?;
+        self.require_empty(&txn)?;
+        let flags = if append { PutFlags::APPEND } else { PutFlags::empty() };
+        for item in source.dbs.records.iter(&from)? {
+            let (code, raw) = item?;
+            self.dbs.records.put_with_flags(&mut txn, flags, code, raw)?;
+        }
+        for (src, dst) in [
+            (source.dbs.by_number, self.dbs.by_number),
+            (source.dbs.by_name, self.dbs.by_name),
+            (source.dbs.by_name_text, self.dbs.by_name_text),
+            (source.dbs.merkle, self.dbs.merkle),
+        ] {
+            // LMDB iterates a DUP_SORT database pair by pair, in (key, value) order.
+            let pairs = src.iter(&from)?.map(|item| item.map_err(CoreError::from));
+            append_pairs(&mut txn, dst, pairs, append)?;
+        }
+        let loaded = self.dbs.records.len(&txn)?;
+        txn.commit()?;
+        Ok(loaded)
+    }
+
+    fn require_empty(&self, txn: &RwTxn) -> Result<()> {
+        for db in [self.dbs.records, self.dbs.by_number, self.dbs.by_name, self.dbs.by_name_text, self.dbs.merkle] {
+            if !db.is_empty(txn)? {
+                return Err(CoreError::Store("bulk load needs an empty store: this one holds records".into()));
+            }
+        }
+        Ok(())
     }
 
     fn load_into<'r, I>(&self, txn: &mut RwTxn, records: I, append: bool) -> Result<()>
     where
         I: IntoIterator<Item = Result<(&'r [u8], &'r [u8])>>,
     {
-        if !self.dbs.records.is_empty(txn)? {
-            return Err(CoreError::Store("bulk load needs an empty store: this one holds records".into()));
-        }
+        self.require_empty(txn)?;
         let flags = if append { PutFlags::APPEND } else { PutFlags::empty() };
         let mut previous: Option<&[u8]> = None;
         for item in records {
@@ -72,31 +91,15 @@ impl Store {
     }
 
     /// Build every index and the Merkle sums from the records, into empty derived
-    /// databases: sorted entries, appended when `append` (the indexes are DUP_SORT:
-    /// a key's first code is appended to the tree, its further codes to the key).
+    /// databases, in one pass over the records (each decoded once): sorted entries,
+    /// appended when `append` (the indexes are DUP_SORT: a key's first code is
+    /// appended to the tree, its further codes to the key).
     pub(super) fn build_derived(&self, txn: &mut RwTxn, append: bool) -> Result<()> {
         let mut merkle = Delta::default();
+        let mut entries: [Vec<(Vec<u8>, Vec<u8>)>; 3] = Default::default(); // number, name, text
         for item in self.dbs.records.iter(txn)? {
             let (code, raw) = item?;
             merkle.record(code, raw, true)?;
-        }
-        merkle.write(self, txn)?;
-        for (index, db) in
-            [(Index::Number, self.dbs.by_number), (Index::Name, self.dbs.by_name), (Index::Text, self.dbs.by_name_text)]
-        {
-            let mut entries = self.index_entries(txn, index)?;
-            entries.sort_unstable();
-            entries.dedup();
-            append_pairs(txn, db, &entries, append)?;
-        }
-        Ok(())
-    }
-
-    /// (key, code) of every indexed record in one index.
-    fn index_entries(&self, txn: &RwTxn, index: Index) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut entries = Vec::new();
-        for item in self.dbs.records.iter(txn)? {
-            let (code, raw) = item?;
             let r: Record = wire::decode(raw, "record")?;
             if r.juminhyo_code.as_bytes() != code {
                 return Err(CoreError::Store(format!(
@@ -105,30 +108,45 @@ impl Store {
                     r.juminhyo_code
                 )));
             }
-            if !r.is_indexed() {
-                continue;
-            }
-            match index {
-                Index::Number => entries.push((r.kojin_bango.into_bytes(), code.to_vec())),
-                Index::Name => entries.push((name_key(&r), code.to_vec())),
-                Index::Text => entries.extend(query::name_keys(&r).into_iter().map(|k| (k, code.to_vec()))),
+            if r.is_indexed() {
+                entries[1].push((name_key(&r), code.to_vec()));
+                entries[2].extend(query::name_keys(&r).into_iter().map(|k| (k, code.to_vec())));
+                entries[0].push((r.kojin_bango.into_bytes(), code.to_vec()));
             }
         }
-        Ok(entries)
+        merkle.write(self, txn)?;
+        for (mut pairs, db) in entries.into_iter().zip([self.dbs.by_number, self.dbs.by_name, self.dbs.by_name_text]) {
+            pairs.sort_unstable();
+            pairs.dedup();
+            let pairs = pairs.iter().map(|(k, c)| Ok((k.as_slice(), c.as_slice())));
+            append_pairs(txn, db, pairs, append)?;
+        }
+        Ok(())
     }
 }
 
-/// Write sorted, distinct (key, code) pairs into an empty DUP_SORT database.
-fn append_pairs(txn: &mut RwTxn, db: Db, pairs: &[(Vec<u8>, Vec<u8>)], append: bool) -> Result<()> {
-    let mut last_key: Option<&[u8]> = None;
-    for (key, code) in pairs {
-        let flags = match (append, last_key == Some(key.as_slice())) {
+/// Write sorted, distinct (key, value) pairs into an empty database (DUP_SORT or not).
+fn append_pairs<'p>(
+    txn: &mut RwTxn,
+    db: Db,
+    pairs: impl IntoIterator<Item = Result<(&'p [u8], &'p [u8])>>,
+    append: bool,
+) -> Result<()> {
+    let mut last_key: Vec<u8> = Vec::new();
+    let mut first = true;
+    for item in pairs {
+        let (key, value) = item?;
+        let flags = match (append, !first && last_key == key) {
             (false, _) => PutFlags::empty(),
             (true, false) => PutFlags::APPEND,
             (true, true) => PutFlags::APPEND_DUP,
         };
-        db.put_with_flags(txn, flags, key, code)?;
-        last_key = Some(key);
+        db.put_with_flags(txn, flags, key, value)?;
+        if last_key != key {
+            last_key.clear();
+            last_key.extend_from_slice(key);
+        }
+        first = false;
     }
     Ok(())
 }
