@@ -153,29 +153,8 @@ fn append_pairs<'p>(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::crypto;
-    use crate::registry::{sign_registry, Registry, RegistryBody};
-    use crate::store::{Role, StoreOptions};
-
-    fn open(path: &Path) -> Store {
-        let root = [9u8; 32];
-        let signed = sign_registry(&RegistryBody { version: 1, issued_at: 0, entries: vec![] }, &root).expect("sign");
-        let registry = Registry::load(&signed, &crypto::public_key(&root).expect("public")).expect("load");
-        let opts = StoreOptions {
-            role: Role::National,
-            centre: None,
-            map_size: 1 << 26,
-            max_bundle_bytes: 1 << 20,
-            pending_limit: 10,
-            require_attestation: false,
-            max_skew_us: crate::validate::DEFAULT_SKEW_US,
-            prefectures: None,
-        };
-        Store::open(path, registry, opts).expect("open")
-    }
+    use crate::store::snapshot::tests::open;
 
     /// Records with shared numbers and names (so DUP_SORT keys hold several codes), a
     /// removed one (not indexed) and aliases (two text keys).
