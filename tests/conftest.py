@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,6 +31,7 @@ from jukisync.transport.amqp import AmqpOptions, AmqpTransport, remove_topology
 
 if TYPE_CHECKING:
     from clusterkit import Cluster
+    from daemonkit import Nets
 
 AMQP_URL_ENV = "JUKISYNC_AMQP_URL"
 REQUIRE_BROKER_ENV = "JUKISYNC_REQUIRE_BROKER"
@@ -146,14 +148,31 @@ async def amqp(broker_url: str, request: pytest.FixtureRequest) -> AsyncIterator
         await kit.close()
 
 
+@pytest.fixture
+def make_net(broker_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Nets]:
+    """`make_net(**options)`: a `daemonkit.Net` (keys, configs, daemons) in its own
+    broker namespace, killed and removed after the test; a test (or module) marked
+    `check_stores` also has every tier store checked then."""
+    from daemonkit import Nets
+
+    nets = Nets(tmp_path, broker_url)
+    yield nets
+    nets.close(check_stores=request.node.get_closest_marker("check_stores") is not None)
+
+
 @pytest.fixture(scope="session")
 def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A three-node RabbitMQ cluster started by `scripts/rabbitmq-cluster` for the
     session (tests marked `cluster`) and stopped at its end. When it cannot start, the
-    tests skip with the reason, or fail under JUKISYNC_REQUIRE_BROKER=1 (CI)."""
+    tests skip with the reason, or fail under JUKISYNC_REQUIRE_BROKER=1 (CI).
+
+    With JUKISYNC_TEST_CLUSTER_DIR, the cluster of that directory (started by
+    `scripts/rabbitmq-cluster start DIR`, or started here) is used and left running:
+    iterating on one test then skips the nodes' start-up."""
     from clusterkit import Cluster
 
-    cluster = Cluster(tmp_path_factory.mktemp("rabbitmq-cluster"))
+    kept = os.environ.get("JUKISYNC_TEST_CLUSTER_DIR")
+    cluster = Cluster(Path(kept) if kept else tmp_path_factory.mktemp("rabbitmq-cluster"))
     try:
         cluster.start()
     except (RuntimeError, OSError, subprocess.SubprocessError, AssertionError) as exc:
@@ -165,4 +184,5 @@ def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     try:
         yield cluster
     finally:
-        cluster.stop()
+        if not kept:
+            cluster.stop()
