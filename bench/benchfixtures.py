@@ -56,6 +56,9 @@ _PAIRS = [
     ),
     ("end to end vs raw aio-pika, bytes/s over 2 hops", "e2e_bytes", "raw_bytes", 0.5),
     ("reconcile equal stores vs a digest of both", "reconcile_equal", "digest_both", None),
+    ("load a snapshot (append) vs puts of the same data", "bulk_load", "bulk_load_put", None),
+    ("load a sorted stream (append) vs puts of it", "stream_load", "stream_load_put", None),
+    ("apply: 1,741 origins vs one origin", "origins_apply", "one_origin_apply", None),
 ]
 
 

@@ -296,6 +296,16 @@ class Store:
         """A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`
         (refused if that exists); its size in bytes."""
 
+    def load_records_from(self, source: Store, append: bool = True) -> int:
+        """Load a snapshot: `source`'s records, indexes and Merkle sums, in key order,
+        into this empty store with LMDB's append mode (`append=False`: ordinary puts);
+        the records loaded. Copied as a restore copies the file: `check` compares them."""
+
+    def load_sorted(self, records: list[tuple[str, bytes]], append: bool = True) -> int:
+        """Bulk load `(code, stored record bytes)` pairs in strictly ascending code
+        order into this empty store with append mode, then build its indexes and Merkle
+        sums from them; the records loaded."""
+
     def copy_audit_from(self, source: Store) -> int:
         """Carry `source`'s query audit trail into this store (whose trail is empty),
         in append mode; the entries copied. Verify with `audit_verify` after."""

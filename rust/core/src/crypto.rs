@@ -10,6 +10,15 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// SHA-256 of the concatenation of `parts`, without copying them into one buffer.
+pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
 pub fn generate_secret() -> [u8; 32] {
     SigningKey::generate(&mut OsRng).to_bytes()
 }

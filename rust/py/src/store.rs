@@ -216,6 +216,25 @@ impl Store {
         Ok(py.detach(|| self.inner.copy_audit_from(&source.inner))?)
     }
 
+    /// Load a snapshot: `source`'s records, indexes and Merkle sums, in key order, into
+    /// this empty store with LMDB's append mode (`append=False`: ordinary puts); the
+    /// records loaded. Copied as a restore copies the file: `check` compares them.
+    #[pyo3(signature = (source, append=true))]
+    fn load_records_from(&self, py: Python<'_>, source: PyRef<'_, Store>, append: bool) -> Res<u64> {
+        let source: &Store = &source;
+        Ok(py.detach(|| self.inner.load_records_from(&source.inner, append))?)
+    }
+
+    /// Bulk load `(code, stored record bytes)` pairs, in strictly ascending code order,
+    /// into this empty store with append mode, then build its indexes and Merkle sums
+    /// from them; the records loaded.
+    #[pyo3(signature = (records, append=true))]
+    fn load_sorted(&self, py: Python<'_>, records: Vec<(String, Vec<u8>)>, append: bool) -> Res<u64> {
+        Ok(py.detach(|| {
+            self.inner.load_sorted(records.iter().map(|(code, raw)| Ok((code.as_bytes(), raw.as_slice()))), append)
+        })?)
+    }
+
     /// Queue `source`'s forward backlog here (entries of this store's change log);
     /// the number queued.
     fn copy_forward_backlog_from(&self, py: Python<'_>, source: PyRef<'_, Store>) -> Res<u64> {

@@ -600,9 +600,13 @@ impl Store {
     /// record changes only for a higher version. Since the outcome per code is the
     /// highest version whatever the order, records are written in code order (B-tree
     /// locality), once per code, and index entries change only where their keys do.
-    pub(super) fn write_records(&self, txn: &mut RwTxn, mut candidates: Vec<Record>) -> Result<()> {
-        candidates
+    pub(super) fn write_records(&self, txn: &mut RwTxn, candidates: Vec<Record>) -> Result<()> {
+        // Sorted by reference: moving the records themselves (~330 bytes each) was a
+        // visible share of the profile.
+        let mut sorted: Vec<&Record> = candidates.iter().collect();
+        sorted
             .sort_unstable_by(|a, b| a.juminhyo_code.cmp(&b.juminhyo_code).then_with(|| a.version().cmp(&b.version())));
+        let candidates = sorted;
         let mut number_deletes: Vec<(String, String)> = Vec::new();
         let mut number_puts: Vec<(String, String)> = Vec::new();
         let mut name_deletes: Vec<(Vec<u8>, String)> = Vec::new();
@@ -622,7 +626,7 @@ impl Store {
             // Fold the candidates, in version order, over the stored record under the
             // conflict rule (`Record::supersedes`).
             let mut winner: Option<&Record> = existing.as_ref();
-            for candidate in &candidates[i..=last] {
+            for &candidate in &candidates[i..=last] {
                 if winner.is_none_or(|w| candidate.supersedes(w)) {
                     winner = Some(candidate);
                 }

@@ -8,7 +8,7 @@
 //! DEPTH + 1 nodes on its path without reading any other record, and the sums do not
 //! depend on the order records were written in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use heed::{RoTxn, RwTxn};
 
@@ -93,16 +93,14 @@ pub fn node_key(origin: &str, prefix: &[u8]) -> Vec<u8> {
 }
 
 pub fn leaf(code: &[u8], raw: &[u8]) -> [u8; 32] {
-    let mut bytes = Vec::with_capacity(code.len() + 1 + raw.len());
-    bytes.extend_from_slice(code);
-    bytes.push(0);
-    bytes.extend_from_slice(raw);
-    crypto::sha256(&bytes)
+    crypto::sha256_parts(&[code, &[0], raw])
 }
 
-/// Changes to the tree gathered over a batch and written once per node.
+/// Changes to the tree gathered over a batch and written once per node. A hash map
+/// (apply records every written record twice, out and in, on DEPTH + 1 nodes each:
+/// the profile showed the ordered map's key comparisons); written in key order.
 #[derive(Default)]
-pub struct Delta(BTreeMap<Vec<u8>, (i64, Sum)>);
+pub struct Delta(HashMap<Vec<u8>, (i64, Sum)>);
 
 impl Delta {
     /// Count a stored record in (`add`) or out of its origin's tree.
@@ -113,8 +111,14 @@ impl Delta {
         };
         let hash = Sum::of(&leaf(code, raw));
         let (by, hash) = if add { (1, hash) } else { (-1, hash.negated()) };
-        for len in 0..=DEPTH.min(code.len()) {
-            let entry = self.0.entry(node_key(origin, &code[..len])).or_default();
+        let mut key = node_key(origin, &code[..DEPTH.min(code.len())]);
+        for len in (0..=DEPTH.min(code.len())).rev() {
+            key.truncate(origin.len() + 1 + len);
+            // Look up before allocating: after the first records, every node exists.
+            let entry = match self.0.get_mut(key.as_slice()) {
+                Some(entry) => entry,
+                None => self.0.entry(key.clone()).or_default(),
+            };
             entry.0 += by;
             entry.1.add(&hash);
         }
@@ -122,7 +126,9 @@ impl Delta {
     }
 
     pub fn write(self, store: &Store, txn: &mut RwTxn) -> Result<()> {
-        for (key, (by, sum)) in self.0 {
+        let mut nodes: Vec<_> = self.0.into_iter().collect();
+        nodes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, (by, sum)) in nodes {
             let mut node = match store.dbs.merkle.get(txn, &key)? {
                 Some(raw) => Node::decode(raw)?,
                 None => Node::default(),

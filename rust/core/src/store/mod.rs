@@ -23,6 +23,7 @@ use crate::registry::Registry;
 use crate::wire::{self, BodyHead, BundleBody, Envelope, ZERO_HASH};
 
 pub(crate) mod apply;
+mod bulk;
 mod check;
 mod forward;
 mod merkle;

@@ -28,26 +28,8 @@ impl Store {
         for db in [self.dbs.by_number, self.dbs.by_name, self.dbs.by_name_text, self.dbs.merkle] {
             db.clear(txn)?;
         }
-        let mut merkle = Delta::default();
-        let mut entries: Vec<(Vec<u8>, Vec<u8>, u8)> = Vec::new(); // key, code, which index
-        for item in self.dbs.records.iter(txn)? {
-            let (code, raw) = item?;
-            merkle.record(code, raw, true)?;
-            let r: Record = wire::decode(raw, "record")?;
-            if r.is_indexed() {
-                entries.push((r.kojin_bango.as_bytes().to_vec(), code.to_vec(), 0));
-                entries.push((name_key(&r), code.to_vec(), 1));
-                for k in query::name_keys(&r) {
-                    entries.push((k, code.to_vec(), 2));
-                }
-            }
-        }
-        entries.sort_unstable();
-        for (key, code, which) in entries {
-            let db = [self.dbs.by_number, self.dbs.by_name, self.dbs.by_name_text][which as usize];
-            db.put(txn, &key, &code)?;
-        }
-        merkle.write(self, txn)
+        // Empty now: the sorted entries are appended (bulk.rs).
+        self.build_derived(txn, true)
     }
 
     /// Rebuild every index and the Merkle sums from the records (what `check` calls

@@ -104,13 +104,14 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crypto;
     use crate::registry::{sign_registry, Registry, RegistryBody};
     use crate::store::{Role, StoreOptions};
 
-    fn open(path: &Path) -> Store {
+    /// An empty national store with an empty registry (also bulk.rs's tests).
+    pub(crate) fn open(path: &Path) -> Store {
         let root = [9u8; 32];
         let signed = sign_registry(&RegistryBody { version: 1, issued_at: 0, entries: vec![] }, &root).expect("sign");
         let registry = Registry::load(&signed, &crypto::public_key(&root).expect("public")).expect("load");
