@@ -105,6 +105,9 @@ DESCRIPTIONS: dict[str, str] = {
     "gap to fill); beyond it they are resent later.",
     "TierLimits.map_size": "LMDB map size in bytes: the store's largest size.",
     "TierLimits.max_batch": "Deliveries applied in one write transaction at most.",
+    "TierLimits.max_batch_updates": "Updates applied in one write transaction at most "
+    "(a bundle holding more is applied alone): bounds the work, and the wait for acks "
+    "and forwards, of one transaction.",
     "AggregatorConfig.replication": "Head announcements and repair of divergence (keys below).",
     "NationalConfig.replication": "Head announcements and repair of divergence.",
     "AggregatorConfig.health": "When `/healthz` says degraded (keys below).",
