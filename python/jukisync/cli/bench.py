@@ -383,7 +383,7 @@ declared in a namespace of its own and removed at the end.
 @click.option(
     "--max-batch-updates",
     type=click.IntRange(min=1),
-    default=10_000,
+    default=50_000,
     show_default=True,
     help="Updates applied per store transaction (a larger bundle goes alone).",
 )

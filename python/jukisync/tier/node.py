@@ -69,7 +69,7 @@ class NodeConfig:
     queue: str
     prefectures: Sequence[str] = ()  # aggregator: which prefectures it serves
     max_batch: int = 256  # deliveries per store.apply
-    max_batch_updates: int = 10_000  # updates per store.apply (a larger bundle: alone)
+    max_batch_updates: int = 50_000  # updates per store.apply (a larger bundle: alone)
     prefetch: int = 1024
     forward_batch: int = 512
     resend_interval_s: float = 1.0  # repair pass period; least spacing of requests per origin

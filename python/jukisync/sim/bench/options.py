@@ -48,7 +48,7 @@ class BenchOptions:
     window: int = 64  # bundles in flight (awaiting confirms) per publisher
     prefetch: int = 256  # of each consumer (tier nodes and the raw relay and sink alike)
     max_batch: int = 256  # deliveries per store.apply
-    max_batch_updates: int = 10_000  # updates per store.apply
+    max_batch_updates: int = 50_000  # updates per store.apply
     forward_batch: int = 512  # forwards per round of the aggregator
     seed: int = 1
     settle_s: float = 1.0  # idle between phases, so one's aftermath does not land in the next
