@@ -18,7 +18,8 @@ import pytest
 
 from benchfixtures import report_rate
 from benchkit import KeyRing
-from jukisync import Store, _core, snapshots
+from jukisync import Store, _core
+from jukisync.ops import snapshots
 from jukisync.trust import keys, storedir
 from jukisync.wire.messages import KeyEntry
 

@@ -255,7 +255,7 @@ def test_no_config_message_shows_the_broker_password(
 
 
 def test_redact_hides_url_passwords_and_secret_keys() -> None:
-    from jukisync.configerrors import redact, redact_text
+    from jukisync.config.errors import redact, redact_text
 
     assert redact_text("amqps://u:pw@h:5671/v and amqp://x:y@z/") == (
         "amqps://u:***@h:5671/v and amqp://x:***@z/"

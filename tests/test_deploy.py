@@ -26,8 +26,9 @@ import yaml
 from click.testing import CliRunner
 
 from externaltools import real_clock_env, require_tool
-from jukisync import _core, configdoc
+from jukisync import _core
 from jukisync.cli import main
+from jukisync.config import reference as configdoc
 from jukisync.query.policy import Thresholds
 from jukisync.tier.audit_metrics import AuditAnomalyCollector
 from jukisync.tier.node import NodeConfig, TierNode

@@ -20,8 +20,9 @@ from yarl import URL
 
 from daemonkit import Net
 from externaltools import rabbitmqctl, require_rabbitmqctl
-from jukisync import _core, clock, selfcheck
+from jukisync import _core, clock
 from jukisync.cli import main
+from jukisync.ops import selfcheck
 from jukisync.trust import keys, storedir
 
 pytestmark = pytest.mark.broker

@@ -26,9 +26,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jukisync import _core, snapshots
+from jukisync import _core
 from jukisync.cli import main
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import snapshots
 from jukisync.publisher.origin import Publisher
 from jukisync.trust import keys, storedir
 from jukisync.wire.messages import Envelope

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from jukisync import clock, snapshots
+from jukisync import clock
 from jukisync.cli.bootstrap import load_trust, root_option_optional, signer_option
 from jukisync.cli.common import fail, open_store
 from jukisync.cli.snapshot import key_option, load_key
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import snapshots
 
 __all__ = ["PREFIX", "command"]
 

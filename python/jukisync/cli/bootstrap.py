@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from jukisync import _core, snapshots
+from jukisync import _core
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import snapshots
 from jukisync.trust import keys, storedir
 
 __all__ = ["command", "load_trust", "root_option", "root_option_optional", "signer_option"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from jukisync import configdoc
 from jukisync.cli.common import fail
+from jukisync.config import reference as configdoc
 from jukisync.exitcodes import ExitCode
 
 __all__ = ["command"]

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import click
 
-from jukisync import _core, lockfile, snapshots
+from jukisync import _core, lockfile
 from jukisync import config as node_config
 from jukisync.cli.bootstrap import load_trust, root_option
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import snapshots
 from jukisync.publisher.origin import LOCK_FILE
 from jukisync.publisher.outbox import Outbox, OutboxError
 from jukisync.publisher.reseed import ReseedError, reseed

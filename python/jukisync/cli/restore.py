@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from jukisync import snapshots
 from jukisync.cli.bootstrap import load_trust, root_option_optional, signer_option
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import snapshots
 
 __all__ = ["command"]
 

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from jukisync import config as node_config
-from jukisync import selfcheck
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import selfcheck
 
 __all__ = ["command"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from jukisync import snapshots
 from jukisync.cli.common import fail, open_store, store_option
 from jukisync.exitcodes import ExitCode
+from jukisync.ops import snapshots
 from jukisync.trust import keys
 
 __all__ = ["command", "key_option", "load_key", "print_manifest"]

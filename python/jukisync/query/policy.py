@@ -28,7 +28,7 @@ from typing import Annotated, Final, TypeVar
 
 import msgspec
 
-from jukisync import configerrors
+from jukisync.config import errors as configerrors
 
 __all__ = [
     "ALL_KINDS",

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import msgspec
 
-from jukisync import configerrors
+from jukisync.config import errors as configerrors
 from jukisync.transport.amqp import AmqpOptions
 from jukisync.wire import codes
 

@@ -24,7 +24,7 @@ import aio_pika.exceptions
 import aiormq.exceptions
 from yarl import URL
 
-from jukisync import _core, clock, snapshots
+from jukisync import _core, clock
 from jukisync.config import (
     AggregatorConfig,
     BrokerConfig,
@@ -32,6 +32,7 @@ from jukisync.config import (
     NationalConfig,
     NodeConfigFile,
 )
+from jukisync.ops import snapshots
 from jukisync.transport.amqp import ssl_context
 from jukisync.trust import keys, storedir
 
