@@ -264,7 +264,7 @@ def test_a_fed_update_is_checked_once_and_encoded_once_for_the_check(
     """The feed checks each line as it reads it (to report bad ones); `add_many` takes
     the result as it is: the content rules and the core's verdict run once per update,
     on the bytes the type check made."""
-    import jukisync.publisher.origin as origin_module
+    from jukisync.wire import codes
 
     p = make(max_updates=10)  # type: ignore[operator]
     lines = [msgspec.json.encode(update(ORIGIN, i)) for i in range(1, 6)]
@@ -272,7 +272,7 @@ def test_a_fed_update_is_checked_once_and_encoded_once_for_the_check(
     data.write_bytes(b"\n".join(lines) + b"\n")
     rules: list[str] = []
     verdicts: list[bytes] = []
-    real_rules, real_verdict = origin_module.codes.validate_update, _core.validate_update
+    real_rules, real_verdict = codes.validate_update, _core.validate_update
 
     def counted_rules(u: object, **kw: object) -> None:
         rules.append(u.juminhyo_code)  # type: ignore[attr-defined]
@@ -282,8 +282,9 @@ def test_a_fed_update_is_checked_once_and_encoded_once_for_the_check(
         verdicts.append(raw)
         return real_verdict(raw, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(origin_module.codes, "validate_update", counted_rules)
-    monkeypatch.setattr(origin_module._core, "validate_update", counted_verdict)
+    # The publisher reaches both through their modules: patch them there.
+    monkeypatch.setattr(codes, "validate_update", counted_rules)
+    monkeypatch.setattr(_core, "validate_update", counted_verdict)
     feed = Feed(p, str(data))
     accepted = [u for batch in feed.batches() for u in batch]
     assert len(accepted) == 5 and p.next_seq == 6
