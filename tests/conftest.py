@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,6 +31,7 @@ from jukisync.transport.amqp import AmqpOptions, AmqpTransport, remove_topology
 
 if TYPE_CHECKING:
     from clusterkit import Cluster
+    from daemonkit import Nets
 
 AMQP_URL_ENV = "JUKISYNC_AMQP_URL"
 REQUIRE_BROKER_ENV = "JUKISYNC_REQUIRE_BROKER"
@@ -144,6 +146,18 @@ async def amqp(broker_url: str, request: pytest.FixtureRequest) -> AsyncIterator
         yield kit
     finally:
         await kit.close()
+
+
+@pytest.fixture
+def make_net(broker_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Nets]:
+    """`make_net(**options)`: a `daemonkit.Net` (keys, configs, daemons) in its own
+    broker namespace, killed and removed after the test; a test (or module) marked
+    `check_stores` also has every tier store checked then."""
+    from daemonkit import Nets
+
+    nets = Nets(tmp_path, broker_url)
+    yield nets
+    nets.close(check_stores=request.node.get_closest_marker("check_stores") is not None)
 
 
 @pytest.fixture(scope="session")

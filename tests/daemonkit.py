@@ -24,12 +24,14 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import msgspec
 
 from externaltools import close_connection_async, rabbitmqctl
 from jukisync import _core
+from jukisync.publisher.origin import Publisher
 from jukisync.publisher.outbox import Outbox
 from jukisync.sim import synth
 from jukisync.tier.assembly import national_queue_name
@@ -527,3 +529,44 @@ def close_connections(pids: Iterable[int]) -> int:
             targets.append(pid)
     closing = [close_connection_async(pid, "jukisync test: connection cut") for pid in targets]
     return sum(p.wait(60) == 0 for p in closing)
+
+
+class Nets:
+    """The networks one test makes (`make_net(**Net options)` in conftest), each torn
+    down with the test: processes killed, broker namespace removed, and, for tests
+    marked `check_stores`, every tier store checked afterwards (also after SIGKILLs)."""
+
+    def __init__(self, root: Path, url: str) -> None:
+        self.root = root
+        self.url = url
+        self.nets: list[Net] = []
+
+    def __call__(self, **options: Any) -> Net:
+        net = Net(self.root, self.url, **options)
+        self.nets.append(net)
+        return net
+
+    def close(self, *, check_stores: bool) -> None:
+        for net in self.nets:
+            net.stop_all()
+            net.remove_topology()
+        if check_stores:
+            for net in self.nets:
+                net.assert_consistent()
+
+
+def sign_garbled(net: Net, origin: str, update: Update) -> int:
+    """`origin`'s CS, its validation broken, signs `update` with a garbled name into
+    its outbox: a validly signed bundle that halts `origin` where it is applied (its
+    later bundles wait behind it). Returns the chain's last seq before that bundle."""
+    pair = net.pairs[origin]
+    faulty = Publisher(
+        origin, pair.secret, pair.key_id, net.outbox_dir(origin), validate=lambda u: None
+    )
+    try:
+        before = faulty.head.last_seq
+        faulty.add(msgspec.structs.replace(update, name=update.name + "\ufffd"))
+        faulty.flush()
+    finally:
+        faulty.close()
+    return before

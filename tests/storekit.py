@@ -5,8 +5,10 @@ send what a faulty municipality would."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import lmdb
 import msgspec
 
 from jukisync import _core
@@ -56,3 +58,27 @@ def body_of(envelope: bytes) -> BundleBody:
     return msgspec.msgpack.decode(
         msgspec.msgpack.decode(envelope, type=Envelope).body, type=BundleBody
     )
+
+
+def edit_entry(store: Path, db: bytes, key: bytes, change: Callable[[bytes], bytes]) -> None:
+    """Rewrite one entry of a closed tier store behind its back (what an attacker with
+    the disk, or a bit rot, would do)."""
+    env = lmdb.open(str(store), max_dbs=16)
+    try:
+        with env.begin(write=True, db=env.open_db(db)) as txn:
+            stored = txn.get(key)
+            assert stored is not None, (db, key)
+            txn.put(key, change(bytes(stored)))
+    finally:
+        env.close()
+
+
+def forge_signature(store: Path, origin: str, seq: int) -> None:
+    """Flip one bit of the signature of `origin`'s bundle `seq` in the change log."""
+
+    def flip(entry: bytes) -> bytes:
+        envelope = msgspec.msgpack.decode(entry[40:], type=Envelope)
+        at = entry.index(envelope.sig)
+        return entry[:at] + bytes([entry[at] ^ 1]) + entry[at + 1 :]
+
+    edit_entry(store, b"changelog", origin.encode() + seq.to_bytes(8, "big"), flip)

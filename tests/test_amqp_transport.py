@@ -321,6 +321,37 @@ async def test_unreachable_broker_surfaces_as_unavailable() -> None:
         await transport.publish_bundle(YAMAGUCHI_CITY, b"bundle")
 
 
+async def test_a_cancelled_connect_ends_even_as_the_state_changes() -> None:
+    """A caller's cancellation of `connect(timeout=...)` arriving with a state change
+    (as a daemon's stop meets a reconnect) ends it: on 3.11, `wait_for` returned the
+    event's result and dropped the cancellation, and `connect` went on waiting (checked:
+    this test fails with `wait_for` back in `connect`)."""
+    url = f"amqp://guest:guest@127.0.0.1:{_closed_port()}/"
+    transport = AmqpTransport(
+        url,
+        name="pytest cancelled connect",
+        # After the first refusal the supervisor stays quiet: only the test moves state.
+        options=AmqpOptions(reconnect_min_s=600.0, reconnect_max_s=600.0),
+    )
+    try:
+        task = asyncio.create_task(transport.connect(timeout=600.0))
+
+        async def parked() -> None:  # refused once, and waiting for the next change
+            while transport.last_error is None or not transport._changed._waiters:
+                await asyncio.sleep(0.01)
+
+        async with asyncio.timeout(WAIT_S):
+            await parked()
+        transport._set_state("connecting")  # the event fires ...
+        task.cancel()  # ... in the same step as the cancellation
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(WAIT_S):
+                await task
+        assert task.cancelled()
+    finally:
+        await transport.close()
+
+
 # --- publish, consume, ack -----------------------------------------------------------
 
 

@@ -13,14 +13,13 @@ import datetime as dt
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemonkit import (
     Net,
+    Nets,
     assert_matches_reference,
     synthetic_updates,
     until,
@@ -28,25 +27,9 @@ from daemonkit import (
 )
 from jukisync.tier.daemon import national_queue_name
 
-MakeNet = Callable[..., Net]
 # Any announced seq not applied is a degradation; and no claim of being caught up
 # before 5 s of hearing heads (relayed every 0.5 s), even on a loaded machine.
 STRICT = "max_lag_seqs = 0\nsettle_s = 5.0"
-
-
-@pytest.fixture
-def make_net(broker_url: str, tmp_path: Path) -> Iterator[MakeNet]:
-    nets: list[Net] = []
-
-    def make(**kwargs: object) -> Net:
-        net = Net(tmp_path, broker_url, **kwargs)  # type: ignore[arg-type]
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.stop_all()
-        net.remove_topology()
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -98,7 +81,7 @@ def _converges_degraded_until_done(net: Net, name: str) -> list[dict[str, object
     return samples
 
 
-def test_late_centre_converges_from_its_twin(make_net: MakeNet, tmp_path: Path) -> None:
+def test_late_centre_converges_from_its_twin(make_net: Nets, tmp_path: Path) -> None:
     """Case 1: national and east up, the origins publish and exit, then west starts:
     it hears east's relayed heads, asks the origin (gone: its request waits unread),
     then its twin east, which serves the range from its change log."""
@@ -134,7 +117,7 @@ def test_late_centre_converges_from_its_twin(make_net: MakeNet, tmp_path: Path) 
     assert _metric(text, "jukisync_reconnects_total") == 0
 
 
-def test_national_recovers_lost_forwards_from_the_centre(make_net: MakeNet, tmp_path: Path) -> None:
+def test_national_recovers_lost_forwards_from_the_centre(make_net: Nets, tmp_path: Path) -> None:
     """Case 4: every forward to national is lost (its queue purged before it ever
     consumed); national hears the centre's relayed heads and asks it to re-forward
     from its change log. The origins never publish again."""

@@ -17,7 +17,6 @@ import random
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,11 @@ from daemonkit import (
     UBE,
     YAMAGUCHI_CITY,
     Net,
+    Nets,
     assert_matches_reference,
     close_connections,
     free_port,
+    sign_garbled,
     synthetic_updates,
     until,
     write_updates,
@@ -42,39 +43,18 @@ from daemonkit import (
 from externaltools import require_rabbitmqctl
 from jukisync import _core
 from jukisync.publisher.feed import FeedPosition
-from jukisync.publisher.origin import Publisher
 from jukisync.publisher.outbox import Outbox
 from jukisync.trust import keys
 from jukisync.wire.messages import BundleBody, Envelope, Update, encode
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.check_stores]
 
 
 def decode_position(recorded: bytes) -> FeedPosition:
     return msgspec.msgpack.decode(recorded, type=FeedPosition)
 
 
-MakeNet = Callable[..., Net]
-
-
-@pytest.fixture
-def make_net(broker_url: str, tmp_path: Path) -> Iterator[MakeNet]:
-    nets: list[Net] = []
-
-    def make(**kwargs: object) -> Net:
-        net = Net(tmp_path, broker_url, **kwargs)  # type: ignore[arg-type]
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.stop_all()
-        net.remove_topology()
-    for net in nets:
-        net.assert_consistent()
-
-
-def test_three_roles_converge(make_net: MakeNet, tmp_path: Path) -> None:
+def test_three_roles_converge(make_net: Nets, tmp_path: Path) -> None:
     net = make_net()
     [centre] = net.centres
     net.start_and_wait(net.national, centre)
@@ -110,7 +90,7 @@ def _wrong_check_digit(update: Update) -> str:
 
 
 def test_sigkill_at_random_points_loses_and_doubles_nothing(
-    make_net: MakeNet, tmp_path: Path, rng: random.Random
+    make_net: Nets, tmp_path: Path, rng: random.Random
 ) -> None:
     net = make_net(max_updates=5)
     [centre] = net.centres
@@ -141,7 +121,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     print(f"{mid_stream} of 3 kills mid-stream")
 
 
-def test_connections_cut_mid_stream(make_net: MakeNet, tmp_path: Path) -> None:
+def test_connections_cut_mid_stream(make_net: Nets, tmp_path: Path) -> None:
     require_rabbitmqctl()
     net = make_net(max_updates=2)
     [centre] = net.centres
@@ -171,7 +151,7 @@ def test_connections_cut_mid_stream(make_net: MakeNet, tmp_path: Path) -> None:
 
 
 def test_publisher_killed_mid_stream_resumes_from_its_outbox(
-    make_net: MakeNet, tmp_path: Path, rng: random.Random
+    make_net: Nets, tmp_path: Path, rng: random.Random
 ) -> None:
     net = make_net(max_updates=2, origins=[YAMAGUCHI_CITY])
     [centre] = net.centres
@@ -253,7 +233,7 @@ def _quarantine(net: Net, name: str, *extra: str) -> dict[str, Any]:
 
 
 def test_bad_input_is_quarantined_and_a_halt_is_resolved_by_an_operator(
-    make_net: MakeNet, tmp_path: Path
+    make_net: Nets, tmp_path: Path
 ) -> None:
     net = make_net(max_bundle_bytes=64 * 1024)
     [centre] = net.centres
@@ -283,12 +263,7 @@ def test_bad_input_is_quarantined_and_a_halt_is_resolved_by_an_operator(
     # 宇部市's CS signs a garbled update (its validation is broken): the next bundle of
     # its chain, validly signed, halts 宇部市 alone at the centre.
     garbled_source = next(u for u in updates[half:] if u.municipality == UBE)
-    pair = net.pairs[UBE]
-    faulty = Publisher(UBE, pair.secret, pair.key_id, net.outbox_dir(UBE), validate=lambda u: None)
-    halted_at = faulty.head.last_seq
-    faulty.add(msgspec.structs.replace(garbled_source, name=garbled_source.name + "\ufffd"))
-    faulty.flush()
-    faulty.close()
+    halted_at = sign_garbled(net, UBE, garbled_source)
     rest = [u for u in updates[half:] if u is not garbled_source]
     net.publish_all(write_updates(tmp_path / "second.jsonl", rest))
     assert until(lambda: UBE in net.store(centre).halted())
@@ -331,7 +306,7 @@ def test_bad_input_is_quarantined_and_a_halt_is_resolved_by_an_operator(
     assert _quarantine(net, net.national)["entries"] == []
 
 
-def test_one_centre_down_for_the_whole_run(make_net: MakeNet, tmp_path: Path) -> None:
+def test_one_centre_down_for_the_whole_run(make_net: Nets, tmp_path: Path) -> None:
     """相互補完: two centres serve the same prefectures; one is down throughout (its
     queue exists and fills). National converges through the other; the one that was
     down catches up from its queue later, and national applies nothing twice."""
@@ -371,7 +346,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_health_metrics_and_graceful_sigterm(make_net: MakeNet, tmp_path: Path) -> None:
+def test_health_metrics_and_graceful_sigterm(make_net: Nets, tmp_path: Path) -> None:
     net = make_net(http=True, max_updates=2)
     [centre] = net.centres
     net.start_and_wait(net.national, centre)
@@ -418,7 +393,7 @@ def test_health_metrics_and_graceful_sigterm(make_net: MakeNet, tmp_path: Path) 
     assert_matches_reference(net, [centre, net.national], net.reference())
 
 
-def test_startup_failures_exit_with_their_code_and_one_line(make_net: MakeNet) -> None:
+def test_startup_failures_exit_with_their_code_and_one_line(make_net: Nets) -> None:
     net = make_net(http=True)
     [centre] = net.centres
     # A config the loader refuses: exit 3, naming the field.
@@ -476,7 +451,7 @@ def _reachable(port: int) -> bool:
 
 
 async def test_the_national_daemon_answers_queries_over_rpc(
-    make_net: MakeNet, tmp_path: Path, broker_url: str
+    make_net: Nets, tmp_path: Path, broker_url: str
 ) -> None:
 
     from jukisync.query.rpc import QueryClient
@@ -508,7 +483,7 @@ async def test_the_national_daemon_answers_queries_over_rpc(
 
 @pytest.mark.parametrize("wait", [False, True])
 def test_refused_login_or_vhost_is_a_config_error_at_once(
-    make_net: MakeNet, broker_url: str, wait: bool
+    make_net: Nets, broker_url: str, wait: bool
 ) -> None:
     """Exit 3 with one line naming the user or vhost, never the password, with or
     without --wait (which would otherwise retry for ever)."""

@@ -6,28 +6,19 @@ converges to the centre without the origin publishing again."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from daemonkit import UBE, Net, synthetic_updates, until, write_updates
+from daemonkit import UBE, Net, Nets, sign_garbled, synthetic_updates, until, write_updates
 from jukisync.exitcodes import ExitCode
-from jukisync.publisher.origin import Publisher
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.check_stores]
 
 
 @pytest.fixture
-def net(broker_url: str, tmp_path: Path) -> Iterator[Net]:
-    network = Net(tmp_path, broker_url)
-    try:
-        yield network
-    finally:
-        network.stop_all()
-        network.remove_topology()
-    network.assert_consistent()
+def net(make_net: Nets) -> Net:
+    return make_net()
 
 
 def _entries(net: Net, name: str) -> list[dict[str, object]]:
@@ -61,12 +52,7 @@ def test_a_release_at_a_centre_reaches_national(net: Net, tmp_path: Path) -> Non
 
     # 宇部市's CS signs a garbled name; its later bundles follow. The centre halts 宇部市.
     garbled = next(u for u in updates[half:] if u.municipality == UBE)
-    pair = net.pairs[UBE]
-    faulty = Publisher(UBE, pair.secret, pair.key_id, net.outbox_dir(UBE), validate=lambda u: None)
-    halted_at = faulty.head.last_seq
-    faulty.add(msgspec.structs.replace(garbled, name=garbled.name + "\ufffd"))
-    faulty.flush()
-    faulty.close()
+    halted_at = sign_garbled(net, UBE, garbled)
     rest = [u for u in updates[half:] if u is not garbled]
     net.publish_all(write_updates(tmp_path / "second.jsonl", rest))
     ube_head = net.expected_heads()[UBE][0]

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -19,6 +18,7 @@ import jukisync
 from daemonkit import (
     YAMAGUCHI_CITY,
     Net,
+    Nets,
     close_connections,
     synthetic_updates,
     until,
@@ -31,22 +31,6 @@ from jukisync.publisher.outbox import Outbox
 pytestmark = pytest.mark.broker
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-MakeNet = Callable[..., Net]
-
-
-@pytest.fixture
-def make_net(broker_url: str, tmp_path: Path) -> Iterator[MakeNet]:
-    nets: list[Net] = []
-
-    def make(**kwargs: object) -> Net:
-        net = Net(tmp_path, broker_url, **kwargs)  # type: ignore[arg-type]
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.stop_all()
-        net.remove_topology()
 
 
 def _head(net: Net, centre: str) -> int:
@@ -59,7 +43,7 @@ def _lines(count: int, seed: int) -> list[bytes]:
     return [msgspec.json.encode(u) + b"\n" for u in updates]
 
 
-def test_a_pipe_at_a_steady_rate_is_confirmed_while_it_is_open(make_net: MakeNet) -> None:
+def test_a_pipe_at_a_steady_rate_is_confirmed_while_it_is_open(make_net: Nets) -> None:
     net = make_net(origins=[YAMAGUCHI_CITY], max_updates=50, linger_s=0.05)
     [centre] = net.centres
     net.start_and_wait(net.national, centre)
@@ -89,7 +73,7 @@ def test_a_pipe_at_a_steady_rate_is_confirmed_while_it_is_open(make_net: MakeNet
 
 
 def test_a_stream_rides_out_a_cut_connection_while_its_input_is_silent(
-    make_net: MakeNet,
+    make_net: Nets,
 ) -> None:
     require_rabbitmqctl()
     net = make_net(origins=[YAMAGUCHI_CITY], max_updates=50, linger_s=0.05)
@@ -115,7 +99,7 @@ def test_a_stream_rides_out_a_cut_connection_while_its_input_is_silent(
     assert _head(net, centre) == len(lines)
 
 
-def test_a_followed_file_publishes_appended_lines(make_net: MakeNet, tmp_path: Path) -> None:
+def test_a_followed_file_publishes_appended_lines(make_net: Nets, tmp_path: Path) -> None:
     net = make_net(origins=[YAMAGUCHI_CITY])
     [centre] = net.centres
     net.start_and_wait(net.national, centre)
@@ -157,7 +141,7 @@ def _municipality_config(net: Net, at: Path, **overrides: str) -> Path:
 
 
 def test_the_readme_embedding_example_runs(
-    make_net: MakeNet,
+    make_net: Nets,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -176,7 +160,7 @@ def test_the_readme_embedding_example_runs(
     assert record is not None and record.name == "山口 花子"
 
 
-def test_embedding_with_the_broker_down_keeps_everything(make_net: MakeNet, tmp_path: Path) -> None:
+def test_embedding_with_the_broker_down_keeps_everything(make_net: Nets, tmp_path: Path) -> None:
     net = make_net(origins=[YAMAGUCHI_CITY])
     config = _municipality_config(
         net, tmp_path / "down.toml", url='"amqp://guest:guest@127.0.0.1:1/"'
@@ -206,7 +190,7 @@ def test_embedding_with_the_broker_down_keeps_everything(make_net: MakeNet, tmp_
 
 
 def test_lines_with_bad_bytes_are_reported_and_the_rest_published(
-    make_net: MakeNet, tmp_path: Path, rng: random.Random
+    make_net: Nets, tmp_path: Path, rng: random.Random
 ) -> None:
     net = make_net(origins=[YAMAGUCHI_CITY])
     [centre] = net.centres

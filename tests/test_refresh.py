@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from daemonkit import (
     ORIGINS,
-    Net,
+    Nets,
     assert_matches_reference,
     synthetic_updates,
     until,
@@ -32,23 +31,6 @@ from daemonkit import (
 from jukisync.wire.messages import Update
 
 pytestmark = pytest.mark.broker
-
-MakeNet = Callable[..., Net]
-
-
-@pytest.fixture
-def make_net(broker_url: str, tmp_path: Path) -> Iterator[MakeNet]:
-    nets: list[Net] = []
-
-    def make(**kwargs: object) -> Net:
-        net = Net(tmp_path, broker_url, **kwargs)  # type: ignore[arg-type]
-        nets.append(net)
-        return net
-
-    yield make
-    for net in nets:
-        net.stop_all()
-        net.remove_topology()
 
 
 def _thirds(updates: list[Update]) -> list[list[Update]]:
@@ -63,7 +45,7 @@ def _thirds(updates: list[Update]) -> list[list[Update]]:
     return batches
 
 
-def test_equipment_refresh_loses_nothing(make_net: MakeNet, tmp_path: Path) -> None:
+def test_equipment_refresh_loses_nothing(make_net: Nets, tmp_path: Path) -> None:
     net = make_net(max_updates=10)
     [centre] = net.centres
     net.start_and_wait(net.national, centre)

@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-import lmdb
 import msgspec
 import pytest
 from click.testing import CliRunner
@@ -23,6 +22,7 @@ from jukisync.publisher.origin import Publisher
 from jukisync.trust import keys, storedir
 from jukisync.wire.messages import Envelope
 from netkit import HAGI, KeyRing, update
+from storekit import forge_signature
 
 CENTRE = "centre-east"
 
@@ -158,17 +158,7 @@ def test_a_forged_change_log_entry_is_refused(tmp_path: Path) -> None:
     s = Setup(tmp_path)
     s.publish(3)
     s.close_store()
-    env = lmdb.open(str(s.store_dir), max_dbs=16)
-    changelog = env.open_db(b"changelog")
-    with env.begin(write=True, db=changelog) as txn:
-        key = HAGI.encode() + (6).to_bytes(8, "big")
-        stored = txn.get(key)
-        assert stored is not None
-        entry = bytes(stored)
-        envelope = msgspec.msgpack.decode(entry[40:], type=Envelope)
-        at = entry.index(envelope.sig)
-        txn.put(key, entry[:at] + bytes([entry[at] ^ 1]) + entry[at + 1 :])
-    env.close()
+    forge_signature(s.store_dir, HAGI, 6)
     shutil.rmtree(s.outbox)
     code, output = _reseed(s)
     assert code == ExitCode.FAILURE and "bad signature" in output

@@ -19,7 +19,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import lmdb
 import msgspec
 import pytest
 from click.testing import CliRunner
@@ -32,9 +31,8 @@ from jukisync.exitcodes import ExitCode
 from jukisync.ops import snapshots
 from jukisync.publisher.origin import Publisher
 from jukisync.trust import keys, storedir
-from jukisync.wire.messages import Envelope
 from netkit import CHIYODA, HAGI, YAMAGUCHI_CITY, KeyRing, update
-from storekit import Origin
+from storekit import Origin, edit_entry, forge_signature
 
 CENTRE = "centre-east"
 JUKISYNC = str(Path(sys.executable).parent / "jukisync")
@@ -69,6 +67,25 @@ class Centre:
         )
         storedir.write_trust(path, self.ring.signed_registry(), _core.public_key(self.ring.root))
         return store
+
+    def snapshot(self, out: Path) -> tuple[int, str]:
+        """`jukisync snapshot` of this (closed) store to `out`, signed by its key."""
+        return cli(
+            "snapshot", "--store", str(self.path), "--key", str(self.key_file), "--out", str(out)
+        )
+
+    def snapshot_and_bootstrap(self) -> tuple[int, str, Path]:
+        """`snapshot` the (closed) store, then `bootstrap --json` a new one from it:
+        bootstrap's exit code and output, and where the new store was to be."""
+        out = self.tmp / "snap.tar"
+        code, output = self.snapshot(out)
+        assert code == 0, output
+        new = self.tmp / "new"
+        code, output = cli(
+            "bootstrap", "--snapshot", str(out), "--store", str(new),
+            "--root", str(self.root_file), "--json",
+        )  # fmt: skip
+        return code, output, new
 
     def bundles(self, count: int) -> list[bytes]:
         out = []
@@ -169,28 +186,8 @@ def test_bootstrap_refuses_a_forged_envelope_in_a_signed_snapshot(centre: Centre
     live.apply(centre.bundles(6))
     del live
     gc.collect()
-    # Corrupt one signature inside the change log, behind the store's back.
-    env = lmdb.open(str(centre.path), max_dbs=16)
-    changelog = env.open_db(b"changelog")
-    with env.begin(write=True, db=changelog) as txn:
-        key = YAMAGUCHI_CITY.encode() + (2).to_bytes(8, "big")
-        stored = txn.get(key)
-        assert stored is not None
-        entry = bytes(stored)
-        envelope = msgspec.msgpack.decode(entry[40:], type=Envelope)
-        at = entry.index(envelope.sig)
-        txn.put(key, entry[:at] + bytes([entry[at] ^ 1]) + entry[at + 1 :])
-    env.close()
-    out = centre.tmp / "snap.tar"
-    code, output = cli(
-        "snapshot", "--store", str(centre.path), "--key", str(centre.key_file), "--out", str(out)
-    )
-    assert code == 0, output
-    new = centre.tmp / "new"
-    code, output = cli(
-        "bootstrap", "--snapshot", str(out), "--store", str(new),
-        "--root", str(centre.root_file), "--json",
-    )  # fmt: skip
+    forge_signature(centre.path, YAMAGUCHI_CITY, 2)  # behind the store's back
+    code, output, new = centre.snapshot_and_bootstrap()
     assert code == ExitCode.FAILURE
     report = json.loads(output.splitlines()[0])
     assert not report["verified"]
@@ -210,23 +207,7 @@ def test_bootstrap_carries_an_operator_release_over(centre: Centre) -> None:
     live.apply([origin.bundle([update(YAMAGUCHI_CITY, 3)])])
     del live
     gc.collect()
-    out = centre.tmp / "snap.tar"
-    assert (
-        cli(
-            "snapshot",
-            "--store",
-            str(centre.path),
-            "--key",
-            str(centre.key_file),
-            "--out",
-            str(out),
-        )[0]
-        == 0
-    )
-    code, output = cli(
-        "bootstrap", "--snapshot", str(out), "--store", str(centre.tmp / "new"),
-        "--root", str(centre.root_file), "--json",
-    )  # fmt: skip
+    code, output, _ = centre.snapshot_and_bootstrap()
     assert code == 0, output
     assert json.loads(output)["released"] == 1
 
@@ -237,23 +218,8 @@ def test_untrusted_or_tampered_snapshots_are_refused(centre: Centre, tmp_path: P
     del live
     gc.collect()
     out = tmp_path / "snap.tar"
-    assert (
-        cli(
-            "snapshot",
-            "--store",
-            str(centre.path),
-            "--key",
-            str(centre.key_file),
-            "--out",
-            str(out),
-        )[0]
-        == 0
-    )
-    # OUT exists: never overwritten.
-    again = cli(
-        "snapshot", "--store", str(centre.path), "--key", str(centre.key_file), "--out", str(out)
-    )
-    assert again[0] == ExitCode.FAILURE
+    assert centre.snapshot(out)[0] == 0
+    assert centre.snapshot(out)[0] == ExitCode.FAILURE  # OUT exists: never overwritten
     # Another root key: the registry does not verify.
     other_root = tmp_path / "other-root.pub"
     other_root.write_text(_core.public_key(_core.generate_signing_key()).hex())
@@ -445,24 +411,7 @@ def test_bootstrap_keeps_halts_evidence_and_the_audit_trail(centre: Centre) -> N
     audit_head = live.audit_head()
     del live
     gc.collect()
-    out = centre.tmp / "snap.tar"
-    assert (
-        cli(
-            "snapshot",
-            "--store",
-            str(centre.path),
-            "--key",
-            str(centre.key_file),
-            "--out",
-            str(out),
-        )[0]
-        == 0
-    )
-    new = centre.tmp / "new"
-    code, output = cli(
-        "bootstrap", "--snapshot", str(out), "--store", str(new),
-        "--root", str(centre.root_file), "--json",
-    )  # fmt: skip
+    code, output, new = centre.snapshot_and_bootstrap()
     assert code == 0, output
     report = json.loads(output)
     assert report["quarantined"] == 2 and report["halted"] == [YAMAGUCHI_CITY]
@@ -487,35 +436,30 @@ def test_bootstrap_refuses_a_rewritten_audit_trail(centre: Centre) -> None:
         live.lookup(f"{n:011d}", requester="agency-a", task="T1")
     del live
     gc.collect()
-    env = lmdb.open(str(centre.path), max_dbs=16)
-    audit = env.open_db(b"audit")
-    with env.begin(write=True, db=audit) as txn:
-        key = (2).to_bytes(8, "big")
-        stored = txn.get(key)
-        assert stored is not None
-        entry = bytearray(stored)
-        at = bytes(entry).index(b"agency-a")
-        entry[at] = ord("A")  # "Agency-a": someone else asked, says the rewritten log
-        txn.put(key, bytes(entry))
-    env.close()
-    out = centre.tmp / "snap.tar"
-    assert (
-        cli(
-            "snapshot",
-            "--store",
-            str(centre.path),
-            "--key",
-            str(centre.key_file),
-            "--out",
-            str(out),
-        )[0]
-        == 0
-    )
-    new = centre.tmp / "new"
-    code, output = cli(
-        "bootstrap", "--snapshot", str(out), "--store", str(new),
-        "--root", str(centre.root_file), "--json",
-    )  # fmt: skip
+    # "Agency-a": someone else asked, says the rewritten log.
+    entry_2 = (2).to_bytes(8, "big")
+    edit_entry(centre.path, b"audit", entry_2, lambda e: e.replace(b"agency-a", b"Agency-a", 1))
+    code, output, new = centre.snapshot_and_bootstrap()
     assert code == ExitCode.FAILURE
     assert any("audit" in p for p in json.loads(output.splitlines()[0])["problems"])
     assert not new.exists()
+
+
+@pytest.mark.parametrize("command", ["backup", "restore"])
+@pytest.mark.parametrize("given", [(), ("--store",), ("--outbox",), ("--store", "--outbox")])
+def test_backup_and_restore_take_exactly_one_of_store_and_outbox(
+    command: str, given: tuple[str, ...], tmp_path: Path
+) -> None:
+    archive = tmp_path / "none.tar"  # never reached when the choice is wrong
+    common = (
+        ["--dir", str(tmp_path / "b"), "--key", str(tmp_path / "k.json")]
+        if command == "backup"
+        else ["--backup", str(archive)]
+    )
+    targets = [arg for flag in given for arg in (flag, str(tmp_path / flag.strip("-")))]
+    code, output = cli(command, *common, *targets)
+    if len(given) == 1:
+        # The choice is right: it fails further on, on the missing key or archive.
+        assert code in (ExitCode.CONFIG, ExitCode.NOT_FOUND), output
+    else:
+        assert code == ExitCode.USAGE and "exactly one of --store and --outbox" in output

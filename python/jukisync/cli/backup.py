@@ -9,7 +9,12 @@ from pathlib import Path
 import click
 
 from jukisync import clock
-from jukisync.cli.bootstrap import load_trust, root_option_optional, signer_option
+from jukisync.cli.archives import (
+    load_trust,
+    root_option_optional,
+    signer_option,
+    store_or_outbox,
+)
 from jukisync.cli.common import fail, open_store
 from jukisync.cli.snapshot import key_option, load_key
 from jukisync.exitcodes import ExitCode
@@ -92,12 +97,8 @@ def command(
 ) -> None:
     """Back up a tier store (or a publisher's outbox): hot, consistent, compacted,
     signed, verified after writing, rotated."""
-    if (store_path is None) == (outbox_path is None):
-        raise click.UsageError("give exactly one of --store and --outbox")
+    kind, source = store_or_outbox(store_path, outbox_path)
     key = load_key(_NAME, key_path)
-    kind = "store" if store_path is not None else "outbox"
-    source = store_path if store_path is not None else outbox_path
-    assert source is not None
     if not (source / "data.mdb").is_file():
         fail(_NAME, ExitCode.NOT_FOUND, f"no {kind} at {source} (no data.mdb)")
     root, pinned = load_trust(_NAME, root_path, signer_path)

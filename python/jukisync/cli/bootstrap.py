@@ -4,55 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import click
 
 from jukisync import _core
+from jukisync.cli.archives import (
+    archive_errors,
+    check_archive,
+    check_target,
+    load_trust,
+    remove_failed,
+    root_option,
+    signer_option,
+)
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
 from jukisync.ops import snapshots
-from jukisync.trust import keys, storedir
+from jukisync.trust import storedir
 
-__all__ = ["command", "load_trust", "root_option", "root_option_optional", "signer_option"]
+__all__ = ["command"]
 
 _NAME = "bootstrap"
-
-root_option = click.option(
-    "--root",
-    "root_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The root public key (64 hex digits or a .pub.json): the registry must verify "
-    "against it (the archive's own root.pub is not trusted).",
-)
-root_option_optional = click.option(
-    "--root",
-    "root_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Verify the registry in the archive against this root public key (default: "
-    "the root.pub saved with the store).",
-)
-signer_option = click.option(
-    "--signer",
-    "signer_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Pin the public key (.pub.json) the manifest must be signed with, for a signer "
-    "the registry does not hold (e.g. the national node's own key).",
-)
-
-
-def load_trust(
-    command: str, root_path: Path | None, signer_path: Path | None
-) -> tuple[bytes | None, keys.PublicKey | None]:
-    """The root public key and the pinned signer the operator gave (each optional)."""
-    try:
-        root = storedir.read_root_public(root_path) if root_path is not None else None
-        pinned = keys.load_public(signer_path) if signer_path is not None else None
-    except (storedir.StoreDirError, keys.KeyFileError) as exc:
-        fail(command, ExitCode.CONFIG, str(exc))
-    return root, pinned
 
 
 @click.command(
@@ -108,43 +81,31 @@ def command(
 ) -> None:
     """Build a new node's store from a snapshot, re-verifying every signed envelope of
     its change log and the records derived from them."""
-    if not archive.is_file():
-        fail(_NAME, ExitCode.NOT_FOUND, f"{archive}: no such file")
-    if (store_path / "data.mdb").exists():
-        fail(_NAME, ExitCode.USAGE, f"{store_path} already holds a store")
+    check_archive(_NAME, archive)
+    created = check_target(_NAME, store_path, "store")
     root, pinned = load_trust(_NAME, root_path, signer_path)
     assert root is not None  # --root is required here
-    created = not store_path.exists()
-    try:
-        with snapshots.extracted(archive) as (manifest, manifest_bytes, signature, data):
-            if manifest.kind != "store":
-                fail(_NAME, ExitCode.INPUT, f"{archive} is an archive of an {manifest.kind}")
-            registry = snapshots.registry_of(data, root)
-            trusted_by = snapshots.check_signer(
-                manifest, manifest_bytes, signature, registry, pinned
-            )
-            source = _core.Store(str(data), registry=registry, require_attestation=False)
-            # Rebuilt as national: applies without attesting again; the recorded role
-            # becomes the snapshot's once verified.
-            target = _core.Store(
-                str(store_path), role="national", registry=registry, require_attestation=False
-            )
-            report = snapshots.rebuild(source, target, manifest)
-            del source, target
-            if not report.problems:
-                storedir.write_trust(store_path, (data / storedir.REGISTRY_FILE).read_bytes(), root)
-    except snapshots.TrustError as exc:
-        fail(_NAME, ExitCode.CONFIG, str(exc))
-    except snapshots.ArchiveError as exc:
-        fail(_NAME, ExitCode.INPUT, str(exc))
+    with (
+        archive_errors(_NAME),
+        snapshots.extracted(archive) as (manifest, manifest_bytes, signature, data),
+    ):
+        if manifest.kind != "store":
+            fail(_NAME, ExitCode.INPUT, f"{archive} is an archive of an {manifest.kind}")
+        registry = snapshots.registry_of(data, root)
+        trusted_by = snapshots.check_signer(manifest, manifest_bytes, signature, registry, pinned)
+        source = _core.Store(str(data), registry=registry, require_attestation=False)
+        # Rebuilt as national: applies without attesting again; the recorded role
+        # becomes the snapshot's once verified.
+        target = _core.Store(
+            str(store_path), role="national", registry=registry, require_attestation=False
+        )
+        report = snapshots.rebuild(source, target, manifest)
+        del source, target
+        if not report.problems:
+            storedir.write_trust(store_path, (data / storedir.REGISTRY_FILE).read_bytes(), root)
     ok = not report.problems
     if not ok:
-        # Nothing half-verified stays behind for a daemon to start on.
-        if created:
-            shutil.rmtree(store_path, ignore_errors=True)
-        else:
-            for name in ("data.mdb", "lock.mdb"):
-                (store_path / name).unlink(missing_ok=True)
+        remove_failed(store_path, created, ("data.mdb", "lock.mdb"))
     result = {
         "store": str(store_path),
         "snapshot": str(archive),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,49 @@ def _write_registry(path: Path, data: bytes) -> None:
         keys.write_atomic(path, data, 0o644, overwrite=True)
     except OSError as exc:
         fail("keys", ExitCode.FAILURE, f"cannot write {path}: {exc.strerror or exc}")
+
+
+# --root, --registry and --out of the commands that amend a registry (in --help order).
+_AMEND_OPTIONS = (
+    ("--root", "root_file", True, "Root secret key file."),
+    ("--registry", "registry_file", True, "The current registry file."),
+    ("--out", "out", False, "Where to write the new registry (default: replace --registry)."),
+)
+
+
+def _amend_options(f: Callable[..., None]) -> Callable[..., None]:
+    for flag, name, required, text in reversed(_AMEND_OPTIONS):
+        path = click.Path(dir_okay=False, path_type=Path)
+        f = click.option(flag, name, required=required, type=path, help=text)(f)
+    return f
+
+
+def _amend_registry(
+    root_file: Path,
+    registry_file: Path,
+    out: Path | None,
+    key_id: str,
+    change: Callable[[Sequence[KeyEntry]], list[KeyEntry]],
+) -> tuple[Path, int]:
+    """Read the registry signed by the root, apply `change` to its entries (KeyError:
+    no such `key_id`), sign it as the next version and write it to `out` (default: in
+    place). Returns where it went and its version; exits with the command's codes."""
+    root = _load_root(root_file)
+    try:
+        current = keys.read_registry(registry_file, root.public_key)
+    except keys.KeyFileError as exc:
+        fail("keys", ExitCode.CONFIG, str(exc))
+    version = current.version + 1
+    try:
+        entries = change(current.entries)
+        data = keys.build_registry(entries, root.secret, version, keys.now_us())
+    except KeyError:
+        fail("keys", ExitCode.NOT_FOUND, f"{registry_file}: no key {key_id!r} in the registry")
+    except keys.RegistryContentError as exc:
+        fail("keys", ExitCode.INPUT, str(exc))
+    target = registry_file if out is None else out
+    _write_registry(target, data)
+    return target, version
 
 
 def _entry_json(e: KeyEntry) -> dict[str, Any]:
@@ -277,20 +321,7 @@ def registry(
 
 
 @command.command()
-@click.option(
-    "--root",
-    "root_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Root secret key file.",
-)
-@click.option(
-    "--registry",
-    "registry_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The current registry file.",
-)
+@_amend_options
 @click.option("--old", "old_key_id", required=True, help="Key id to retire.")
 @click.option(
     "--new",
@@ -300,11 +331,6 @@ def registry(
     help="Public key file of the key that takes over.",
 )
 @click.option("--at", "at", type=TIME, help="When the new key takes over (default: now).")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the new registry (default: replace --registry).",
-)
 def rotate(
     root_file: Path,
     registry_file: Path,
@@ -325,24 +351,17 @@ def rotate(
           --old 352012-1a2b3c4d5e6f --new keys/352012-9f8e7d6c5b4a.pub.json \\
           --at 2032-01-01T00:00
     """
-    root = _load_root(root_file)
-    try:
-        current = keys.read_registry(registry_file, root.public_key)
-    except keys.KeyFileError as exc:
-        fail("keys", ExitCode.CONFIG, str(exc))
     new_key = _load_public(new_file)
     start = keys.now_us() if at is None else at
-    try:
-        entries = keys.rotate(current.entries, old_key_id, new_key.entry(not_before=start))
-        data = keys.build_registry(entries, root.secret, current.version + 1, keys.now_us())
-    except KeyError:
-        fail("keys", ExitCode.NOT_FOUND, f"{registry_file}: no key {old_key_id!r} in the registry")
-    except keys.RegistryContentError as exc:
-        fail("keys", ExitCode.INPUT, str(exc))
-    target = registry_file if out is None else out
-    _write_registry(target, data)
+    target, version = _amend_registry(
+        root_file,
+        registry_file,
+        out,
+        old_key_id,
+        lambda entries: keys.rotate(entries, old_key_id, new_key.entry(not_before=start)),
+    )
     click.echo(
-        f"{target}: version {current.version + 1}, {old_key_id} until {format_time(start)}, "
+        f"{target}: version {version}, {old_key_id} until {format_time(start)}, "
         f"then {new_key.key_id}"
     )
 
@@ -432,27 +451,9 @@ def show(file: Path, root: Path | None, as_json: bool) -> None:
 
 
 @command.command()
-@click.option(
-    "--root",
-    "root_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Root secret key file.",
-)
-@click.option(
-    "--registry",
-    "registry_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The current registry file.",
-)
+@_amend_options
 @click.option("--key-id", "key_id", required=True, help="Key id to revoke.")
 @click.option("--at", "at", type=TIME, help="Revoked from this time (default: now).")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the new registry (default: replace --registry).",
-)
 def revoke(
     root_file: Path, registry_file: Path, key_id: str, at: int | None, out: Path | None
 ) -> None:
@@ -475,21 +476,12 @@ def revoke(
     Exit codes: 0 written, 3 bad root or registry file, 4 already revoked by then,
     5 no such key in the registry.
     """
-    root = _load_root(root_file)
-    try:
-        current = keys.read_registry(registry_file, root.public_key)
-    except keys.KeyFileError as exc:
-        fail("keys", ExitCode.CONFIG, str(exc))
     when = keys.now_us() if at is None else at
-    try:
-        entries = keys.revoke(current.entries, key_id, when)
-        data = keys.build_registry(entries, root.secret, current.version + 1, keys.now_us())
-    except KeyError:
-        fail("keys", ExitCode.NOT_FOUND, f"{registry_file}: no key {key_id!r} in the registry")
-    except keys.RegistryContentError as exc:
-        fail("keys", ExitCode.INPUT, str(exc))
-    target = registry_file if out is None else out
-    _write_registry(target, data)
-    click.echo(
-        f"{target}: version {current.version + 1}, {key_id} revoked from {format_time(when)}"
+    target, version = _amend_registry(
+        root_file,
+        registry_file,
+        out,
+        key_id,
+        lambda entries: keys.revoke(entries, key_id, when),
     )
+    click.echo(f"{target}: version {version}, {key_id} revoked from {format_time(when)}")

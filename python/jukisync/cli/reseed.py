@@ -11,7 +11,7 @@ import click
 
 from jukisync import _core, lockfile
 from jukisync import config as node_config
-from jukisync.cli.bootstrap import load_trust, root_option
+from jukisync.cli.archives import check_archive, load_trust, root_option
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
 from jukisync.ops import snapshots
@@ -96,8 +96,7 @@ def command(
         except lockfile.LockHeld as exc:
             fail(_NAME, ExitCode.UNAVAILABLE, str(exc))
         if archive is not None:
-            if not archive.is_file():
-                fail(_NAME, ExitCode.NOT_FOUND, f"{archive}: no such file")
+            check_archive(_NAME, archive)
             try:
                 _, _, _, data = stack.enter_context(snapshots.extracted(archive))
             except snapshots.ArchiveError as exc:

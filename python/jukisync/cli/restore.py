@@ -8,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from jukisync.cli.bootstrap import load_trust, root_option_optional, signer_option
+from jukisync.cli.archives import (
+    archive_errors,
+    check_archive,
+    check_target,
+    load_trust,
+    remove_failed,
+    root_option_optional,
+    signer_option,
+    store_or_outbox,
+)
 from jukisync.cli.common import fail
 from jukisync.exitcodes import ExitCode
 from jukisync.ops import snapshots
@@ -76,38 +85,23 @@ def command(
     as_json: bool,
 ) -> None:
     """Restore a tier store (or an outbox) from a backup, verified before and after."""
-    if (store_path is None) == (outbox_path is None):
-        raise click.UsageError("give exactly one of --store and --outbox")
-    kind = "store" if store_path is not None else "outbox"
-    target = store_path if store_path is not None else outbox_path
-    assert target is not None
-    if not archive.is_file():
-        fail(_NAME, ExitCode.NOT_FOUND, f"{archive}: no such file")
-    if (target / "data.mdb").exists():
-        fail(_NAME, ExitCode.USAGE, f"{target} already holds a {kind}; move it aside first")
+    kind, target = store_or_outbox(store_path, outbox_path)
+    check_archive(_NAME, archive)
+    created = check_target(_NAME, target, kind)
     root, pinned = load_trust(_NAME, root_path, signer_path)
-    try:
+    with archive_errors(_NAME):
         manifest = snapshots.verify_archive(archive, root, pinned)
         if manifest.kind != kind:
             fail(
                 _NAME, ExitCode.INPUT, f"{archive} is a backup of an {manifest.kind}, not a {kind}"
             )
-        created = not target.exists()
         with snapshots.extracted(archive) as (_, _, _, data):
             target.mkdir(parents=True, exist_ok=True)
             for member in sorted(data.iterdir()):
                 shutil.copy2(member, target / member.name)
         problem = snapshots.check_restored(target, manifest, root)
-    except snapshots.TrustError as exc:
-        fail(_NAME, ExitCode.CONFIG, str(exc))
-    except snapshots.ArchiveError as exc:
-        fail(_NAME, ExitCode.INPUT, str(exc))
     if problem is not None:
-        if created:
-            shutil.rmtree(target, ignore_errors=True)
-        else:
-            for member in manifest.raw["files"]:
-                (target / Path(member).name).unlink(missing_ok=True)
+        remove_failed(target, created, manifest.raw["files"])
         fail(_NAME, ExitCode.FAILURE, f"{target}: {problem}")
     result = {
         "restored": str(target),

@@ -124,16 +124,22 @@ def _outbox_copy(source: Path, dest_dir: Path) -> dict[str, Any]:
         env.copy(str(dest_dir), compact=True)
     finally:
         env.close()
-    copy = lmdb.open(str(dest_dir), readonly=True, max_dbs=4, create=False)
+    heads = _outbox_heads(dest_dir)
+    return {"heads": heads, "origin": next(iter(heads))}
+
+
+def _outbox_heads(path: Path) -> dict[str, dict[str, Any]]:
+    """An outbox's chain head as a manifest records it: {origin: {seq, hash}}."""
+    env = lmdb.open(str(path), readonly=True, max_dbs=4, create=False)
     try:
-        meta = copy.open_db(b"meta", create=False)
-        with copy.begin(db=meta) as txn:
+        meta = env.open_db(b"meta", create=False)
+        with env.begin(db=meta) as txn:
             origin = bytes(txn.get(b"origin") or b"").decode()
             seq = int.from_bytes(txn.get(b"head_seq") or b"", "big")
             head_hash = bytes(txn.get(b"head_hash") or b"").hex()
     finally:
-        copy.close()
-    return {"heads": {origin: {"seq": seq, "hash": head_hash}}, "origin": origin}
+        env.close()
+    return {origin: {"seq": seq, "hash": head_hash}}
 
 
 def make_archive(
@@ -431,15 +437,6 @@ def check_restored(target: Path, manifest: Manifest, root_public: bytes | None) 
         if inconsistent:
             return f"`check` finds the restored store inconsistent: {inconsistent[:3]}"
         return None
-    env = lmdb.open(str(target), readonly=True, max_dbs=4, create=False)
-    try:
-        meta = env.open_db(b"meta", create=False)
-        with env.begin(db=meta) as txn:
-            origin = bytes(txn.get(b"origin") or b"").decode()
-            seq = int.from_bytes(txn.get(b"head_seq") or b"", "big")
-            head_hash = bytes(txn.get(b"head_hash") or b"").hex()
-    finally:
-        env.close()
-    if manifest.raw["heads"] != {origin: {"seq": seq, "hash": head_hash}}:
+    if manifest.raw["heads"] != _outbox_heads(target):
         return "the restored outbox's chain head differs from the backup's manifest"
     return None

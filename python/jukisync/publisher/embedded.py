@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 from collections.abc import Coroutine, Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
 from jukisync import clock
@@ -137,12 +136,7 @@ class EmbeddedPublisher:
     def __enter__(self) -> EmbeddedPublisher:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import aio_pika
@@ -260,12 +259,7 @@ class QueryClient:
         await self._replies.consume(self._on_reply, no_ack=True)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -309,7 +303,10 @@ class QueryClient:
         )
         try:
             await self._exchange.publish(message, routing_key=node, mandatory=True)
-            body = await asyncio.wait_for(future, self.timeout_s)
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+            # of the caller that arrives as the answer does.
+            async with asyncio.timeout(self.timeout_s):
+                body = await future
         except aio_pika.exceptions.DeliveryError as exc:
             raise RpcError(f"no query service for node {node!r}: {exc}") from exc
         except aio_pika.exceptions.ChannelClosed as exc:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 
 import msgspec
 
@@ -197,12 +196,7 @@ class Subscription(abc.ABC):
     async def __aenter__(self) -> Subscription:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
 

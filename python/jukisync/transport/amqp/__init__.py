@@ -50,80 +50,32 @@ operators can see who is connected. Messages over `max_message_bytes` are refuse
 with `MessageTooLarge` before they reach the broker.
 
 Modules: `options` (`AmqpOptions`, TLS, login user, backoff), `topology` (names,
-queue and message specs, declaration), `channels` (lost-connection handling),
-`consumer` (deliveries, subscriptions), `connection` (`AmqpTransport`, `AmqpNetwork`).
-Everything is importable from `jukisync.transport.amqp`.
+queue and message specs, declaration), `channels` (lost connections, refused logins),
+`consumer` (deliveries, subscriptions), `publishing` (confirms and what a failed
+publish means), `connection` (`AmqpTransport`: supervision, declarations, publish and
+consume calls), `network` (`AmqpNetwork`).
+Everything is importable from `jukisync.transport.amqp` (the public names of `options`
+and `topology` as they list them).
 """
 
 from __future__ import annotations
 
-from jukisync.transport.amqp.connection import AmqpNetwork, AmqpTransport, access_refused
+from jukisync.transport.amqp import options, topology
+from jukisync.transport.amqp.channels import access_refused
+from jukisync.transport.amqp.connection import AmqpTransport
 from jukisync.transport.amqp.consumer import AmqpDelivery, AmqpSubscription
-from jukisync.transport.amqp.options import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    AmqpOptions,
-    QueueType,
-    backoff_delay,
-    split_urls,
-    ssl_context,
-    url_user,
-)
-from jukisync.transport.amqp.topology import (
-    CONTENT_TYPE,
-    DEAD_LETTER,
-    AccessRefused,
-    ExchangeSpec,
-    Names,
-    QueueSpec,
-    TopologyError,
-    Unroutable,
-    bundle_queue_name,
-    bundle_queue_spec,
-    check_message_size,
-    control_queue_name,
-    control_queue_spec,
-    exchange_specs,
-    forward_queue_spec,
-    heads_queue_name,
-    heads_queue_spec,
-    message_properties,
-    queue_arguments,
-    remove_topology,
-)
+from jukisync.transport.amqp.network import AmqpNetwork
+from jukisync.transport.amqp.options import *  # noqa: F403 - listed by options.__all__
+from jukisync.transport.amqp.topology import *  # noqa: F403 - listed by topology.__all__
 from jukisync.transport.base import MessageTooLarge
 
 __all__ = [
-    "CONTENT_TYPE",
-    "DEAD_LETTER",
-    "DEFAULT_MAX_MESSAGE_BYTES",
-    "AccessRefused",
     "AmqpDelivery",
     "AmqpNetwork",
-    "AmqpOptions",
     "AmqpSubscription",
     "AmqpTransport",
-    "ExchangeSpec",
     "MessageTooLarge",
-    "Names",
-    "QueueSpec",
-    "QueueType",
-    "TopologyError",
-    "Unroutable",
     "access_refused",
-    "backoff_delay",
-    "bundle_queue_name",
-    "bundle_queue_spec",
-    "check_message_size",
-    "control_queue_name",
-    "control_queue_spec",
-    "exchange_specs",
-    "forward_queue_spec",
-    "heads_queue_name",
-    "heads_queue_spec",
-    "message_properties",
-    "queue_arguments",
-    "remove_topology",
-    "split_urls",
-    "ssl_context",
-    "url_user",
 ]
+__all__ += options.__all__
+__all__ += topology.__all__

@@ -1,6 +1,6 @@
 """Channel helpers shared by the consumer, the transport and the query server: what
-counts as a lost connection, bounding an operation by its channel, opening and
-closing channels."""
+counts as a lost connection or a refused login, bounding an operation by its channel,
+opening and closing channels."""
 
 from __future__ import annotations
 
@@ -12,10 +12,19 @@ from typing import Any, Final
 import aiormq
 import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from yarl import URL
 
-from jukisync.transport.amqp.topology import TopologyError
+from jukisync.transport.amqp.options import url_user
+from jukisync.transport.amqp.topology import AccessRefused, TopologyError
 
-__all__ = ["LOST", "close_quietly", "closing_is_lost", "open_channel", "while_open"]
+__all__ = [
+    "LOST",
+    "access_refused",
+    "close_quietly",
+    "closing_is_lost",
+    "open_channel",
+    "while_open",
+]
 
 
 def _cancelling() -> bool:
@@ -106,3 +115,34 @@ async def close_quietly(closable: AbstractChannel | AbstractConnection | None) -
         return
     with contextlib.suppress(Exception):
         await closable.close()
+
+
+def access_refused(exc: BaseException, url: str) -> AccessRefused | None:
+    """`exc` as an AccessRefused when it is the broker refusing the credentials or the
+    vhost of `url` (one line, no password), else None.
+
+    aiormq raises ProbableAuthenticationError for ACCESS_REFUSED at login, and, for a
+    vhost that does not exist or the user may not use (NOT_ALLOWED at Connection.Open),
+    an InvalidFrameError saying it got Connection.Close instead of Connection.OpenOk
+    (ConnectionNotAllowed when it arrives later)."""
+    parsed = URL(url)
+    user = url_user(url) or "(certificate)"
+    vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
+    if isinstance(
+        exc, aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError
+    ):
+        return AccessRefused(
+            f"the broker at {parsed.host}:{parsed.port} refused the login of user {user!r} "
+            "(wrong user or password in broker.url)"
+        )
+    text = str(exc)
+    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed) or (
+        isinstance(exc, aiormq.exceptions.InvalidFrameError)
+        and "Connection.OpenOk" in text
+        and "Connection.Close" in text
+    ):
+        return AccessRefused(
+            f"the broker at {parsed.host}:{parsed.port} refused vhost {vhost!r} to user "
+            f"{user!r} (no such vhost, or no permissions on it: broker.url)"
+        )
+    return None

@@ -1,6 +1,5 @@
 """`AmqpTransport`: one node's supervised connection to RabbitMQ (reconnects with
-backoff, re-declares its topology, publishes with confirms), and `AmqpNetwork`, the
-transports of a whole network in one process."""
+backoff, re-declares its topology, publishes with confirms through `publishing`)."""
 
 from __future__ import annotations
 
@@ -17,24 +16,22 @@ from typing import Any, Final, Literal
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
-from pamqp import commands as spec
 from yarl import URL
 
 from jukisync.transport.amqp.channels import (
     LOST,
+    access_refused,
     close_quietly,
     closing_is_lost,
     open_channel,
-    while_open,
 )
 from jukisync.transport.amqp.consumer import AmqpSubscription
 from jukisync.transport.amqp.options import AmqpOptions, backoff_delay, ssl_context, url_user
+from jukisync.transport.amqp.publishing import publish_confirmed, settle_all
 from jukisync.transport.amqp.topology import (
-    AccessRefused,
     Names,
     QueueSpec,
     TopologyError,
-    Unroutable,
     bundle_queue_spec,
     check_message_size,
     control_queue_spec,
@@ -44,7 +41,6 @@ from jukisync.transport.amqp.topology import (
     heads_queue_spec,
     message_properties,
     queue_arguments,
-    remove_topology,
 )
 from jukisync.transport.base import (
     ResendRequest,
@@ -57,43 +53,12 @@ from jukisync.transport.base import (
     forward_key,
 )
 
-__all__ = ["AmqpNetwork", "AmqpTransport", "access_refused"]
+__all__ = ["AmqpTransport"]
 
 log = logging.getLogger("jukisync.transport.amqp")
 
 _State = Literal["idle", "connecting", "up", "down", "closed"]
 _STABLE_S: Final = 5.0  # a connection up this long resets the backoff
-
-
-def access_refused(exc: BaseException, url: str) -> AccessRefused | None:
-    """`exc` as an AccessRefused when it is the broker refusing the credentials or the
-    vhost of `url` (one line, no password), else None.
-
-    aiormq raises ProbableAuthenticationError for ACCESS_REFUSED at login, and, for a
-    vhost that does not exist or the user may not use (NOT_ALLOWED at Connection.Open),
-    an InvalidFrameError saying it got Connection.Close instead of Connection.OpenOk
-    (ConnectionNotAllowed when it arrives later)."""
-    parsed = URL(url)
-    user = url_user(url) or "(certificate)"
-    vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
-    if isinstance(
-        exc, aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError
-    ):
-        return AccessRefused(
-            f"the broker at {parsed.host}:{parsed.port} refused the login of user {user!r} "
-            "(wrong user or password in broker.url)"
-        )
-    text = str(exc)
-    if isinstance(exc, aiormq.exceptions.ConnectionNotAllowed) or (
-        isinstance(exc, aiormq.exceptions.InvalidFrameError)
-        and "Connection.OpenOk" in text
-        and "Connection.Close" in text
-    ):
-        return AccessRefused(
-            f"the broker at {parsed.host}:{parsed.port} refused vhost {vhost!r} to user "
-            f"{user!r} (no such vhost, or no permissions on it: broker.url)"
-        )
-    return None
 
 
 class AmqpTransport(Transport):
@@ -223,8 +188,11 @@ class AmqpTransport(Transport):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TransportUnavailable(self._unavailable())
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+            # that arrives as the event fires, and the caller would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
 
     def _unavailable(self) -> str:
         error = self._last_error
@@ -246,8 +214,9 @@ class AmqpTransport(Transport):
             remaining = deadline - time.monotonic()
             if self._state == "down" or remaining <= 0:
                 raise TransportUnavailable(self._unavailable())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see `connect`
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
 
     async def wait_connection(self) -> AbstractConnection:
         """The connection, waiting as long as it takes (consumers)."""
@@ -477,35 +446,15 @@ class AmqpTransport(Transport):
         properties = message_properties(
             message_id=f"{self._id_prefix}.{next(self._ids)}", user_id=self.user_id
         )
-        timeout = self.options.confirm_timeout_s
-        try:
-            with closing_is_lost(channel):
-                async with while_open(channel, timeout):
-                    result = await channel.basic_publish(
-                        body,
-                        exchange=exchange,
-                        routing_key=routing_key,
-                        properties=properties,
-                        mandatory=True,
-                        timeout=timeout,
-                        wait=False,
-                    )
-        except aiormq.exceptions.PublishError as exc:
-            raise Unroutable(
-                f"no queue bound for {routing_key!r} on {exchange!r}: the broker returned it"
-            ) from exc
-        except aiormq.exceptions.DeliveryError as exc:
-            self._recycle_publisher(channel)
-            raise TransportUnavailable(f"broker refused the message (nack): {exc}") from exc
-        except TimeoutError as exc:
-            if channel.is_closed:
-                raise TransportUnavailable("connection lost before the publisher confirm") from exc
-            self._recycle_publisher(channel)
-            raise TransportUnavailable(f"no publisher confirm within {timeout}s") from exc
-        except LOST as exc:
-            raise TransportUnavailable(f"connection lost before the confirm: {exc}") from exc
-        if not isinstance(result, spec.Basic.Ack):
-            raise TransportUnavailable(f"unexpected publisher confirm {result!r}")
+        await publish_confirmed(
+            channel,
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            timeout=self.options.confirm_timeout_s,
+            recycle=self._recycle_publisher,
+        )
 
     def _recycle_publisher(self, channel: aiormq.Channel) -> None:
         """A nack or a missing confirm on a live channel: on a cluster, the channel's
@@ -523,17 +472,7 @@ class AmqpTransport(Transport):
         raises `TransportUnavailable` (after all settled) if any was not."""
         for _, body in items:
             check_message_size(body, self.options.max_message_bytes)
-        results = await asyncio.gather(
-            *(self._publish(exchange, key, body) for key, body in items), return_exceptions=True
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, TransportUnavailable):
-                raise failure
-        if failures:
-            raise TransportUnavailable(
-                f"{len(failures)} of {len(items)} publishes not confirmed: {failures[0]}"
-            ) from failures[0]
+        await settle_all([self._publish(exchange, key, body) for key, body in items])
 
     async def publish_bundle(self, origin: str, envelope: bytes) -> None:
         await self._publish(self.names.updates, bundle_key(origin), envelope)
@@ -588,44 +527,3 @@ def _future_error(future: asyncio.Future[Any]) -> BaseException | None:
     if not future.done() or future.cancelled():
         return None
     return future.exception()
-
-
-class AmqpNetwork:
-    """Transports on one broker and namespace, made by name like
-    `InProcessNetwork.transport(name)`, so code that builds a whole network in one
-    process (the demo, tests) can run it over RabbitMQ. `close()` closes them all;
-    `remove()` also deletes a throw-away namespace's exchanges and queues."""
-
-    def __init__(
-        self,
-        url: str | Sequence[str],
-        *,
-        options: AmqpOptions | None = None,
-        connection_prefix: str = "jukisync ",
-    ) -> None:
-        self.urls = (url,) if isinstance(url, str) else tuple(url)
-        self.url = self.urls[0]
-        self.options = options or AmqpOptions()
-        self.connection_prefix = connection_prefix
-        self.transports: list[AmqpTransport] = []
-
-    def transport(self, name: str) -> AmqpTransport:
-        transport = AmqpTransport(
-            self.urls, name=f"{self.connection_prefix}{name}", options=self.options
-        )
-        self.transports.append(transport)
-        return transport
-
-    async def close(self) -> None:
-        for transport in self.transports:
-            await transport.close()
-
-    async def remove(self) -> None:
-        """Close, then delete the namespace's topology (refused for the empty one)."""
-        queues = {q for t in self.transports for q in t.declared_queues}
-        await self.close()
-        if not any(t.connections_opened for t in self.transports):
-            return  # never reached the broker: nothing was declared
-        await remove_topology(
-            self.urls, self.options.namespace, sorted(queues), options=self.options
-        )
