@@ -1,6 +1,6 @@
 """A three-node RabbitMQ cluster for the `cluster` tests, run by the project's own
 `scripts/rabbitmq-cluster` (the README's commands), and the operations the tests do to
-its nodes: find a queue's leader, SIGKILL a node, start it again.
+its nodes: find a queue's leader, SIGKILL a node, pause and resume one, start it again.
 
 Every broker tool runs on the real clock (`externaltools.run_tool`); every wait polls
 with a bounded timeout.
@@ -32,6 +32,7 @@ class Cluster:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.urls: tuple[str, ...] = ()
+        self.paused: set[int] = set()
 
     def _run(self, *args: str, timeout: float = 120.0, check: bool = True) -> str:
         env = {**real_clock_env(), "JUKISYNC_CLUSTER_DIR": str(self.directory)}
@@ -100,9 +101,63 @@ class Cluster:
 
     def kill(self, n: int) -> None:
         """SIGKILL node `n`'s Erlang VM (no clean shutdown), and wait until it is gone."""
-        pid = int((self.directory / f"c{n}" / "pid").read_text())
-        os.kill(pid, signal.SIGKILL)
+        os.kill(self._pid(n), signal.SIGKILL)
         assert until(lambda: not self.alive(n), 30.0)
+
+    def pause(self, n: int) -> None:
+        """SIGSTOP node `n`'s Erlang VM: it neither answers nor closes anything, the
+        minority side of a partition as its peers and clients see it."""
+        os.kill(self._pid(n), signal.SIGSTOP)
+        self.paused.add(n)
+
+    def resume(self, n: int) -> None:
+        os.kill(self._pid(n), signal.SIGCONT)
+        self.paused.discard(n)
+
+    def connected(self, n: int, m: int) -> bool:
+        """Whether node `n` (running) still has a distribution link to node `m`: asks
+        `n` alone, so it answers while `m` is paused (cluster_status would wait on `m`)."""
+        return node_name(m) in self.ctl(n, "eval", "nodes().")
+
+    def partitioned(self) -> set[int]:
+        """Nodes some running node reports a partition with (`cluster_status`)."""
+        found: set[int] = set()
+        for n in NODES:
+            if not self.alive(n) or n in self.paused:
+                continue
+            try:
+                status = json.loads(self.ctl(n, "cluster_status", "--formatter", "json"))
+            except (RuntimeError, json.JSONDecodeError, subprocess.TimeoutExpired):
+                continue
+            for node, others in (status.get("partitions") or {}).items():
+                found |= {m for m in NODES if node_name(m) in (node, *others)}
+        return found
+
+    def heal(self, n: int, timeout: float = 120.0) -> bool:
+        """After node `n` resumed: until it rejoined by itself (pause_minority paused
+        it, then it saw the majority again), or, when it came back into a partition
+        that pause_minority leaves in place (it never saw its peers go: it was
+        stopped meanwhile), restart its app as an operator would (README). True if
+        it healed by itself."""
+        state: list[str] = []
+
+        def settled() -> bool:
+            if self.partitioned():
+                state.append("partitioned")
+                return True
+            return len(self.running_nodes()) == 3
+
+        assert until(settled, timeout, poll_s=1.0), f"node {n} neither rejoined nor split"
+        if not state:
+            return True
+        self.ctl(n, "stop_app")
+        self.ctl(n, "start_app")
+        assert until(lambda: not self.partitioned(), timeout, poll_s=1.0), self.partitioned()
+        self.wait_all_running(timeout)
+        return False
+
+    def _pid(self, n: int) -> int:
+        return int((self.directory / f"c{n}" / "pid").read_text())
 
     def stop_node(self, n: int) -> None:
         """A clean stop of node `n`'s whole `rabbitmq-server` (as for maintenance)."""
@@ -112,7 +167,12 @@ class Cluster:
 
     def restore(self) -> None:
         """Every node running again: killed or stopped ones started, stopped apps
-        started; then until all 3 run."""
+        started, paused ones resumed; then until all 3 run."""
+        for n in sorted(self.paused):
+            self.resume(n)
+        for n in sorted(self.partitioned() - {1}):  # node 1's side is kept
+            self.ctl(n, "stop_app")
+            self.ctl(n, "start_app")
         running = self.running_nodes()
         for n in NODES:
             if not self.alive(n):

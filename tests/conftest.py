@@ -164,10 +164,15 @@ def make_net(broker_url: str, tmp_path: Path, request: pytest.FixtureRequest) ->
 def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A three-node RabbitMQ cluster started by `scripts/rabbitmq-cluster` for the
     session (tests marked `cluster`) and stopped at its end. When it cannot start, the
-    tests skip with the reason, or fail under JUKISYNC_REQUIRE_BROKER=1 (CI)."""
+    tests skip with the reason, or fail under JUKISYNC_REQUIRE_BROKER=1 (CI).
+
+    With JUKISYNC_TEST_CLUSTER_DIR, the cluster of that directory (started by
+    `scripts/rabbitmq-cluster start DIR`, or started here) is used and left running:
+    iterating on one test then skips the nodes' start-up."""
     from clusterkit import Cluster
 
-    cluster = Cluster(tmp_path_factory.mktemp("rabbitmq-cluster"))
+    kept = os.environ.get("JUKISYNC_TEST_CLUSTER_DIR")
+    cluster = Cluster(Path(kept) if kept else tmp_path_factory.mktemp("rabbitmq-cluster"))
     try:
         cluster.start()
     except (RuntimeError, OSError, subprocess.SubprocessError, AssertionError) as exc:
@@ -179,4 +184,5 @@ def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     try:
         yield cluster
     finally:
-        cluster.stop()
+        if not kept:
+            cluster.stop()

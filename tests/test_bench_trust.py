@@ -12,9 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
@@ -24,7 +22,7 @@ from rich.console import Console
 from jukisync.cli import main
 from jukisync.cli.bench import _render, output_console
 from jukisync.exitcodes import ExitCode
-from jukisync.sim.bench import BenchReport, BenchResult
+from jukisync.sim.bench import BenchReport
 from jukisync.sim.benchenv import (
     MAX_LOAD_PER_CORE,
     MIN_PHASE_S,
@@ -105,12 +103,6 @@ def test_a_loaded_machine_is_warned_about(cores: int, before: float, after: floa
     assert all("loaded machine" in w for w in environment.warnings())
 
 
-def _report(data: dict[str, Any]) -> BenchReport:
-    runs = [msgspec.convert(r, type=BenchResult) for r in data["runs"]]
-    environment = msgspec.convert(data["environment"], type=Environment, strict=False)
-    return BenchReport.of(environment, runs)
-
-
 def _inflated(report: BenchReport) -> BenchReport:
     """The same runs with figures far wider than a quick run's, to stress the columns."""
     runs = []
@@ -154,7 +146,7 @@ def test_bench_records_its_environment_warns_and_prints_whole_numbers(
     assert any(w.startswith("latency phase") and "2 rounds" in w for w in warnings)
     assert "warning: latency phase" in result.stderr
 
-    report = _inflated(_report(data))
+    report = _inflated(BenchReport.from_json(data))
     # Piped: nothing wraps or is cut.
     _render(report, output_console())
     piped = capsys.readouterr().out

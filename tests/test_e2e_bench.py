@@ -5,6 +5,7 @@ not time things): only that the report has its fields and the stores converged."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -14,13 +15,17 @@ import aiormq.exceptions
 import msgspec
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
+from jukisync.cli import bench as bench_cli
 from jukisync.cli import main
 from jukisync.exitcodes import ExitCode
 from jukisync.sim import synth
 from jukisync.sim.bench import (
     BenchOptions,
+    BenchReport,
     Bundle,
+    Workload,
     bundle_id,
     interleave,
     make_workload,
@@ -28,7 +33,7 @@ from jukisync.sim.bench import (
 )
 from jukisync.tier.assembly import national_queue_name
 from jukisync.transport.amqp import bundle_queue_name
-from jukisync.wire.messages import BundleBody, Envelope
+from jukisync.wire.messages import BundleBody, Envelope, encode
 
 broker = pytest.mark.broker
 
@@ -175,3 +180,85 @@ def test_bench_latency_mode_alone(broker_url: str) -> None:
     assert report["throughput"] is None and report["raw"] is None
     assert report["latency"]["updates"] == 200
     assert [t["name"] for t in report["targets"]] == ["p99 publish → national commit"]
+
+
+def _garbled(workload: Workload, origin: str, index: int) -> Workload:
+    """`workload` with the `index`th throughput bundle of `origin` validly signed by it
+    but garbled (a U+FFFD in a name, the 2013 incident): the tiers halt that origin."""
+    bundle = workload.throughput[origin][index]
+    body = _body(bundle.envelope)
+    garbled = msgspec.structs.replace(body.updates[0], name="萩\ufffd太郎")
+    encoded = encode(msgspec.structs.replace(body, updates=[garbled, *body.updates[1:]]))
+    pair = workload.key_pairs[origin]
+    envelope = encode(Envelope(body=encoded, key_id=pair.key_id, sig=pair.sign(encoded)))
+    workload.throughput[origin][index] = dataclasses.replace(bundle, envelope=envelope)
+    return workload
+
+
+@broker
+def test_bench_fails_fast_naming_the_halted_origin(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refused bundle halts its origin at the centre: national never commits the rest,
+    # so the phase cannot complete. The run must say so at once rather than sit out its
+    # --timeout (the test gives a long one: were it waited out, the message would be a
+    # timeout's, without the origin's halt, and the test fails).
+    halted: list[str] = []
+
+    def workload_with_a_refused_bundle(options: BenchOptions) -> Workload:
+        workload = make_workload(options)
+        halted.append(workload.origins[1])
+        return _garbled(workload, workload.origins[1], 2)
+
+    monkeypatch.setattr(bench_cli, "make_workload", workload_with_a_refused_bundle)
+    args = ["bench", "--broker", broker_url, "--mode", "throughput", "--no-raw", "--repeat", "1"]
+    args += ["--publishers", "3", "--updates", "600", "--bundle-size", "50", "--timeout", "600"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == ExitCode.FAILURE, result.output
+    [origin] = halted
+    message = result.stderr
+    assert f"halted origin {origin}:" in message, message
+    assert "U+FFFD" in message or "name" in message, message
+    assert "not committed at national within" not in message
+
+
+@broker
+def test_bench_compares_brokers_given_in_turn(broker_url: str) -> None:
+    # The default broker twice stands in for a single node and a cluster (the cluster
+    # run is the README's, measured by hand): both rows, each with its own runs and
+    # figures, the costs beside the first computed from the medians.
+    args = ["bench", "--broker", broker_url, "--broker", broker_url, "--json", "--repeat", "2"]
+    args += ["--publishers", "2", "--updates", "600", "--bundle-size", "100"]
+    args += ["--rate", "200", "--latency-seconds", "1", "--latency-bundle-size", "5"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == ExitCode.OK, result.output
+    whole = json.loads(result.stdout)
+    assert whole["converged"] is True
+    reports, rows = whole["reports"], whole["comparison"]
+    raws: list[float] = []
+    assert len(reports) == len(rows) == 2
+    for report, row in zip(reports, rows, strict=True):
+        assert report["repeats"] == row["runs"] == 2
+        assert len({run["namespace"] for run in report["runs"]}) == 2  # fresh each run
+        assert (row["nodes"], row["replicas"], row["queue_type"]) == (1, 1, "quorum")
+        assert all(run["quorum_replicas"] == 1 for run in report["runs"])
+        rates = sorted(run["throughput"]["updates_per_s"] for run in report["runs"])
+        p99s = sorted(run["latency"]["latency"]["p99_ms"] for run in report["runs"])
+        assert row["updates_per_s"] == sum(rates) / 2 and row["p99_ms"] == sum(p99s) / 2
+        raws.append(sum(run["raw"]["bytes_per_s"] / 1e6 for run in report["runs"]) / 2)
+        assert row["raw_mb_per_s"] == round(raws[-1], 1)
+    first, second = rows
+    assert first["throughput_cost"] == first["p99_cost"] == first["raw_cost"] == 1.0
+    assert second["throughput_cost"] == round(first["updates_per_s"] / second["updates_per_s"], 2)
+    assert second["p99_cost"] == round(second["p99_ms"] / first["p99_ms"], 2)
+    assert second["raw_cost"] == round(raws[0] / raws[1], 2)
+    # The text table: a row per broker, its costs as the JSON has them.
+    console = Console(width=200, record=True)
+    console.print(bench_cli._comparison([BenchReport.from_json(r) for r in reports]))
+    cells = [line.split() for line in console.export_text().splitlines() if "127.0.0.1" in line]
+    assert len(cells) == 2 and cells[0][-3:] == ["1.00×"] * 3, cells
+    costs = [f"{second[c]:.2f}×" for c in ("throughput_cost", "p99_cost", "raw_cost")]
+    assert cells[1][-3:] == costs, cells
+    assert CliRunner().invoke(main, [*args[:3], "--broker", "http://x/"]).exit_code == (
+        ExitCode.USAGE
+    )

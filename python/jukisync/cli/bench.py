@@ -44,6 +44,7 @@ from jukisync.sim.bench import (
     probe_broker,
     run_bench,
 )
+from jukisync.sim.bench.compare import compare, comparison_json
 from jukisync.sim.benchenv import Environment
 from jukisync.transport.amqp import QueueType, split_urls
 from jukisync.transport.base import TransportUnavailable
@@ -227,6 +228,34 @@ def _render(report: BenchReport, console: Console) -> None:
         say(f"run {i} {verdict}: {tiers}")
 
 
+def _comparison(reports: list[BenchReport]) -> Table:
+    """The brokers side by side (medians over their runs) and each one's cost beside
+    the first (≥ 1: dearer): the first's updates/s ÷ its, its paced p99 ÷ the
+    first's, the first's raw ceiling ÷ its."""
+    table = Table(box=box.SIMPLE_HEAD, title="brokers compared (medians; cost beside the first)")
+    table.add_column("broker", overflow="fold")
+    headers = ("nodes", "replicas", "updates/s", "paced p99 ms", "raw MB/s")
+    for header in (*headers, "throughput cost", "p99 cost", "raw cost"):
+        _number_column(table, header)
+
+    def cell(unit: str, value: float | None) -> str:
+        return "-" if value is None else _value(unit, value)
+
+    for row in compare(reports):
+        table.add_row(
+            row.broker,
+            str(row.nodes),
+            "-" if row.replicas is None else str(row.replicas),
+            cell("updates/s", row.updates_per_s),
+            cell("ms", row.p99_ms),
+            cell("MB/s", row.raw_mb_per_s),
+            cell("×", row.throughput_cost),
+            cell("×", row.p99_cost),
+            cell("×", row.raw_cost),
+        )
+    return table
+
+
 def output_console() -> Console:
     """stdout; when piped, wide enough that rich never wraps or cuts a table (it would
     assume 80 columns)."""
@@ -290,6 +319,8 @@ Examples:
   jukisync bench --mode throughput --updates 1000000
   jukisync bench --mode latency --rate 1000 --latency-seconds 30
   jukisync bench --queue-type classic --json | jq .targets
+  jukisync bench --updates 20000 --broker amqp://guest:guest@127.0.0.1:5672/ \\
+      --broker "$(scripts/rabbitmq-cluster urls)"   # one node, then a 3-node cluster
 \b
 Needs a RabbitMQ (default {DEFAULT_BROKER}, or $JUKISYNC_AMQP_URL); everything is
 declared in a namespace of its own and removed at the end.
@@ -297,11 +328,14 @@ declared in a namespace of its own and removed at the end.
 )
 @click.option(
     "--broker",
-    metavar="URL",
-    default=lambda: os.environ.get("JUKISYNC_AMQP_URL") or DEFAULT_BROKER,
+    "brokers",
+    metavar="URL[,URL...]",
+    multiple=True,
+    default=lambda: [os.environ.get("JUKISYNC_AMQP_URL") or DEFAULT_BROKER],
     show_default="$JUKISYNC_AMQP_URL or " + DEFAULT_BROKER,
     help="The RabbitMQ to run through; a cluster's nodes as URL1,URL2,URL3 (each client "
-    "fails over between them).",
+    "fails over between them; quorum queues get one replica per address). Repeated: "
+    "each broker in turn, run after run, compared with the first.",
 )
 @click.option(
     "--mode",
@@ -420,7 +454,7 @@ declared in a namespace of its own and removed at the end.
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def command(
-    broker: str,
+    brokers: tuple[str, ...],
     mode: str,
     publishers: int,
     updates: int,
@@ -451,26 +485,29 @@ def command(
     Exits 0 when the run completed and both stores converged (whether or not the
     targets were met, unless --check-targets).
     """
-    if not all(u.startswith(("amqp://", "amqps://")) for u in broker.split(",")):
-        fail(
-            "bench", ExitCode.USAGE, f"--broker must be an amqp:// or amqps:// URL, got {broker!r}"
-        )
+    for broker in brokers:
+        if not all(u.startswith(("amqp://", "amqps://")) for u in broker.split(",")):
+            fail(
+                "bench",
+                ExitCode.USAGE,
+                f"--broker must be an amqp:// or amqps:// URL, got {broker!r}",
+            )
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     err = Console(stderr=True)
     chatty = not as_json and err.is_terminal
     try:
         # Every address must answer; the first's version is recorded.
-        versions = [asyncio.run(probe_broker(url)) for url in split_urls(broker)]
+        versions = [asyncio.run(probe_broker(u)) for b in brokers for u in split_urls(b)]
         rabbitmq = versions[0]
     except _UNREACHABLE as exc:
         fail("bench", ExitCode.UNAVAILABLE, f"broker unreachable at --broker: {exc}")
     environment = Environment.capture(rabbitmq=rabbitmq)
     directory, temporary = fresh_data_dir("bench", data_dir)
-    runs: list[BenchResult] = []
+    runs: list[list[BenchResult]] = [[] for _ in brokers]  # per --broker, in order
     try:
         options = BenchOptions(
-            broker_url=broker,
+            broker_url=brokers[0],
             data_dir=directory,
             publishers=publishers,
             updates=updates,
@@ -489,16 +526,19 @@ def command(
             timeout_s=timeout_s,
             profile=profile,
         )
-        with BenchProgress(err if chatty else None, options, repeat) as progress:
+        total = repeat * len(brokers)
+        with BenchProgress(err if chatty else None, options, total) as progress:
             progress("generating and signing the synthetic bundles (not timed)")
             workload = make_workload(options)
+            # Each run on fresh stores (the same signed workload, replayed); several
+            # brokers take turns, so a change in the machine's load hits them alike.
             for run in range(1, repeat + 1):
-                # Each run on fresh stores (the same signed workload, replayed).
-                run_dir = directory / f"run-{run}"
-                run_dir.mkdir()
-                run_options = dataclasses.replace(options, data_dir=run_dir)
-                progress.run = run
-                runs.append(uvloop.run(run_bench(run_options, workload, progress)))
+                for b, broker in enumerate(brokers, 1):
+                    run_dir = directory / (f"run-{run}" if len(brokers) == 1 else f"run-{run}-{b}")
+                    run_dir.mkdir()
+                    run_options = dataclasses.replace(options, broker_url=broker, data_dir=run_dir)
+                    progress.run += 1
+                    runs[b - 1].append(uvloop.run(run_bench(run_options, workload, progress)))
     except _UNREACHABLE as exc:
         fail("bench", ExitCode.UNAVAILABLE, f"lost the broker: {exc}")
     except BenchError as exc:
@@ -507,15 +547,20 @@ def command(
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
     environment.finish()
-    report = BenchReport.of(environment, runs)
+    reports = [BenchReport.of(environment, r) for r in runs]
     if as_json:
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        whole = reports[0].to_json() if len(reports) == 1 else comparison_json(reports)
+        click.echo(json.dumps(whole, ensure_ascii=False))
     else:
-        _render(report, output_console())
-    for warning in report.warnings if as_json else ():  # the text report has them
+        console = output_console()
+        for report in reports:
+            _render(report, console)
+        if len(reports) > 1:
+            console.print(_comparison(reports))
+    for warning in reports[0].warnings if as_json else ():  # the text report has them
         click.echo(f"jukisync bench: warning: {warning}", err=True)
-    if not report.converged:
+    if not all(r.converged for r in reports):
         sys.exit(ExitCode.FAILURE)
-    if check_targets and not report.targets_met:
+    if check_targets and not all(r.targets_met for r in reports):
         sys.exit(ExitCode.FAILURE)
     sys.exit(ExitCode.OK)

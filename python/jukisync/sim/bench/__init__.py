@@ -27,7 +27,8 @@ Modules: `options` (what to run, the targets), `workload` (keys and signed bundl
 `timing` (commit times via wrapped transports, windowed publishing), `ceiling` (the raw
 aio-pika ceiling), `accounting` (CPU and disk from /proc), `results` (percentiles,
 figures, targets), `report` (the environment, repeated runs, their spread, warnings),
-`run` (the nodes and the phases). The names below are importable
+`compare` (several brokers side by side, the cost of each beside the first), `run`
+(the nodes and the phases). The names below are importable
 from `jukisync.sim.bench`.
 """
 

@@ -33,6 +33,8 @@ async def raw_ceiling(
     names = [f"{namespace}raw.{n}" for n in ("updates", "forward", "hop1", "hop2")]
     x_in, x_out, q_in, q_out = names
     arguments: dict[str, Any] = {"x-queue-type": options.queue_type}
+    if options.quorum_replicas is not None:  # as many replicas as the tiers' queues
+        arguments["x-quorum-initial-group-size"] = options.quorum_replicas
     total = sum(len(s) for s in streams.values())
     size = sum(len(b.envelope) for s in streams.values() for b in s)
     connections: list[aio_pika.abc.AbstractConnection] = []

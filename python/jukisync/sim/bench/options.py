@@ -68,6 +68,12 @@ class BenchOptions:
             )
 
     @property
+    def quorum_replicas(self) -> int | None:
+        """Replicas of each quorum queue: one per broker address given (a cluster's
+        nodes; one node alone holds the only one)."""
+        return len(self.broker_urls) if self.queue_type == "quorum" else None
+
+    @property
     def runs_throughput(self) -> bool:
         return self.mode in ("all", "throughput")
 

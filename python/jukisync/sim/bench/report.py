@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from jukisync.sim.bench.results import BenchResult
 from jukisync.sim.benchenv import MIN_ROUNDS, Environment, short_phase_warning
 
@@ -95,6 +97,13 @@ class BenchReport:
     @classmethod
     def of(cls, environment: Environment, runs: list[BenchResult]) -> BenchReport:
         return cls(environment, runs, spread_of(runs), warnings_of(runs, environment))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchReport:
+        """A report read back from its `to_json` (spread and warnings recomputed)."""
+        runs = [msgspec.convert(r, type=BenchResult) for r in data["runs"]]
+        environment = msgspec.convert(data["environment"], type=Environment, strict=False)
+        return cls.of(environment, runs)
 
     @property
     def converged(self) -> bool:

@@ -131,6 +131,7 @@ class BenchResult:
     broker: str
     namespace: str
     queue_type: str
+    quorum_replicas: int | None  # of each quorum queue (None: classic)
     publishers: int
     bundle_size: int
     prepare_s: float

@@ -56,6 +56,9 @@ from jukisync.trust import keys, storedir
 
 log = logging.getLogger("jukisync.bench")
 
+# How often a phase awaiting commits checks whether a node failed or halted an origin.
+_STUCK_POLL_S = 0.2
+
 # --- the network ---------------------------------------------------------------------------
 
 
@@ -68,6 +71,7 @@ class _Bench:
             url=urls[0] if len(urls) == 1 else list(urls),
             namespace=f"jukisync-bench-{secrets.token_hex(4)}.",
             queue_type=options.queue_type,
+            quorum_replicas=options.quorum_replicas,
             prefetch=options.prefetch,
         )
         self.namespace = self.broker.namespace
@@ -146,14 +150,42 @@ class _Bench:
         await self.publishers[bundle.origin].publish_bundle(bundle.origin, bundle.envelope)
 
     async def _await_commits(self, phase: str, bundles: list[Bundle]) -> None:
+        """Until national committed every bundle of `bundles`. Fails at once (not after
+        the phase's timeout) when a node failed or halted one of their origins: a
+        halted origin's later bundles wait in pending until an operator acts, so the
+        phase could never complete."""
         keys_ = [b.key for b in bundles]
+        origins = {b.origin for b in bundles}
         timeout = self.options.timeout_s
-        if not await self.clock.wait(NATIONAL, keys_, timeout):
+        waiting = asyncio.ensure_future(self.clock.wait(NATIONAL, keys_, timeout))
+        try:
+            while not waiting.done():
+                await asyncio.wait({waiting}, timeout=_STUCK_POLL_S)
+                self._raise_if_stuck(phase, origins)
+            committed = waiting.result()
+        finally:
+            waiting.cancel()
+        if not committed:
             missing = self.clock.missing(NATIONAL, keys_)
             raise BenchError(
                 f"{phase}: {missing} of {len(keys_)} bundles not committed at national "
                 f"within {timeout}s{self._failures()}"
             )
+
+    def _raise_if_stuck(self, phase: str, origins: set[str]) -> None:
+        for node in self._nodes():
+            if node.failure is not None:
+                raise BenchError(f"{phase}: the {node.name} node failed: {node.failure!r}")
+            halted = sorted(node.stats.halted_origins & origins)
+            if halted:
+                reasons = node.store.halted()
+                named = "; ".join(
+                    f"origin {o}: {reasons.get(o, 'reason not recorded')}" for o in halted
+                )
+                raise BenchError(
+                    f"{phase}: {node.name} halted {named} (its later bundles wait in "
+                    "pending for an operator, so the run cannot complete)"
+                )
 
     def _failures(self) -> str:
         failed = [f"{n.name}: {n.failure!r}" for n in self._nodes() if n.failure]
@@ -393,6 +425,7 @@ async def run_bench(
         broker=",".join(str(URL(u).with_password(None)) for u in options.broker_urls),
         namespace=bench.namespace,
         queue_type=options.queue_type,
+        quorum_replicas=options.quorum_replicas,
         publishers=options.publishers,
         bundle_size=options.bundle_size,
         prepare_s=round(workload.prepare_s, 3),
