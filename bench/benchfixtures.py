@@ -48,6 +48,12 @@ _PAIRS = [
     ),
     ("single lookup: Store.get vs lmdb txn + get + msgspec", "get_single", "lmdb_get_single", 1.0),
     ("batch confirmation vs lmdb get + msgspec loop", "confirm", "lmdb_confirm_loop", None),
+    (
+        "audited lookups, 32 requesters: group commit vs one commit per query",
+        "audited_group",
+        "audited_serial",
+        None,
+    ),
     ("end to end vs raw aio-pika, bytes/s over 2 hops", "e2e_bytes", "raw_bytes", 0.5),
     ("reconcile equal stores vs a digest of both", "reconcile_equal", "digest_both", None),
 ]

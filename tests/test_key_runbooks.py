@@ -2,6 +2,8 @@
 
 - rotation: a municipality's key is replaced mid-stream (`keys generate`, `keys
   rotate`, SIGHUP); its chain carries on under the new key, nothing lost;
+- a centre's own key is rotated mid-stream (SIGHUP: it reads its config's key file
+  again); national accepts the new key's attestations, nothing refused or lost;
 - revocation: a centre's key is revoked (`keys revoke`, SIGHUP at national); national
   refuses that centre's later attestations and converges through the twin centre.
 """
@@ -115,3 +117,48 @@ def test_revoking_a_centre_key_the_twin_carries_on(
     assert reasons and all(east in r and "revoked" in r for r in reasons), reasons
     # Security events, not a halt: no origin stopped at national.
     assert net.store(net.national).halted() == {}
+
+
+def _logged(net: Net, name: str, text: str) -> int:
+    return net.procs[name].log.read_text(errors="replace").count(text)
+
+
+def test_rotating_a_centre_key_mid_stream(nets: list[Net], broker_url: str, tmp_path: Path) -> None:
+    """The centre's own key is replaced without a restart: SIGHUP makes it read its
+    config's key file again; national accepts the new key's attestations once its
+    registry lists the key, and nothing is lost or refused across the switch."""
+    net = Net(tmp_path, broker_url)
+    nets.append(net)
+    [centre] = net.centres
+    net.start_and_wait(net.national, centre)
+    first, second = _halves(synthetic_updates(150, 150, seed=33))
+    net.publish_all(write_updates(tmp_path / "first.jsonl", first))
+    net.wait_converged([centre, net.national])
+
+    net.cli("keys", "generate", "--owner", centre, "--key-id", f"{centre}-k2", "--out", "keys")
+    net.cli("keys", "rotate", "--root", "keys/root.key.json", "--registry", "keys/registry.bin",
+            "--old", f"{centre}-k1", "--new", f"keys/{centre}-k2.pub.json")  # fmt: skip
+    net.registry_bytes = (net.root / "keys" / "registry.bin").read_bytes()
+    config = net.configs[centre]
+    config.write_text(config.read_text().replace(f"{centre}-k1.key.json", f"{centre}-k2.key.json"))
+    _reload(net, net.national)  # national first: it must know the key before it is used
+    _reload(net, centre)
+    assert until(lambda: _logged(net, centre, "signing key rotated") == 1)
+
+    net.publish_all(write_updates(tmp_path / "second.jsonl", second))
+    net.wait_converged([centre, net.national])
+    assert_matches_reference(net, [centre, net.national], net.reference())
+    assert net.store(net.national).stats()["rejected_security"] == 0
+    assert net.procs[centre].alive()  # no restart
+    # What national holds of the second half is attested with the new key.
+    national = net.store(net.national)
+    for origin in net.origins:
+        [last] = national.changes(origin, national.chain_heads()[origin][0], 1)
+        assert f"{centre}-k2".encode() in last and f"{centre}-k1".encode() not in last
+
+    # A key file the registry does not list is refused; the centre keeps k2.
+    net.cli("keys", "generate", "--owner", centre, "--key-id", f"{centre}-k3", "--out", "keys")
+    config.write_text(config.read_text().replace(f"{centre}-k2.key.json", f"{centre}-k3.key.json"))
+    net.procs[centre].signal(signal.SIGHUP)
+    assert until(lambda: _logged(net, centre, "signing key reload refused") == 1)
+    assert f"keeping key '{centre}-k2'" in net.procs[centre].log.read_text(errors="replace")

@@ -114,6 +114,8 @@ def test_sighup_admits_a_new_municipality_without_a_restart(
         net.start_and_wait(net.national, centre)
         for name in (centre, net.national):
             assert _health(net.ports[name])["registry_version"] == 1
+        assert _health(net.ports[centre])["signing_key_id"] == f"{centre}-k1"
+        assert _health(net.ports[net.national])["signing_key_id"] is None
 
         changes = synthetic_updates(60, 60, seed=21, origins=("352039", HAGI))
         mine_updates = [u for u in changes if u.municipality == HAGI]

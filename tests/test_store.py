@@ -104,6 +104,11 @@ def test_apply_and_read_back(net: Net) -> None:
     ]
     with pytest.raises(ValueError, match="field must be one of"):
         store.get_many_field([code], "no_such_field")
+    with pytest.raises(TypeError, match="not one str"):
+        store.get_many(code)  # one code, not a list of them
+    with pytest.raises(TypeError, match="every code must be a str"):
+        store.get_many_field([code, 12345678901], "status")  # type: ignore[list-item]
+    assert store.get_many_field(iter([code, code]), "status") == ["active", "active"]
     assert store.changes(YAMAGUCHI_CITY, 4) == [
         env for _, _, env in store.forward_batch() if body_of(env).first_seq == 4
     ]

@@ -1,5 +1,6 @@
 # Type stub for the Rust extension `jukisync._core` (rust/py). Checked by mypy.stubtest.
 import os
+from collections.abc import Iterable
 from typing import Literal, TypeAlias, final
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "LookupResult",
     "MalformedError",
     "OriginDiff",
+    "PrunedError",
     "PurgeResult",
     "QuarantineEntry",
     "QuarantineError",
@@ -47,6 +49,7 @@ class SignatureError(JukisyncError): ...
 class RegistryError(JukisyncError): ...
 class StoreError(JukisyncError): ...
 class QuarantineError(JukisyncError): ...
+class PrunedError(JukisyncError): ...
 
 # --- crypto -------------------------------------------------------------------------
 def generate_signing_key() -> bytes:
@@ -287,6 +290,13 @@ class Store:
     @property
     def role(self) -> str: ...
     def set_registry(self, registry: KeyRegistry) -> None: ...
+    def set_centre_key(self, key_id: str, key: bytes, not_before: int = 0) -> None:
+        """Attest with another key of this centre (a rotated own key) what is received
+        from `not_before` (µs) on; refused (StoreError) without a centre identity."""
+
+    def centre_key_id(self, at: int | None = None) -> str | None:
+        """The key id this centre attests with at `at` (µs, default now); None: the
+        store does not attest."""
     def copy_compacted(self, dest_dir: str | os.PathLike[str]) -> int:
         """A compacted, consistent hot copy of the environment at `dest_dir/data.mdb`
         (refused if that exists); its size in bytes."""
@@ -314,16 +324,42 @@ class Store:
         forgotten in the same commit (aggregator; no commit of their own)."""
 
     def get(self, code: str) -> Record | None: ...
-    def get_many(self, codes: list[str]) -> list[Record | None]: ...
-    def get_many_field(self, codes: list[str], field: str) -> list[str | int | None]: ...
+    def get_many(self, codes: Iterable[str]) -> list[Record | None]:
+        """The records of `codes` in their order (None where none), read in key order
+        under one read transaction with the GIL released."""
+
+    def get_many_field(self, codes: Iterable[str], field: str) -> list[str | int | None]:
+        """One field of each record, in the order of `codes` (None where none), read in
+        place without a `Record` per code; repeated values are one shared str."""
+
     def by_number(self, kojin_bango: str) -> Record | None: ...
     def chain_head(self, origin: str) -> tuple[int, bytes] | None:
         """(last applied seq, hash of the last applied body) of an origin."""
 
     def chain_heads(self) -> dict[str, tuple[int, bytes]]: ...
     def changes(self, origin: str, from_seq: int, limit: int = 1000) -> list[bytes]:
-        """Envelopes (as stored) of the bundles of `origin` holding seqs >= from_seq."""
+        """Envelopes (as stored) of the bundles of `origin` holding seqs >= from_seq.
 
+        PrunedError (naming the archive) when from_seq is before the retained log."""
+
+    def retention_plan(
+        self, keep_bundles: int, created_before: int
+    ) -> list[tuple[str, int, int, int]]:
+        """(origin, from_seq, upto, bundles) a policy lets go: all but the newest
+        `keep_bundles` entries created at or before `created_before` (µs), never the head
+        entry nor one the forward backlog names."""
+
+    def prune_changelog(self, cuts: list[tuple[str, int]], archive: str) -> list[tuple[str, int]]:
+        """Delete each origin's change-log entries with last seq <= upto (one write
+        transaction), recording `archive` as where they went; (origin, deleted)."""
+
+    def retention_floors(self) -> list[tuple[str, int, bytes, str]]:
+        """(origin, first retained seq, hash of the last pruned bundle, its archive)."""
+
+    def archive_for(self, origin: str, seq: int) -> str | None:
+        """The archive holding a pruned bundle of `origin` with `seq`, else None."""
+
+    def changelog_entries(self) -> int: ...
     def digest(self, municipality_prefix: str = "") -> str:
         """Hex digest of the active records whose municipality starts with the prefix."""
 
@@ -465,6 +501,9 @@ class Store:
 
     def audit_head(self) -> tuple[int, int, bytes]:
         """(first kept id, last id, SHA-256 of the last entry): a checkpoint."""
+
+    def audit_commit_counts(self) -> tuple[int, int]:
+        """(durable commits the audit group commit made, entries they held) since opened."""
 
 # --- query results --------------------------------------------------------------------
 CONFIRM_REASONS: tuple[str, ...]

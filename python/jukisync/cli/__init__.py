@@ -22,6 +22,7 @@ _SUBCOMMANDS = [
     "status",
     "check",
     "reconcile",
+    "retention",
     "run",
     "publish",
     "outbox",

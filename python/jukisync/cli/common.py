@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -15,10 +15,14 @@ from jukisync import _core
 from jukisync.exitcodes import ExitCode
 from jukisync.trust import storedir
 
+if TYPE_CHECKING:  # the config module imports the transport: only where needed
+    from jukisync.config import AggregatorConfig, NationalConfig
+
 __all__ = [
     "data_console",
     "fail",
     "fresh_data_dir",
+    "load_tier_config",
     "open_node_store",
     "open_store",
     "store_option",
@@ -73,12 +77,11 @@ def open_store(command: str, path: Path) -> _core.Store:
         fail(command, ExitCode.CONFIG, f"cannot open {path}: {exc}")
 
 
-def open_node_store(command: str, config_path: Path, store_path: Path | None) -> _core.Store:
-    """Open a node's store as its daemon does: its role, and at a centre its signing
-    key (so what is applied here is attested and queued for national like anything
-    the daemon applies). `store_path`, when given, must be the config's store."""
+def load_tier_config(
+    command: str, config_path: Path, store_path: Path | None
+) -> AggregatorConfig | NationalConfig:
+    """A centre's or national's config; `store_path`, when given, must be its store."""
     from jukisync import config as node_config
-    from jukisync.tier import daemon
 
     try:
         loaded = node_config.load(config_path)
@@ -92,6 +95,16 @@ def open_node_store(command: str, config_path: Path, store_path: Path | None) ->
             ExitCode.USAGE,
             f"--store {store_path} is not the store of {config_path} ({loaded.store})",
         )
+    return loaded
+
+
+def open_node_store(command: str, config_path: Path, store_path: Path | None) -> _core.Store:
+    """Open a node's store as its daemon does: its role, and at a centre its signing
+    key (so what is applied here is attested and queued for national like anything
+    the daemon applies). `store_path`, when given, must be the config's store."""
+    from jukisync.tier import daemon
+
+    loaded = load_tier_config(command, config_path, store_path)
     if not (Path(loaded.store) / "data.mdb").is_file():
         fail(command, ExitCode.NOT_FOUND, f"no store at {loaded.store} (no data.mdb)")
     try:

@@ -31,6 +31,7 @@ Examples:
   jukisync run --config config/aggregator.toml --log-format json 2>> centre.jsonl
   curl -s localhost:9464/healthz; curl -s localhost:9464/metrics
   kill -HUP $(pidof jukisync)   # reload trust.registry (new keys, rotations, revocations)
+                                # and a centre's own rotated signing_key
 
 \b
 Exit codes:
@@ -98,7 +99,7 @@ def command(config_path: Path, wait: bool, log_level: str, log_format: logs.LogF
 
     from jukisync.tier.daemon import Daemon, StartupError  # after the CLI is set up: no cycle
 
-    daemon = Daemon(loaded)
+    daemon = Daemon(loaded, config_path=config_path)
 
     async def main() -> ExitCode:
         loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ __all__ = [
     "NodeConfigFile",
     "QueryServiceConfig",
     "ReplicationConfig",
+    "RetentionConfig",
     "TierConfig",
     "TierLimits",
     "TrustConfig",
@@ -145,6 +146,19 @@ class HealthConfig(_Section, frozen=True, kw_only=True):
     settle_s: Seconds | None = None
 
 
+class RetentionConfig(_Section, frozen=True, kw_only=True):
+    """Change-log retention (`jukisync retention`): every `interval_s` the daemon signs
+    a checkpoint, archives the change-log entries older than the policy to
+    `archive_dir` and prunes them from the store. Without `archive_dir` it never
+    prunes."""
+
+    archive_dir: str | None = None
+    keep_bundles: NonNegative = 100_000
+    keep_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    interval_s: Seconds = 3600.0
+    signing_key: str | None = None
+
+
 class TierLimits(_Section, frozen=True, kw_only=True):
     """`[limits]` of a tier node: its store's bounds and its node's batch sizes."""
 
@@ -166,6 +180,7 @@ class _TierSections(_Section, frozen=True, kw_only=True):
     limits: TierLimits = TierLimits()
     replication: ReplicationConfig = ReplicationConfig()
     health: HealthConfig = HealthConfig()
+    retention: RetentionConfig = RetentionConfig()
     query: QueryServiceConfig | None = None
 
 
@@ -185,6 +200,12 @@ class AggregatorConfig(
 
 class NationalConfig(_TierSections, tag="national", tag_field="role", kw_only=True, frozen=True):
     id: NodeId = "national"
+
+    def __post_init__(self) -> None:
+        if self.retention.archive_dir is not None and self.retention.signing_key is None:
+            raise ValueError(
+                "retention.signing_key: national has no other key to sign its checkpoints"
+            )
 
 
 class MunicipalityConfig(_Section, tag="municipality", tag_field="role", kw_only=True, frozen=True):
@@ -238,18 +259,22 @@ def _resolve(config: NodeConfigFile, base: Path) -> NodeConfigFile:
     query = config.query and QueryServiceConfig(
         policy=str(path(config.query.policy)), out_dir=path(config.query.out_dir)
     )
-    if isinstance(config, AggregatorConfig):
-        return msgspec.structs.replace(
-            config,
-            broker=broker,
-            trust=trust,
-            query=query,
-            store=str(path(config.store)),
-            signing_key=str(path(config.signing_key)),
-        )
-    return msgspec.structs.replace(
-        config, broker=broker, trust=trust, query=query, store=str(path(config.store))
+    retention = msgspec.structs.replace(
+        config.retention,
+        archive_dir=path(config.retention.archive_dir),
+        signing_key=path(config.retention.signing_key),
     )
+    resolved = msgspec.structs.replace(
+        config,
+        broker=broker,
+        trust=trust,
+        query=query,
+        retention=retention,
+        store=str(path(config.store)),
+    )
+    if isinstance(resolved, AggregatorConfig):
+        return msgspec.structs.replace(resolved, signing_key=str(path(resolved.signing_key)))
+    return resolved
 
 
 def load(path: str | Path) -> NodeConfigFile:

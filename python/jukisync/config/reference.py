@@ -66,6 +66,17 @@ DESCRIPTIONS: dict[str, str] = {
     "MunicipalityConfig.retain_confirmed": "Confirmed bundles kept in the outbox to "
     "serve resend requests.",
     # --- sections --------------------------------------------------------------------
+    "AggregatorConfig.retention": "Change-log retention: checkpoint, archive, prune (keys below).",
+    "NationalConfig.retention": "Change-log retention: checkpoint, archive, prune.",
+    "RetentionConfig.archive_dir": "Where the daemon writes the archives of pruned "
+    "change-log entries (keep them: resends and repairs before the retained range read "
+    "them, `bootstrap` of a pruned snapshot needs them). Unset: never prune.",
+    "RetentionConfig.keep_bundles": "Change-log entries (bundles) of each origin always "
+    "kept, newest first (an origin's head entry is kept whatever this says).",
+    "RetentionConfig.keep_days": "Entries created within this many days are kept.",
+    "RetentionConfig.interval_s": "How often the daemon checkpoints and prunes.",
+    "RetentionConfig.signing_key": "The secret key file signing the checkpoints "
+    "(default: an aggregator's `signing_key`; national must set it).",
     "TrustConfig.root_public_key": "The root public key (64 hex digits, or a `keys` "
     "`.pub.json` file) that signs the registry.",
     "TrustConfig.registry": "The signed key registry (`keys registry`).",

@@ -30,7 +30,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ __all__ = [
     "make_archive",
     "rebuild",
     "registry_of",
+    "seal",
+    "store_facts",
     "verify_archive",
 ]
 
@@ -103,7 +105,7 @@ def _sha256_file(path: Path) -> str:
 _FACTS = ("heads", "records", "digest", "audit")
 
 
-def _store_facts(store: _core.Store) -> dict[str, Any]:
+def store_facts(store: _core.Store) -> dict[str, Any]:
     first, last, head = store.audit_head()
     return {
         "heads": {o: {"seq": s, "hash": h.hex()} for o, (s, h) in store.chain_heads().items()},
@@ -170,41 +172,61 @@ def make_archive(
                 registry=storedir.load_registry(data),
                 require_attestation=False,
             )
-            facts = _store_facts(copy)
+            facts = store_facts(copy)
             del copy  # closes the copy's environment before it is archived
         else:
             facts = _outbox_copy(source, data)
         (data / "lock.mdb").unlink(missing_ok=True)
-        files = {
-            f"{DATA_DIR}/{p.name}": {"sha256": _sha256_file(p), "size": p.stat().st_size}
-            for p in sorted(data.iterdir())
-        }
-        raw = {
-            "format": FORMAT,
-            "kind": kind,
-            "created_at": clock.now_us(),
-            "source": str(source),
-            **facts,
-            "files": files,
-            "signer": {
-                "owner": key.owner,
-                "key_id": key.key_id,
-                "public_key": key.public_key.hex(),
-            },
-        }
-        manifest = json.dumps(raw, ensure_ascii=False, indent=1, sort_keys=True).encode()
-        partial = work / "archive.tar"
-        with tarfile.open(partial, "w") as tar:
-            _add_bytes(tar, MANIFEST, manifest)
-            _add_bytes(tar, SIGNATURE, key.sign(manifest).hex().encode())
-            for name in files:
-                tar.add(work / name, arcname=name)
-        with partial.open("rb") as f:
-            os.fsync(f.fileno())
-        os.link(partial, out)  # fails if `out` appeared meanwhile: never overwrite
-        return Manifest(raw)
+        return seal(work, out, key, kind=kind, source=source, facts=facts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def seal(
+    work: Path, out: Path, key: keys.KeyPair, *, kind: str, source: Path, facts: dict[str, Any]
+) -> Manifest:
+    """Sign a manifest of `facts` and every file under `work/data`, and write the tar
+    to `out` atomically (built in `work`, fsynced, then hard-linked: `out` is complete
+    or absent, and an existing `out` is never replaced)."""
+    data = work / DATA_DIR
+    files = {
+        f"{DATA_DIR}/{p.name}": {"sha256": _sha256_file(p), "size": p.stat().st_size}
+        for p in sorted(data.iterdir())
+    }
+    raw = {
+        "format": FORMAT,
+        "kind": kind,
+        "created_at": clock.now_us(),
+        "source": str(source),
+        **facts,
+        "files": files,
+        "signer": {
+            "owner": key.owner,
+            "key_id": key.key_id,
+            "public_key": key.public_key.hex(),
+        },
+    }
+    manifest = json.dumps(raw, ensure_ascii=False, indent=1, sort_keys=True).encode()
+    partial = work / "archive.tar"
+    with tarfile.open(partial, "w") as tar:
+        _add_bytes(tar, MANIFEST, manifest)
+        _add_bytes(tar, SIGNATURE, key.sign(manifest).hex().encode())
+        for name in files:
+            tar.add(work / name, arcname=name)
+    with partial.open("rb") as f:
+        os.fsync(f.fileno())
+    os.link(partial, out)  # fails if `out` appeared meanwhile: never overwrite
+    _fsync_dir(out.parent)
+    return Manifest(raw)
+
+
+def _fsync_dir(path: Path) -> None:
+    """The new directory entry is durable too (an archive the store then names)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -283,7 +305,7 @@ def verify_archive(
         if manifest.kind == "store":
             assert registry is not None
             copy = _core.Store(str(data), registry=registry, require_attestation=False)
-            facts = _store_facts(copy)
+            facts = store_facts(copy)
             del copy
             for field in _FACTS:
                 if facts[field] != manifest.raw[field]:
@@ -316,17 +338,30 @@ class Rebuild:
     problems: list[str] = dataclasses.field(default_factory=list)
 
 
-def rebuild(source: _core.Store, target: _core.Store, manifest: Manifest) -> Rebuild:
+def rebuild(
+    source: _core.Store,
+    target: _core.Store,
+    manifest: Manifest,
+    archives: Sequence[Path] = (),
+) -> Rebuild:
     """Re-apply every envelope of `source`'s change log into the empty `target`, in
     chain order per origin, through the core's verifying apply; then compare heads and
-    the record digest with the manifest. Problems are listed, not raised."""
+    the record digest with the manifest. A change log pruned after a checkpoint is
+    read from its archives (where the store recorded them, or under `archives`).
+    Problems are listed, not raised."""
+    from jukisync.tier import retention  # it builds on this module's archive format
+
     report = Rebuild()
     released = {e.hash: e for e in source.quarantine(include_closed=True) if e.state == "released"}
     for origin, (seq, _) in sorted(manifest.heads.items()):
         report.origins += 1
         next_seq = 1
         while next_seq <= seq and not report.problems:
-            page = source.changes(origin, next_seq, _PAGE)
+            try:
+                page = retention.changes(source, origin, next_seq, _PAGE, archive_dirs=archives)
+            except retention.BeforeRetention as exc:
+                report.problems.append(str(exc))
+                break
             if not page:
                 report.problems.append(f"{origin}: the change log ends before seq {seq}")
                 break
@@ -362,7 +397,7 @@ def rebuild(source: _core.Store, target: _core.Store, manifest: Manifest) -> Reb
         # Pointers into the change log just re-verified: the new centre forwards the
         # same signed, attested envelopes the old one had not forwarded yet.
         report.forward_backlog = target.copy_forward_backlog_from(source)
-    facts = _store_facts(target)
+    facts = store_facts(target)
     for field, what in (
         ("heads", "chain heads"),
         ("digest", "records' digest"),
@@ -428,7 +463,7 @@ def check_restored(target: Path, manifest: Manifest, root_public: bytes | None) 
             registry=registry_of(target, root_public),
             require_attestation=False,
         )
-        facts = _store_facts(store)
+        facts = store_facts(store)
         inconsistent = consistency_problems(store)
         del store
         for field in _FACTS:

@@ -334,9 +334,11 @@ class Publisher:
             return []
         oldest = self._outbox.oldest_retained()
         if oldest is None or from_seq < oldest:
+            archive = self._outbox.archive_for(from_seq)
             raise PublisherError(
                 f"origin {self.origin}: seq {from_seq} is no longer retained "
                 f"(oldest retained: {oldest})"
+                + (f"; it is in the archive {archive}" if archive else "")
             )
         return self._outbox.bundles_from(from_seq, limit)
 

@@ -33,6 +33,7 @@ _META_NEXT_SEQ = b"next_seq"
 _META_HEAD_SEQ = b"head_seq"
 _META_HEAD_HASH = b"head_hash"
 _META_PROGRESS = b"progress:"
+_META_ARCHIVE = b"archive:"  # + last pruned seq -> the archive holding that range
 
 
 class OutboxError(Exception):
@@ -191,6 +192,38 @@ class Outbox:
                     break
         for key in doomed:
             txn.delete(key, db=self._bundles)
+
+    def prune_confirmed(self, upto: int, archive: str) -> int:
+        """Delete the confirmed bundles with last seq <= `upto`, oldest first, in one
+        transaction, recording `archive` as where they went (`jukisync retention
+        prune --outbox`). Stops at an unconfirmed bundle; never deletes the newest
+        bundle (the head's: announcements sign it). Returns the bundles deleted."""
+        with self._env.begin(write=True) as txn:
+            newest = txn.cursor(db=self._bundles)
+            last_key = bytes(newest.key()) if newest.last() else None
+            doomed: list[bytes] = []
+            for key in txn.cursor(db=self._bundles).iternext(values=False):
+                key = bytes(key)
+                if _seq(key) > upto or key == last_key:
+                    break
+                if txn.get(key, db=self._unconfirmed) is not None:
+                    break
+                doomed.append(key)
+            for key in doomed:
+                txn.delete(key, db=self._bundles)
+            if doomed:
+                txn.put(_META_ARCHIVE + doomed[-1], archive.encode(), db=self._meta)
+            return len(doomed)
+
+    def archive_for(self, seq: int) -> str | None:
+        """The archive holding the pruned bundle with `seq`, if `prune_confirmed` put
+        it in one (bundles dropped by `retain_confirmed` went to none)."""
+        with self._env.begin(db=self._meta) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_META_ARCHIVE + _key(seq)):
+                return None
+            key = bytes(cursor.key())
+            return bytes(cursor.value()).decode() if key.startswith(_META_ARCHIVE) else None
 
     # --- reading bundles ---------------------------------------------------------
     def unconfirmed(self, limit: int = 1000) -> list[OutboxEntry]:

@@ -25,6 +25,7 @@ import msgspec
 from jukisync import _core
 from jukisync.publisher.bundling import ChainHead
 from jukisync.publisher.outbox import Change, Outbox, OutboxEntry
+from jukisync.tier import retention
 from jukisync.wire.messages import BundleBody, Envelope, encode
 
 __all__ = ["ReseedError", "Reseeded", "reseed"]
@@ -100,7 +101,10 @@ def reseed(outbox: Outbox, source: _core.Store, registry: _core.KeyRegistry) -> 
     adopted: list[OutboxEntry] = []
     next_seq, prev = mine.last_seq + 1, mine.hash
     while next_seq <= seq:
-        page = source.changes(origin, next_seq, _PAGE)
+        try:  # a range the centre pruned after a checkpoint comes from its archive
+            page = retention.changes(source, origin, next_seq, _PAGE)
+        except retention.BeforeRetention as exc:
+            raise ReseedError(str(exc)) from None
         if not page:
             raise ReseedError(f"the centre's change log ends before seq {seq}")
         for raw in page:

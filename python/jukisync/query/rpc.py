@@ -7,15 +7,18 @@ the connection's login (a message claiming another user closes the sender's chan
 so an agency is identified by its broker credentials, never by anything it writes in
 the request. A request without `user_id` is answered with a refusal, and logged.
 
-The server hands each request to `QueryService.handle` in a worker thread (the Rust
-core answers with the GIL released and appends the audit entry in the same
-transaction); the reply is published after that commit and the request acked after
-the reply is confirmed.
+The server hands each request to `QueryService.handle` in a worker thread of its own
+pool, one per request it may hold (`prefetch`): the Rust core answers with the GIL
+released and returns once the audit entry is durable, and the entries of the requests
+in flight share one durable commit (group commit, `audit_commit.rs`), so the pool must
+let them wait together. The reply is published after that commit and the request
+acked after the reply is confirmed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import uuid
@@ -99,6 +102,11 @@ class QueryServer:
         self._channel: AbstractChannel | None = None
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
+        # Not asyncio's default pool (cores + 4 threads): every prefetched request needs
+        # a thread to wait in for the shared commit, or the groups stay small.
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=prefetch, thread_name_prefix=f"query-{node}"
+        )
 
     @property
     def consuming(self) -> bool:
@@ -179,7 +187,9 @@ class QueryServer:
             return
         requester = message.user_id or UNIDENTIFIED
         try:
-            answer = await asyncio.to_thread(self.service.handle, requester, message.body)
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self._workers, self.service.handle, requester, message.body
+            )
         except Exception as exc:
             # `handle` answers every request, however malformed, and logs it; this is
             # the store failing. Still answer (and ack), so that one request cannot
@@ -207,6 +217,8 @@ class QueryServer:
                 await follower
         channel, self._channel = self._channel, None
         await close_quietly(channel)
+        # Requests being answered finish (their entries commit) without holding the loop.
+        await asyncio.to_thread(self._workers.shutdown, wait=True)
 
 
 class QueryClient:

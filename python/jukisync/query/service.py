@@ -1,6 +1,6 @@
 """Purpose-bound queries (DESIGN.md §6): `QueryService` checks the policy, has the Rust
-core answer (the answer and its audit entry are written in one LMDB write transaction),
-and returns only the fields the task may see.
+core answer (it returns the answer only once its audit entry is durable; concurrent
+queries share that durable commit), and returns only the fields the task may see.
 
 A refusal (unknown requester or task, task not granted, field not allowed, malformed
 request) is an answer too, and is logged like any other query.

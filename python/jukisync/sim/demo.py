@@ -31,7 +31,17 @@ from jukisync.sim.network import NATIONAL, Network, NetworkSpec, TierReport
 from jukisync.transport.amqp import AmqpNetwork, AmqpOptions
 from jukisync.wire.messages import Update
 
-__all__ = ["DemoOptions", "DemoResult", "Progress", "run_demo"]
+__all__ = [
+    "DemoOptions",
+    "DemoResult",
+    "Progress",
+    "amqp_network",
+    "judge_network",
+    "remove_namespace",
+    "run_demo",
+    "transport_line",
+    "update_stream",
+]
 
 _CHUNK = 2_000  # updates handed to the publishers between two yields to the loop
 
@@ -73,11 +83,28 @@ class DemoResult:
     sample_code: str | None = None
     # Updates per second of store.apply at each tier (its own work, not waiting).
     throughput: dict[str, float] = field(default_factory=dict)
+    transport: str = "in process"  # or "RabbitMQ at URL (namespace ...)"
+    prefecture_names: dict[str, str] = field(default_factory=dict)  # "35" -> "山口県"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["tiers"] = {t.name: asdict(t) for t in self.tiers}
         return data
+
+
+def update_stream(
+    population: synth.Population, changes: int, seed: int
+) -> Iterator[tuple[str, Update]]:
+    """`(origin, update)`: every resident's creation, then `changes` changes."""
+    return itertools.chain(
+        synth.initial_load(population),
+        synth.generate_changes(
+            population,
+            changes,
+            seed,
+            max_span_days=synth.span_until(population.as_of, clock.now().date()),
+        ),
+    )
 
 
 def _chunks(items: Iterable[tuple[str, Update]], size: int) -> Iterator[list[tuple[str, Update]]]:
@@ -112,15 +139,7 @@ async def run_demo(
         origins=[m.code for m in population.municipalities],
         policy=BundlePolicy(options.bundle_size, options.linger_ms / 1000),
     )
-    amqp = (
-        AmqpNetwork(
-            options.broker_url,
-            options=AmqpOptions(namespace=f"jukisync-demo-{secrets.token_hex(4)}."),
-            connection_prefix="jukisync demo ",
-        )
-        if options.broker_url
-        else None
-    )
+    amqp = amqp_network(options.broker_url)
     network = Network(options.data_dir, spec, transports=amqp)
     total = options.residents + options.changes
     submitted = [0]
@@ -129,7 +148,7 @@ async def run_demo(
         await network.start()
     except BaseException:
         await network.stop()
-        await _remove(amqp)
+        await remove_namespace(amqp)
         raise
     reporter = (
         asyncio.create_task(_report_progress(network, total, submitted, on_progress))
@@ -138,15 +157,7 @@ async def run_demo(
     )
     sample: str | None = None
     try:
-        stream = itertools.chain(
-            synth.initial_load(population),
-            synth.generate_changes(
-                population,
-                options.changes,
-                options.seed,
-                max_span_days=synth.span_until(population.as_of, clock.now().date()),
-            ),
-        )
+        stream = update_stream(population, options.changes, options.seed)
         for chunk in _chunks(stream, _CHUNK):
             submitted[0] += network.submit(chunk)
             sample = sample or chunk[0][1].juminhyo_code
@@ -157,16 +168,38 @@ async def run_demo(
         elapsed = time.monotonic() - started
         if on_progress:
             on_progress(_progress(network, total, submitted[0]))
-        result = _judge(network, heads_ok, submitted[0], elapsed, sample)
+        result = judge_network(network, heads_ok, submitted[0], elapsed, sample)
+        result.transport = transport_line(options.broker_url, amqp)
     finally:
         if reporter:
             reporter.cancel()
         await network.stop()
-        await _remove(amqp)
+        await remove_namespace(amqp)
     return result
 
 
-async def _remove(amqp: AmqpNetwork | None) -> None:
+def transport_line(broker_url: str | None, amqp: AmqpNetwork | None) -> str:
+    """How the nodes talk, for the operator: the URL without its password."""
+    if not broker_url or amqp is None:
+        return "in process (one asyncio loop, an in-memory broker)"
+    scheme, sep, rest = broker_url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0] + "@" if at else ""
+    return f"RabbitMQ at {scheme}{sep}{user}{host} (namespace {amqp.options.namespace!r})"
+
+
+def amqp_network(broker_url: str | None) -> AmqpNetwork | None:
+    """RabbitMQ at `broker_url` in a namespace of the run's own (None: in process)."""
+    if not broker_url:
+        return None
+    return AmqpNetwork(
+        broker_url,
+        options=AmqpOptions(namespace=f"jukisync-demo-{secrets.token_hex(4)}."),
+        connection_prefix="jukisync demo ",
+    )
+
+
+async def remove_namespace(amqp: AmqpNetwork | None) -> None:
     """Close the demo's RabbitMQ connections and delete its namespace."""
     if amqp is None:
         return
@@ -180,9 +213,10 @@ async def _remove(amqp: AmqpNetwork | None) -> None:
         )
 
 
-def _judge(
+def judge_network(
     network: Network, heads_ok: bool, updates: int, elapsed: float, sample: str | None
 ) -> DemoResult:
+    """Whether every tier holds every publisher's chain and the same records."""
     tiers = [network.report(t) for t in network.tiers()]
     prefectures = network.spec.prefectures
     digests_equal = {p: len({t.digests[p] for t in tiers}) == 1 for p in prefectures}
@@ -208,6 +242,7 @@ def _judge(
         digests_equal=digests_equal,
         centres_agree=centres_agree,
         data_dir=os.fspath(network.data_dir),
+        prefecture_names={p: synth.PREFECTURES.get(p, "") for p in prefectures},
         sample_code=sample,
         throughput={
             t.name: round(t.updates_applied / t.apply_s, 1) for t in tiers if t.apply_s > 0

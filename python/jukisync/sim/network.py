@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from jukisync import _core
 from jukisync.config import (
@@ -35,7 +37,7 @@ from jukisync.config import (
 )
 from jukisync.publisher.bundling import BundlePolicy
 from jukisync.publisher.node import PublisherNode
-from jukisync.publisher.origin import Publisher
+from jukisync.publisher.origin import Publisher, Validator
 from jukisync.tier.assembly import assemble_tier
 from jukisync.tier.node import TierNode
 from jukisync.transport.base import Transport
@@ -62,6 +64,10 @@ class NetworkSpec:
     outbox_sync: bool = False  # a throw-away demo need not fsync every commit
     max_batch: int = 256
     resend_interval_s: float = 0.5
+    # Heads announced by publishers and relayed by centres this often, as the daemons'
+    # `replication.announce_interval_s` (a drill shortens it to see catch-up quickly).
+    announce_interval_s: float = 10.0
+    answer_wait_s: float = 5.0
     map_size: int = 1 << 32
 
     @property
@@ -90,6 +96,10 @@ class TierReport:
     digests: dict[str, str]  # prefecture -> digest of its active records
     # what `jukisync check` finds wrong in the store ("kind: detail"); empty when sound
     inconsistencies: list[str]
+    # head announcements verified (the municipalities' and the centres' relays), and
+    # seqs announced beyond what the tier applied: what a daemon knows exists
+    heads_heard: int = 0
+    behind_announced: int = 0
 
 
 class Network:
@@ -134,7 +144,7 @@ class Network:
     def registry(self) -> _core.KeyRegistry:
         return _core.KeyRegistry(self.registry_bytes, self.root_public)
 
-    def open_publisher(self, origin: str) -> Publisher:
+    def open_publisher(self, origin: str, *, validate: Validator | None = None) -> Publisher:
         pair = self.key_pairs[origin]
         publisher = Publisher(
             origin,
@@ -143,8 +153,20 @@ class Network:
             self.data_dir / "outbox" / origin,
             policy=self.spec.policy,
             sync=self.spec.outbox_sync,
+            validate=validate,
         )
         self.publishers[origin] = publisher
+        return publisher
+
+    async def replace_publisher(
+        self, origin: str, *, validate: Validator | None = None
+    ) -> Publisher:
+        """The origin's publisher stopped and reopened on its outbox, e.g. with its
+        checks broken (`validate=lambda u: None`: it signs whatever it is given)."""
+        await self.pub_nodes[origin].stop()
+        self.publishers[origin].close()
+        publisher = self.open_publisher(origin, validate=validate)
+        await self.start_publisher(origin)
         return publisher
 
     def tier_config(self, name: str) -> TierConfig:
@@ -156,7 +178,11 @@ class Network:
             registry=str(key_dir / storedir.REGISTRY_FILE),
         )
         limits = TierLimits(map_size=self.spec.map_size, max_batch=self.spec.max_batch)
-        replication = ReplicationConfig(resend_interval_s=self.spec.resend_interval_s)
+        replication = ReplicationConfig(
+            resend_interval_s=self.spec.resend_interval_s,
+            announce_interval_s=self.spec.announce_interval_s,
+            answer_wait_s=self.spec.answer_wait_s,
+        )
         store, http = str(self.data_dir / name), HttpConfig(port=0)
         if name == NATIONAL:
             return NationalConfig(
@@ -192,19 +218,28 @@ class Network:
             self.centres[name] = parts.node
         return parts.node
 
-    async def start(self) -> None:
-        """Keys, stores and every node; queues are declared before anything is sent."""
+    async def start(self, *, later: Collection[str] = ()) -> None:
+        """Keys, stores and every node but those named in `later` (started with
+        `start_tier`); queues are declared before anything is sent."""
         if not self.key_pairs:
             self.make_keys()
-        await self._start_tier(NATIONAL, NATIONAL)
-        for centre in self.spec.centres:
-            await self._start_tier(centre, centre)
+        for name in (NATIONAL, *self.spec.centres):
+            if name not in later:
+                await self._start_tier(name, name)
         for origin in self.spec.origins:
             await self.start_publisher(origin)
 
+    async def start_tier(self, name: str) -> TierNode:
+        """A node not started with the others (a centre that comes up late)."""
+        return await self._start_tier(name, name)
+
     async def start_publisher(self, origin: str) -> PublisherNode:
         publisher = self.publishers.get(origin) or self.open_publisher(origin)
-        node = PublisherNode(publisher, self.transports.transport(f"publisher-{origin}"))
+        node = PublisherNode(
+            publisher,
+            self.transports.transport(f"publisher-{origin}"),
+            announce_s=self.spec.announce_interval_s,
+        )
         await node.start()
         self.pub_nodes[origin] = node
         return node
@@ -235,6 +270,11 @@ class Network:
         if self.national is not None:
             nodes.append(self.national)
         return nodes
+
+    @property
+    def stopped(self) -> frozenset[str]:
+        """Tiers stopped (down for a drill): they do not count for convergence."""
+        return frozenset(self._stopped)
 
     def running_tiers(self) -> list[TierNode]:
         return [t for t in self.tiers() if t.name not in self._stopped]
@@ -285,6 +325,15 @@ class Network:
         self._stopped.discard(name)
         return node
 
+    async def replace_tier(self, name: str, store_dir: str | os.PathLike[str]) -> TierNode:
+        """A stopped node brought up again on another store directory (a restored
+        backup: the old one stays aside), with the rest of its config unchanged."""
+        config = msgspec.structs.replace(self.configs[name], store=os.fspath(store_dir))
+        self.configs[name] = config
+        node = await self._start_tier(name, f"{name}-replaced")
+        self._stopped.discard(name)
+        return node
+
     async def stop(self) -> None:
         for node in self.pub_nodes.values():
             await node.stop()
@@ -316,4 +365,6 @@ class Network:
             heads_equal=heads == self.expected_heads(),
             digests={p: node.store.digest(p) for p in self.spec.prefectures},
             inconsistencies=[f"{kind}: {detail}" for kind, detail in node.store.check()],
+            heads_heard=node.catchup.heads_heard,
+            behind_announced=sum(entry.lag.seqs for entry in node.catchup.lags()),
         )

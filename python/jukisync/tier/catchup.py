@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from jukisync import _core, clock
+from jukisync.tier import retention
 from jukisync.tier.lag import HeadBook, Lag, RequestLimiter, lag
 from jukisync.transport.base import (
     ResendRequest,
@@ -303,9 +304,14 @@ class CatchUp:
             log.debug("%s: repair request of %s held back", node.name, request.requester)
             return
         limit = min(request.max_bundles, cfg.repair_max_bundles)
-        envelopes = await asyncio.to_thread(
-            node.store.changes, request.origin, request.from_seq, limit
-        )
+        try:
+            # A range pruned after a checkpoint is read from its archive.
+            envelopes = await asyncio.to_thread(
+                retention.changes, node.store, request.origin, request.from_seq, limit
+            )
+        except retention.BeforeRetention as exc:
+            log.error("%s: cannot serve %s: %s", node.name, request.requester, exc)
+            return
         if not envelopes:
             log.info(
                 "%s: %s asked for %s from seq %d: not held here",

@@ -36,6 +36,7 @@ from jukisync import _core, clock, lockfile
 from jukisync.config import AggregatorConfig, TierConfig
 from jukisync.exitcodes import ExitCode
 from jukisync.query.rpc import QueryServer
+from jukisync.tier import retention
 from jukisync.tier.assembly import (
     StartupError,
     Trust,
@@ -49,10 +50,11 @@ from jukisync.tier.assembly import (
 from jukisync.tier.audit_metrics import AuditAnomalyCollector
 from jukisync.tier.node import Role, TierNode
 from jukisync.tier.observability import HttpEndpoint, NodeMetrics
+from jukisync.tier.own_key import KeyRefused, rotate_own_key, signing_key_path
 from jukisync.tier.registry_reload import RegistryHolder
 from jukisync.transport.amqp import AmqpTransport, TopologyError
 from jukisync.transport.base import TransportUnavailable
-from jukisync.trust import storedir
+from jukisync.trust import keys, storedir
 
 __all__ = [
     "Daemon",
@@ -81,8 +83,15 @@ class _Quiet(logging.Filter):
 class Daemon:
     """One tier node's process: store, transport, node, health and metrics."""
 
-    def __init__(self, config: TierConfig, *, connection_name: str | None = None) -> None:
+    def __init__(
+        self,
+        config: TierConfig,
+        *,
+        connection_name: str | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.config = config
+        self.config_path = config_path  # read again on SIGHUP for a rotated signing_key
         self.role: Role = role_of(config)
         self.connection_name = connection_name or (
             f"jukisync {self.role} {config.id} pid {os.getpid()}"
@@ -97,6 +106,7 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self.stop_requested = False
         self._reload_pending = False  # a SIGHUP came before the registry holder existed
+        self._retention_key: keys.KeyPair | None = None
 
     def reload_registry(self) -> bool:
         """SIGHUP: read, verify and swap in the registry of `trust.registry`."""
@@ -115,7 +125,36 @@ class Daemon:
                 raise ValueError(str(exc)) from None
             return Path(trust.registry).read_bytes(), root
 
-        return self.registry.reload(load)
+        changed = self.registry.reload(load)
+        return self._reload_own_key() or changed
+
+    def _reload_own_key(self) -> bool:
+        """SIGHUP, after the registry: a centre takes a rotated key of its own from its
+        config's key file (`tier/own_key.py`); True when it will attest with it."""
+        node, holder, config = self.node, self.registry, self.config
+        if not isinstance(config, AggregatorConfig) or node is None or holder is None:
+            return False
+        current = node.store.centre_key_id()
+        try:
+            path = signing_key_path(config, self.config_path)
+            rotation = rotate_own_key(
+                config.id, path, node.store, node.catchup, holder.registry_bytes
+            )
+        except KeyRefused as exc:
+            holder.failures += 1
+            log.error("signing key reload refused, keeping key %r: %s", current, exc)
+            return False
+        if rotation is None:
+            log.info("signing key reload: key %r unchanged", current)
+            return False
+        log.info(
+            "signing key rotated: %s attests with key %r from %s on (key %r before)",
+            config.id,
+            rotation.key_id,
+            rotation.starts,
+            current,
+        )
+        return True
 
     def request_stop(self) -> None:
         """Stop consuming, finish the batch in hand, commit, close (safe to call twice)."""
@@ -152,6 +191,7 @@ class Daemon:
             "consuming": consuming,
             "failure": None if failure is None else f"{type(failure).__name__}: {failure}",
             "registry_version": None if self.registry is None else self.registry.version,
+            "signing_key_id": None if node is None else node.store.centre_key_id(),
         }
         if transport is not None and not connected and transport.last_error is not None:
             details["broker_error"] = str(transport.last_error)
@@ -284,6 +324,11 @@ class Daemon:
 
     async def _run(self, wait: bool) -> ExitCode:
         config = self.config
+        try:
+            node_key = config.signing_key if isinstance(config, AggregatorConfig) else None
+            self._retention_key = retention.policy_key(config.retention, node_key)
+        except keys.KeyFileError as exc:
+            raise StartupError(ExitCode.CONFIG, f"retention: {exc}") from None
         parts = await assemble_tier(config, connection_name=self.connection_name)
         assert isinstance(parts.transport, AmqpTransport)  # none handed in: the broker's
         self.transport, self.queries = parts.transport, parts.queries
@@ -331,6 +376,14 @@ class Daemon:
             # On the node's connection: waits for it if it was lost meanwhile.
             if await _first(self.queries.start(), self._stop.wait()):
                 log.info("%s: answering queries under %s", config.id, config.query.policy)
+        pruning: asyncio.Task[None] | None = None
+        if node.failure is None and self._retention_key is not None:
+            pruning = asyncio.create_task(
+                retention.run_policy(
+                    parts.store, Path(config.store), self._retention_key, config.retention
+                ),
+                name="retention",
+            )
         if node.failure is None:
             self.phase = "running"
             log.info(
@@ -346,6 +399,10 @@ class Daemon:
             assert self._stop is not None
             await _first(self._stop.wait(), node.failed.wait())
         self.phase = "stopping"
+        if pruning is not None:
+            pruning.cancel()  # a prune in hand finishes in its thread (one transaction)
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
         if self.queries is not None:
             await self.queries.close()  # stop answering before the store goes
         if node.failure is not None and not self.stop_requested:

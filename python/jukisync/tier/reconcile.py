@@ -9,6 +9,9 @@ tree only where sums differ). `repair`:
    after the behind side's head through the normal `apply` path: every signature,
    attestation, chain link and the conflict rule are checked again, and at a centre
    the bundles are attested and queued for national like any other;
+   A range the ahead side pruned after a checkpoint is read from its archive; when
+   the archive is not readable here, the origin is reported in `not_applied` with
+   the archive's name;
 2. records that still differ (state altered outside `apply`) are recomputed by each
    side from its own change log, and an index or Merkle sum found wrong by `check`
    is rebuilt from the records. No unsigned state is copied from one store to the
@@ -20,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jukisync import _core
+from jukisync.tier import retention
 
 __all__ = ["RepairReport", "compare", "describe", "repair"]
 
@@ -105,7 +109,11 @@ def _catch_up(
     head = behind.chain_head(origin)
     next_seq = (head[0] if head else 0) + 1
     while True:
-        envelopes = ahead.changes(origin, next_seq, _CHUNK)
+        try:
+            envelopes = retention.changes(ahead, origin, next_seq, _CHUNK)
+        except retention.BeforeRetention as exc:
+            report.not_applied.append(f"{side} {origin}: {exc}")
+            return
         if not envelopes:
             return
         results = behind.apply(envelopes)

@@ -1,6 +1,7 @@
 //! The audit trail (DESIGN.md §6): every query, allowed or denied, is one entry of a
-//! hash-chained log kept in the tier store, written in the same LMDB write transaction
-//! that produces the query's answer, so an answer never leaves without its entry.
+//! hash-chained log kept in the tier store. A query's entry is appended through the
+//! group commit (`audit_commit.rs`), and the answer is returned only once the commit
+//! holding its entry is durable, so an answer never leaves without its entry.
 //!
 //! Layout (all in the store's environment; ids and times are u64 big-endian):
 //! - `audit`: entry id → the entry, a MessagePack map (`AuditEntry`);
@@ -512,10 +513,7 @@ impl Store {
                     .ok_or_else(|| CoreError::Malformed(format!("audit: {c:?} is not an 11-character code")))?,
             );
         }
-        let mut txn = self.env.write_txn()?;
-        let id = self.dbs.audit.append(&mut txn, event, pack_codes(packed))?;
-        txn.commit()?;
-        Ok(id)
+        self.audit_commit(event, pack_codes(packed))
     }
 
     /// Audit entries with `start <= time < end`, in time order.

@@ -16,6 +16,10 @@ pub enum CoreError {
     /// The LMDB store failed or was opened with bad options.
     #[error("store: {0}")]
     Store(String),
+    /// A read below the retained change log (pruned after a checkpoint); the message
+    /// names the archive that holds it.
+    #[error("pruned: {0}")]
+    Pruned(String),
     /// An operator action on quarantine that does not apply (unknown id, wrong state).
     #[error("quarantine: {0}")]
     Quarantine(String),

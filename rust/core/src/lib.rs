@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod audit_commit;
 pub mod codes;
 pub mod crypto;
 pub mod error;

@@ -307,8 +307,10 @@ pub struct Confirmation {
 
 // ---- purpose-bound queries and the audit trail (query.rs, audit.rs) -------------------
 //
-// Every query runs in one write transaction that reads, answers and appends its audit
-// entry: the answer exists only if its entry was committed with it (DESIGN.md §6).
+// Every query reads its answer in a read transaction, then appends its audit entry
+// through the group commit (audit_commit.rs) and returns only once that entry is
+// durable: the answer exists only if its entry was committed (DESIGN.md §6), and
+// concurrent queries share one durable commit instead of paying one each.
 // Policy (who may use which task, which fields) is the caller's: these methods log the
 // requester and task they are given.
 
@@ -387,7 +389,7 @@ fn keyed<'a>(item: Option<(&'a [u8], &'a [u8])>) -> Option<(Option<u64>, &'a [u8
 }
 
 /// 11 ASCII digits as a number (ordered like the strings), or None.
-fn code_number(code: &[u8]) -> Option<u64> {
+pub(crate) fn code_number(code: &[u8]) -> Option<u64> {
     if code.len() != audit::CODE_LEN || !code.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -412,7 +414,7 @@ impl Store {
     }
 
     fn answer_lookup(&self, kind: &str, asked: &str, code: Option<String>, access: &Access) -> Result<Lookup> {
-        let mut txn = self.env.write_txn()?;
+        let txn = self.env.read_txn()?;
         let (record, redirected) = match &code {
             Some(c) => self.resolve(&txn, c)?,
             None => (None, false),
@@ -423,8 +425,9 @@ impl Store {
             (Some(_), false) => "found".to_string(),
         };
         let touched = record.iter().filter_map(|r| code_array(r.juminhyo_code.as_bytes()));
-        let audit_id = self.dbs.audit.append(&mut txn, access.event(kind, 1, outcome), audit::pack_codes(touched))?;
-        txn.commit()?;
+        let codes = audit::pack_codes(touched);
+        drop(txn);
+        let audit_id = self.audit_commit(access.event(kind, 1, outcome), codes)?;
         let redirected_from = (redirected && record.is_some()).then(|| asked.to_string());
         Ok(Lookup { record, redirected_from, audit_id })
     }
@@ -436,16 +439,13 @@ impl Store {
 
     /// Look up one record by 個人番号, audited.
     pub fn lookup_number(&self, kojin_bango: &str, access: &Access) -> Result<Lookup> {
-        let mut txn = self.env.write_txn()?;
-        let record = match self.number_holder(&txn, kojin_bango)? {
-            Some((_, raw)) => Some(wire::decode::<Record>(&raw, "record")?),
+        let record = match self.by_number_raw(kojin_bango)? {
+            Some(raw) => Some(wire::decode::<Record>(&raw, "record")?),
             None => None,
         };
         let outcome = if record.is_some() { "found" } else { "not found" }.to_string();
         let touched = record.iter().filter_map(|r| code_array(r.juminhyo_code.as_bytes()));
-        let audit_id =
-            self.dbs.audit.append(&mut txn, access.event("kojin_bango", 1, outcome), audit::pack_codes(touched))?;
-        txn.commit()?;
+        let audit_id = self.audit_commit(access.event("kojin_bango", 1, outcome), audit::pack_codes(touched))?;
         Ok(Lookup { record, redirected_from: None, audit_id })
     }
 
@@ -458,7 +458,7 @@ impl Store {
         if !(q.sex == 1 || q.sex == 2) {
             return Err(CoreError::Malformed(format!("search: sex must be 1 or 2, not {}", q.sex)));
         }
-        let mut txn = self.env.write_txn()?;
+        let txn = self.env.read_txn()?;
         let key = index_key(&q.name, &q.birth_date, q.sex);
         let mut codes: Vec<(String, Matched)> = Vec::new();
         for (db, matched) in [(self.dbs.by_name, Matched::Reading), (self.dbs.by_name_text, Matched::Name)] {
@@ -498,14 +498,13 @@ impl Store {
                 }
             }
         }
+        drop(txn);
         let total = found.len();
         let mut candidates = rank(q, found);
         candidates.truncate(q.limit);
         let touched = candidates.iter().filter_map(|c| code_array(c.record.juminhyo_code.as_bytes()));
         let outcome = format!("{} of {total} candidates", candidates.len());
-        let audit_id =
-            self.dbs.audit.append(&mut txn, access.event("search", 1, outcome), audit::pack_codes(touched))?;
-        txn.commit()?;
+        let audit_id = self.audit_commit(access.event("search", 1, outcome), audit::pack_codes(touched))?;
         Ok(Search { candidates, total, audit_id })
     }
 
@@ -535,9 +534,8 @@ impl Store {
         let mut touched: Vec<[u8; audit::CODE_LEN]> = Vec::with_capacity(order.len());
         // Codes that are not 11 digits are unknown without a look.
         let mut counts = [(n - order.len()) as u64, 0, 0, 0];
-        // The answer is read in the transaction that logs it, so this pass holds LMDB's
-        // one writer lock: apply waits for it (about half a second a million codes).
-        let mut txn = self.env.write_txn()?;
+        // A read transaction: apply goes on meanwhile; the entry is logged after the pass.
+        let txn = self.env.read_txn()?;
         let mut previous: Option<(u64, usize)> = None;
         // A batch asking for a good share of the store reads it in one cursor pass over
         // the requested range (tens of ns a record) instead of one B-tree descent a
@@ -613,6 +611,7 @@ impl Store {
             }
         }
         drop(scan);
+        drop(txn);
         let mut out = Confirmation {
             status: answers.iter().map(|a| unpack_status(*a)).collect(),
             reason: answers.iter().map(|a| ((a >> 25) & 0xf) as u8).collect(),
@@ -630,8 +629,7 @@ impl Store {
             out.redirected.len()
         );
         let event = access.event("confirm", n as u64, outcome);
-        let audit_id = self.dbs.audit.append(&mut txn, event, out.touched.clone())?;
-        txn.commit()?;
+        let audit_id = self.audit_commit(event, out.touched.clone())?;
         Ok((out, audit_id))
     }
 }

@@ -222,24 +222,6 @@ pub const FIELD_NAMES: [&str; 17] = [
     "seq",
 ];
 
-/// A field's value copied out of the stored bytes (to outlive a read transaction).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnedField {
-    Nil,
-    UInt(u64),
-    Str(String),
-}
-
-impl From<FieldValue<'_>> for OwnedField {
-    fn from(value: FieldValue<'_>) -> Self {
-        match value {
-            FieldValue::Nil => OwnedField::Nil,
-            FieldValue::UInt(n) => OwnedField::UInt(n),
-            FieldValue::Str(s) => OwnedField::Str(s.to_owned()),
-        }
-    }
-}
-
 /// Read one field of a stored record without decoding the others: walk the map's keys,
 /// skipping values, and validate only the wanted value. Reading one field of many
 /// records (a status check) then costs a fraction of a full decode.

@@ -679,27 +679,28 @@ fn record_view_reads_the_stored_bytes_in_place() {
 
 #[test]
 fn get_many_field_answers_in_the_callers_order_what_get_answers() {
-    use crate::record::{OwnedField, FIELD_NAMES};
+    use crate::record::FIELD_NAMES;
+    use crate::store::{Cell, Codes};
     let dir = tempfile::tempdir().unwrap();
     let mut net = Net::new();
     let store = net.store(dir.path(), Role::Aggregator);
     apply1(&store, &net.bundle(A, people(3, A, "birth")));
-    // Unsorted, a duplicate and an unknown code.
-    let codes: Vec<String> =
-        ["00000010002", "00000000000", "00000010001", "00000010002"].iter().map(|c| c.to_string()).collect();
+    // Unsorted, a duplicate, an unknown code and codes that are not 11 digits.
+    let codes = ["00000010002", "00000000000", "00000010001", "00000010002", "x", "", "000000100011"];
+    let packed = Codes::from_strs(&codes);
     for name in FIELD_NAMES {
-        let got = store.get_many_field(&codes, name).unwrap();
-        let want: Vec<Option<OwnedField>> = codes
-            .iter()
-            .map(|c| store.get_many_raw(std::slice::from_ref(c)).unwrap().pop().flatten())
-            .map(|raw| raw.map(|r| crate::record::field(&r, name).unwrap().into()))
-            .collect();
-        assert_eq!(got, want, "{name}");
-        assert!(got[1].is_none() && got[0].is_some(), "{name}");
+        let got = store.get_many_field(&packed, name).unwrap();
+        for (i, c) in codes.iter().enumerate() {
+            let raw = store.get_many_raw(&[c.to_string()]).unwrap().pop().flatten();
+            let want = raw.as_ref().map(|r| crate::record::field(r, name).unwrap());
+            assert_eq!(got.value(i), want, "{name} of {c}");
+        }
+        assert!(got.cells[1] == Cell::Missing && got.cells[0] != Cell::Missing, "{name}");
+        assert!(got.cells[4..].iter().all(|c| *c == Cell::Missing), "{name}");
     }
-    let names = store.get_many_field(&codes, "juminhyo_code").unwrap();
-    assert_eq!(names[2], Some(OwnedField::Str("00000010001".to_string())));
-    assert!(store.get_many_field(&codes, "no_such_field").is_err());
+    let names = store.get_many_field(&packed, "juminhyo_code").unwrap();
+    assert_eq!(names.value(2), Some(crate::record::FieldValue::Str("00000010001")));
+    assert!(store.get_many_field(&packed, "no_such_field").is_err());
 }
 
 #[test]
@@ -802,4 +803,42 @@ fn registry_owners_follow_one_rule() {
         let loaded = Registry::load(&bytes, &crypto::public_key(&net.root).unwrap());
         assert_eq!(loaded.is_ok(), ok, "{owner} {role:?}: {:?}", loaded.err());
     }
+}
+
+#[test]
+fn a_rotated_centre_key_attests_what_is_applied_after_the_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let agg = net.store(&dir.path().join("agg"), Role::Aggregator);
+    let before = net.bundle(A, people(1, A, "birth"));
+    assert_eq!(apply1(&agg, &before).status, Status::Applied);
+    let rotated = crypto::generate_secret();
+    // The new key takes over for what is received from NOW + 10 on.
+    agg.set_centre_key("centre-east-k2".into(), crypto::signing_key(&rotated).unwrap(), NOW + 10).unwrap();
+    assert_eq!(agg.centre_key_id(NOW + 9).as_deref(), Some("centre-east-k1"));
+    assert_eq!(agg.centre_key_id(NOW + 10).as_deref(), Some("centre-east-k2"));
+    let early = net.bundle(A, vec![update(0, "00000020002", A, "move_in", "2026-04-02")]);
+    assert_eq!(agg.apply(&[&early], NOW + 5).unwrap()[0].status, Status::Applied);
+    let after = net.bundle(A, vec![update(0, "00000020001", A, "move_in", "2026-04-02")]);
+    assert_eq!(agg.apply(&[&after], NOW + 10).unwrap()[0].status, Status::Applied);
+    let forwards = agg.forward_batch(10, 0).unwrap();
+    let key_ids: Vec<String> = forwards
+        .iter()
+        .map(|f| wire::decode::<Envelope>(&f.envelope, "e").unwrap().attestations[0].key_id.clone())
+        .collect();
+    assert_eq!(key_ids, ["centre-east-k1", "centre-east-k1", "centre-east-k2"]);
+    // National refuses the new key's attestation until its registry lists the key ...
+    let nat = net.store(&dir.path().join("nat"), Role::National);
+    assert_eq!(apply1(&nat, &forwards[0].envelope).status, Status::Applied);
+    assert_eq!(apply1(&nat, &forwards[1].envelope).status, Status::Applied);
+    let refused = apply1(&nat, &forwards[2].envelope);
+    assert_eq!(refused.kind, Some(RejectKind::Security), "{refused:?}");
+    // ... and accepts it once it does (the old key still verifies what it attested).
+    net.keys.push(("centre-east".into(), "centre-east-k2".into(), rotated));
+    let nat = net.store(&dir.path().join("nat2"), Role::National);
+    for f in &forwards {
+        assert_eq!(apply1(&nat, &f.envelope).status, Status::Applied);
+    }
+    // A store without a centre identity has no key to rotate.
+    assert!(nat.set_centre_key("x".into(), crypto::signing_key(&rotated).unwrap(), 0).is_err());
 }

@@ -10,6 +10,12 @@ create_exception!(_core, MalformedError, JukisyncError, "Bytes that do not decod
 create_exception!(_core, SignatureError, JukisyncError, "An unusable key or signature.");
 create_exception!(_core, RegistryError, JukisyncError, "A key registry that is unsigned, tampered or inconsistent.");
 create_exception!(_core, StoreError, JukisyncError, "The LMDB store failed or was opened with bad options.");
+create_exception!(
+    _core,
+    PrunedError,
+    JukisyncError,
+    "A read below the retained change log; the message names the archive holding it."
+);
 create_exception!(_core, QuarantineError, JukisyncError, "An operator action on quarantine that does not apply.");
 
 /// The core's error on its way to Python (a local type, so it may convert to PyErr).
@@ -29,6 +35,7 @@ impl From<Error> for PyErr {
             CoreError::Signature(_) => SignatureError::new_err(msg),
             CoreError::Registry(_) => RegistryError::new_err(msg),
             CoreError::Store(_) => StoreError::new_err(msg),
+            CoreError::Pruned(_) => PrunedError::new_err(msg),
             CoreError::Quarantine(_) => QuarantineError::new_err(msg),
         }
     }

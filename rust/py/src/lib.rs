@@ -11,7 +11,7 @@ mod store;
 
 use pyo3::prelude::*;
 
-use error::{JukisyncError, MalformedError, QuarantineError, RegistryError, SignatureError, StoreError};
+use error::{JukisyncError, MalformedError, PrunedError, QuarantineError, RegistryError, SignatureError, StoreError};
 use record::Record;
 use registry::KeyRegistry;
 use store::{ApplyResult, QuarantineEntry, Store};
@@ -26,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RegistryError", py.get_type::<RegistryError>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;
     m.add("QuarantineError", py.get_type::<QuarantineError>())?;
+    m.add("PrunedError", py.get_type::<PrunedError>())?;
     m.add_function(wrap_pyfunction!(crypto::generate_signing_key, m)?)?;
     m.add_function(wrap_pyfunction!(crypto::public_key, m)?)?;
     m.add_function(wrap_pyfunction!(crypto::sign, m)?)?;

@@ -7,7 +7,7 @@ use jukisync_core::store::{self, Access};
 use jukisync_core::{text, wire, CoreError};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::error::{Error, Res};
 use crate::record::Record;
@@ -178,22 +178,35 @@ fn packed_codes(codes: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = codes.cast::<PyBytes>() {
         return Ok(b.as_bytes().to_vec());
     }
-    if codes.cast::<PyString>().is_ok() {
-        return Err(PyTypeError::new_err("codes: a sequence of str or packed bytes, not one str"));
-    }
-    let n = codes.len().unwrap_or(0);
-    let mut out = Vec::with_capacity(n * audit::CODE_LEN);
-    for item in codes.try_iter()? {
-        let item = item?;
-        let s = item.cast::<PyString>().map_err(|_| PyTypeError::new_err("codes: every code must be a str"))?;
-        let bytes = s.to_str()?.as_bytes();
-        if bytes.len() == audit::CODE_LEN {
-            out.extend_from_slice(bytes);
-        } else {
-            out.extend_from_slice(&[b'-'; audit::CODE_LEN]);
-        }
-    }
+    let mut out = Vec::with_capacity(codes.len().unwrap_or(0) * audit::CODE_LEN);
+    each_code(codes, |bytes| {
+        out.extend_from_slice(if bytes.len() == audit::CODE_LEN { bytes } else { &[b'-'; audit::CODE_LEN] })
+    })?;
     Ok(out)
+}
+
+/// Each code of a sequence (or any iterable) of str, as UTF-8 bytes borrowed from the
+/// str: no `String` per code. One str is refused (it is not a list of codes).
+pub(crate) fn each_code(codes: &Bound<'_, PyAny>, mut f: impl FnMut(&[u8])) -> PyResult<()> {
+    if codes.cast::<PyString>().is_ok() {
+        return Err(PyTypeError::new_err("codes: a sequence of str, not one str"));
+    }
+    let mut one = |item: &Bound<'_, PyAny>| -> PyResult<()> {
+        let s = item.cast::<PyString>().map_err(|_| PyTypeError::new_err("codes: every code must be a str"))?;
+        f(s.to_str()?.as_bytes());
+        Ok(())
+    };
+    if let Ok(list) = codes.cast::<PyList>() {
+        // A list's items directly: no iterator object, no reference count per step.
+        for item in list.iter() {
+            one(&item)?;
+        }
+        return Ok(());
+    }
+    for item in codes.try_iter()? {
+        one(&item?)?;
+    }
+    Ok(())
 }
 
 pub fn lookup(

@@ -1,20 +1,35 @@
 //! The tier store and the results of its operations.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
-use jukisync_core::record::{self, OwnedField};
+use jukisync_core::record::{self, FieldValue};
 use jukisync_core::store::{self, Centre, Outcome, Role, StoreOptions};
 use jukisync_core::{crypto, CoreError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::divergence;
 use crate::error::{Error, Res};
 use crate::queries;
 use crate::record::Record;
 use crate::registry::KeyRegistry;
+
+/// (origin, first retained seq, hash of the last pruned bundle, its archive).
+type Floor<'py> = (String, u64, Bound<'py, PyBytes>, String);
+
+/// Distinct str values `get_many_field` shares between records: enough for a status,
+/// a reason or the municipalities of a prefecture; a name column stops sharing early.
+const SHARED_VALUES: usize = 256;
+
+/// The codes of a Python sequence of str in one buffer (with the GIL held).
+fn codes_of(codes: &Bound<'_, PyAny>) -> PyResult<store::Codes> {
+    let mut out = store::Codes::with_capacity(codes.len().unwrap_or(0));
+    queries::each_code(codes, |code| out.push(code))?;
+    Ok(out)
+}
 
 #[pyclass(frozen, get_all, module = "jukisync._core")]
 pub(crate) struct ApplyResult {
@@ -222,6 +237,21 @@ impl Store {
         self.inner.set_registry(registry.inner.clone());
     }
 
+    /// Attest with another key of this centre (a rotated own key) what is received
+    /// from `not_before` (µs) on.
+    #[pyo3(signature = (key_id, key, not_before=0))]
+    fn set_centre_key(&self, key_id: String, key: Vec<u8>, not_before: u64) -> Res<()> {
+        let key = crypto::signing_key(&key)?;
+        Ok(self.inner.set_centre_key(key_id, key, not_before)?)
+    }
+
+    /// The key id this centre attests with at `at` (µs, default now); None: the store
+    /// does not attest.
+    #[pyo3(signature = (at=None))]
+    fn centre_key_id(&self, at: Option<u64>) -> Option<String> {
+        self.inner.centre_key_id(at.unwrap_or_else(store::now_micros))
+    }
+
     #[pyo3(signature = (envelopes, received_at=None, *, forwarded=Vec::new()))]
     fn apply(
         &self,
@@ -247,32 +277,57 @@ impl Store {
         Ok(Record::wrap(raw.pop().flatten()))
     }
 
-    fn get_many(&self, py: Python<'_>, codes: Vec<String>) -> Res<Vec<Option<Record>>> {
-        let raws = py.detach(|| self.inner.get_many_raw(&codes))?;
+    fn get_many(&self, py: Python<'_>, codes: &Bound<'_, PyAny>) -> PyResult<Vec<Option<Record>>> {
+        let codes = codes_of(codes)?;
+        let mut raws: Vec<Option<Vec<u8>>> = vec![None; codes.len()];
+        py.detach(|| {
+            self.inner.visit_many(&codes, |i, raw| {
+                raws[i] = Some(raw.to_vec());
+                Ok(())
+            })
+        })
+        .map_err(Error::from)?;
         Ok(raws.into_iter().map(Record::wrap).collect())
     }
 
     /// One field of each record, in the order of `codes` (None for a code the store
     /// does not hold): `[r.<field> if r else None for r in get_many(codes)]` without a
-    /// `Record` per code, each record read in place.
-    fn get_many_field(&self, py: Python<'_>, codes: Vec<String>, field: &str) -> PyResult<Vec<Py<PyAny>>> {
+    /// `Record` per code, each record read in place with the GIL released. Repeated
+    /// values (a status, a municipality) are one str object, not one per record.
+    fn get_many_field<'py>(
+        &self,
+        py: Python<'py>,
+        codes: &Bound<'py, PyAny>,
+        field: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
         if !record::FIELD_NAMES.contains(&field) {
             return Err(PyValueError::new_err(format!(
                 "field must be one of {}, not {field:?}",
                 record::FIELD_NAMES.join(", ")
             )));
         }
-        let values = py.detach(|| self.inner.get_many_field(&codes, field)).map_err(Error::from)?;
-        values
-            .into_iter()
-            .map(|value| {
-                Ok(match value {
-                    None | Some(OwnedField::Nil) => py.None(),
-                    Some(OwnedField::UInt(n)) => n.into_pyobject(py)?.into_any().unbind(),
-                    Some(OwnedField::Str(text)) => PyString::new(py, &text).into_any().unbind(),
-                })
-            })
-            .collect()
+        let codes = codes_of(codes)?;
+        let column = py.detach(|| self.inner.get_many_field(&codes, field)).map_err(Error::from)?;
+        let none = py.None().into_bound(py);
+        let mut seen: HashMap<&str, Bound<'py, PyAny>> = HashMap::new();
+        let mut out = Vec::with_capacity(column.cells.len());
+        for i in 0..column.cells.len() {
+            out.push(match column.value(i) {
+                None | Some(FieldValue::Nil) => none.clone(),
+                Some(FieldValue::UInt(n)) => n.into_pyobject(py)?.into_any(),
+                Some(FieldValue::Str(text)) => match seen.get(text) {
+                    Some(same) => same.clone(),
+                    None => {
+                        let s = PyString::new(py, text).into_any();
+                        if seen.len() < SHARED_VALUES {
+                            seen.insert(text, s.clone());
+                        }
+                        s
+                    }
+                },
+            });
+        }
+        PyList::new(py, out)
     }
 
     fn by_number(&self, py: Python<'_>, kojin_bango: &str) -> Res<Option<Record>> {
@@ -303,6 +358,34 @@ impl Store {
     ) -> Res<Vec<Bound<'py, PyBytes>>> {
         let changes = py.detach(|| self.inner.changes(origin, from_seq, limit))?;
         Ok(changes.iter().map(|c| PyBytes::new(py, c)).collect())
+    }
+
+    /// Per origin, what a retention policy lets go: (origin, from_seq, upto, bundles).
+    fn retention_plan(
+        &self,
+        py: Python<'_>,
+        keep_bundles: u64,
+        created_before: u64,
+    ) -> Res<Vec<(String, u64, u64, u64)>> {
+        let cuts = py.detach(|| self.inner.retention_plan(keep_bundles, created_before))?;
+        Ok(cuts.into_iter().map(|c| (c.origin, c.from_seq, c.upto, c.bundles)).collect())
+    }
+
+    fn prune_changelog(&self, py: Python<'_>, cuts: Vec<(String, u64)>, archive: &str) -> Res<Vec<(String, u64)>> {
+        Ok(py.detach(|| self.inner.prune_changelog(&cuts, archive))?)
+    }
+
+    fn retention_floors<'py>(&self, py: Python<'py>) -> Res<Vec<Floor<'py>>> {
+        let floors = py.detach(|| self.inner.retention_floors())?;
+        Ok(floors.into_iter().map(|f| (f.origin, f.first_kept, PyBytes::new(py, &f.prev_hash), f.archive)).collect())
+    }
+
+    fn archive_for(&self, py: Python<'_>, origin: &str, seq: u64) -> Res<Option<String>> {
+        Ok(py.detach(|| self.inner.archive_for(origin, seq))?)
+    }
+
+    fn changelog_entries(&self, py: Python<'_>) -> Res<u64> {
+        Ok(py.detach(|| self.inner.changelog_entries())?)
     }
 
     #[pyo3(signature = (municipality_prefix=""))]
@@ -558,6 +641,11 @@ impl Store {
     fn audit_head<'py>(&self, py: Python<'py>) -> Res<(u64, u64, Bound<'py, PyBytes>)> {
         let (first, last, hash) = py.detach(|| self.inner.audit_head())?;
         Ok((first, last, PyBytes::new(py, &hash)))
+    }
+
+    /// (durable commits the audit group commit made, entries they held) since opened.
+    fn audit_commit_counts(&self) -> (u64, u64) {
+        self.inner.audit_commit_counts()
     }
 
     fn __repr__(&self) -> String {

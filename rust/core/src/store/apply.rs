@@ -426,6 +426,12 @@ impl Store {
                     o.updates = v.body.updates.len();
                     Ok(o)
                 }
+                // Pruned after a checkpoint: below the retained log nothing can be told
+                // apart any more, and nothing below the head can change the store.
+                None if self.floor_in(txn, origin)?.is_some_and(|f| v.head.last_seq < f.first_kept) => {
+                    Ok(Outcome::new(Status::Duplicate, Some(&v.head), Some(v.hash))
+                        .with_reason("below the retention checkpoint (pruned from the change log)"))
+                }
                 _ => fork(
                     self,
                     txn,
@@ -571,7 +577,7 @@ impl Store {
         head.extend_from_slice(&v.hash);
         self.dbs.heads.put(txn, origin.as_bytes(), &head)?;
 
-        let logged: std::borrow::Cow<'_, [u8]> = match &self.opts.centre {
+        let logged: std::borrow::Cow<'_, [u8]> = match self.centre_at(received_at) {
             Some(centre) if self.opts.role == Role::Aggregator => {
                 let msg = crypto::attestation_message(&v.hash, received_at);
                 let sig = ed25519_dalek::Signer::sign(&centre.key, &msg).to_bytes();

@@ -184,6 +184,13 @@ impl Store {
         }
         // (origin, last seq, last hash) of the log walked so far
         let mut walked: BTreeMap<String, (u64, [u8; 32])> = BTreeMap::new();
+        // A pruned log begins after its floor, chained on the last pruned bundle.
+        let mut floors: BTreeMap<String, (u64, [u8; 32])> = BTreeMap::new();
+        for origin in heads.keys() {
+            if let Some(f) = self.floor_in(txn, origin)? {
+                floors.insert(origin.clone(), (f.first_kept - 1, f.prev_hash));
+            }
+        }
         for item in self.dbs.changelog.iter(txn)? {
             let (k, entry) = item?;
             if k.len() < 8 || entry.len() < 40 {
@@ -231,7 +238,8 @@ impl Store {
                 ),
                 None => {} // a key since dropped from the registry: nothing to verify with
             }
-            let (prev_seq, prev_hash) = walked.get(&origin).copied().unwrap_or((0, ZERO_HASH));
+            let (prev_seq, prev_hash) =
+                walked.get(&origin).or_else(|| floors.get(&origin)).copied().unwrap_or((0, ZERO_HASH));
             if first_seq != prev_seq + 1 || head.prev_hash.as_slice() != prev_hash {
                 found.add(
                     "log_chain_broken",

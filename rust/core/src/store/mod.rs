@@ -30,11 +30,14 @@ mod quarantine;
 mod reads;
 mod rebuild;
 mod reconcile;
+mod retention;
 mod snapshot;
 
 pub use check::Inconsistency;
 pub use quarantine::Operator;
+pub use reads::{Cell, Codes, Column};
 pub use reconcile::{CodeDiff, OriginDiff, Reconciliation};
+pub use retention::{Cut, Floor};
 pub use snapshot::DATA_FILE;
 
 pub use crate::query::{Access, Lookup, Search};
@@ -243,6 +246,8 @@ pub(crate) struct Dbs {
     meta: Db,
     /// Additive hash sums of each origin's records by code prefix (merkle.rs).
     merkle: Db,
+    /// Where each origin's pruned change-log ranges went (retention.rs).
+    retention: Db,
     /// The four-item search's name index and its code → keys map (query.rs).
     pub(crate) by_name_text: Db,
     /// Code changes, new code ‖ old code → (): a resident's former 住民票コード, so
@@ -256,6 +261,29 @@ pub struct Store {
     pub(crate) dbs: Dbs,
     opts: StoreOptions,
     registry: RwLock<Arc<Registry>>,
+    // The centre's signing identity, out of `opts` so that a reload can rotate the key
+    // without reopening the environment (LMDB: once per process).
+    centre: RwLock<CentreKeys>,
+    /// Audit entries of concurrent queries waiting to share a durable commit.
+    pub(crate) group: crate::audit_commit::GroupCommit,
+}
+
+/// The key a centre attests with, and the one that takes over at its `not_before`: a
+/// registry rotation makes exactly one of the two valid at each instant, so the store
+/// picks by each bundle's receive time rather than by when the reload happened.
+#[derive(Default)]
+struct CentreKeys {
+    current: Option<Arc<Centre>>,
+    next: Option<(Arc<Centre>, u64)>,
+}
+
+impl CentreKeys {
+    fn at(&self, at: u64) -> Option<Arc<Centre>> {
+        match &self.next {
+            Some((next, from)) if at >= *from => Some(next.clone()),
+            _ => self.current.clone(),
+        }
+    }
 }
 
 fn seq_key(origin: &str, seq: u64) -> Vec<u8> {
@@ -321,6 +349,7 @@ impl Store {
             superseded: create("superseded", none)?,
             meta: create("meta", none)?,
             merkle: create("merkle", none)?,
+            retention: create("retention", none)?,
             by_name_text: create("by_name_text", DatabaseFlags::DUP_SORT)?,
             former_codes: create("former_codes", none)?,
             audit: AuditDbs {
@@ -381,7 +410,10 @@ impl Store {
             }
         };
         txn.commit()?;
-        let store = Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)) };
+        let mut opts = opts;
+        let centre = RwLock::new(CentreKeys { current: opts.centre.take().map(Arc::new), next: None });
+        let store =
+            Store { env, dbs, opts, registry: RwLock::new(Arc::new(registry)), centre, group: Default::default() };
         if migrate {
             let mut txn = store.env.write_txn()?;
             store.migrate_from_1(&mut txn)?;
@@ -403,7 +435,7 @@ impl Store {
 
     /// Refuse to write bundles when this handle could not attest them.
     pub(crate) fn can_apply(&self) -> Result<()> {
-        if self.opts.role == Role::Aggregator && self.opts.centre.is_none() {
+        if self.opts.role == Role::Aggregator && self.centre_at(0).is_none() {
             return Err(CoreError::Store(
                 "this aggregator store was opened without its centre key: it cannot attest and forward; \
                  give the node's config"
@@ -419,6 +451,32 @@ impl Store {
 
     pub fn set_registry(&self, registry: Registry) {
         *self.registry.write().expect("registry lock") = Arc::new(registry);
+    }
+
+    /// Attest with another key of this centre (a rotation picked up on reload) what is
+    /// received from `not_before` (µs) on; before that, the key in use. Refused when the
+    /// store has no centre identity (national, read-only). Bundles attested before stay
+    /// as they were: the old key verifies them.
+    pub fn set_centre_key(&self, key_id: String, key: SigningKey, not_before: u64) -> Result<()> {
+        let mut keys = self.centre.write().expect("centre lock");
+        let now = now_micros();
+        let Some(current) = keys.at(now) else {
+            return Err(CoreError::Store("this store has no centre identity: it does not attest".into()));
+        };
+        let next = Arc::new(Centre { id: current.id.clone(), key_id, key });
+        keys.current = Some(current);
+        keys.next = Some((next, not_before));
+        Ok(())
+    }
+
+    /// The centre identity attesting a bundle received at `at` (µs).
+    pub(crate) fn centre_at(&self, at: u64) -> Option<Arc<Centre>> {
+        self.centre.read().expect("centre lock").at(at)
+    }
+
+    /// The key id this centre attests with at `at` (µs); None: it does not attest.
+    pub fn centre_key_id(&self, at: u64) -> Option<String> {
+        self.centre_at(at).map(|c| c.key_id.clone())
     }
 
     fn registry(&self) -> Arc<Registry> {

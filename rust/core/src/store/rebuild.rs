@@ -62,7 +62,10 @@ impl Store {
     /// Recompute the records at `codes` from the local change log (the signed
     /// envelopes this store applied): each becomes the highest version of every logged
     /// update to it (or redirect from it), as applying them again would give. Returns
-    /// how many records changed.
+    /// how many records changed. After retention pruned part of the log, a stored
+    /// record written by a pruned update (its seq below its origin's floor) that
+    /// outranks every retained candidate is kept: the checkpoint vouched for it, and
+    /// the retained log cannot say otherwise.
     pub fn rebuild_codes(&self, codes: &[String]) -> Result<usize> {
         let wanted: BTreeSet<&str> = codes.iter().map(String::as_str).collect();
         let mut txn = self.env.write_txn()?;
@@ -87,6 +90,13 @@ impl Store {
             let best =
                 candidates.iter().filter(|r| r.juminhyo_code == *code).max_by(|a, b| a.version().cmp(&b.version()));
             let stored = self.dbs.records.get(&txn, code.as_bytes())?.map(<[u8]>::to_vec);
+            if let Some(raw) = &stored {
+                let r: Record = wire::decode(raw, "record")?;
+                let below_floor = self.floor_in(&txn, &r.origin)?.is_some_and(|f| r.seq < f.first_kept);
+                if below_floor && best.is_none_or(|b| r.version() > b.version()) {
+                    continue;
+                }
+            }
             let rebuilt = best.map(wire::encode).transpose()?;
             if stored == rebuilt {
                 continue;
