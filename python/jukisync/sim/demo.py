@@ -162,7 +162,8 @@ async def run_demo(
             submitted[0] += network.submit(chunk)
             sample = sample or chunk[0][1].juminhyo_code
             await asyncio.sleep(0)  # let the nodes move while the stream is fed
-        await asyncio.wait_for(network.drain_publishers(), options.timeout_s)
+        async with asyncio.timeout(options.timeout_s):
+            await network.drain_publishers()
         remaining = max(1.0, options.timeout_s - (time.monotonic() - started))
         heads_ok = await network.wait_converged(remaining)
         elapsed = time.monotonic() - started

@@ -123,7 +123,8 @@ class Drill:
         published it all."""
         chunk = self.parts[part] if updates is None else updates
         self.submitted += self.network.submit(chunk)
-        await asyncio.wait_for(self.network.drain_publishers(), self.options.timeout_s)
+        async with asyncio.timeout(self.options.timeout_s):
+            await self.network.drain_publishers()
         return len(chunk)
 
     async def until(self, predicate: Callable[[], bool]) -> bool:

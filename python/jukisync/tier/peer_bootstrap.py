@@ -11,10 +11,11 @@ re-forward from theirs. Every envelope goes through the store's verifying apply 
 signatures and attestations batch-verified, keys, chains, content), as `bootstrap
 --snapshot` re-applies a snapshot's change log: the new store trusts nothing unsigned.
 
-It stops once the node is healthy with at least one origin: connected, heads heard
-for `health.settle_s`, no origin behind its announced head, nothing pending, nothing
-halted. Then the store's own `check` runs. Its HTTP endpoint and retention are off
-while it runs; `jukisync run` then takes over the store.
+It stops once the node is healthy with at least one origin and holds exactly what is
+announced: connected, heads heard for `health.settle_s`, no origin behind its
+announced head by even one seq (health alone tolerates a lag within `[health]`'s
+bounds), nothing pending, nothing halted. Then the store's own `check` runs. Its HTTP
+endpoint and retention are off while it runs; `jukisync run` then takes over the store.
 """
 
 from __future__ import annotations
@@ -69,8 +70,15 @@ async def bootstrap_from_peers(config: TierConfig, timeout_s: float) -> PeerBoot
             node = daemon.node
             if node is None or node.failure is not None:
                 continue
-            healthy, _ = daemon.health()
-            if healthy and node.store.chain_heads():
+            # Healthy is not enough: health tolerates a lag within the `[health]`
+            # bounds, and a rebuilt store must hold every announced head exactly.
+            healthy, details = daemon.health()
+            if (
+                healthy
+                and not details.get("behind")
+                and not details.get("pending")
+                and node.store.chain_heads()
+            ):
                 report.caught_up = True
                 break
         daemon.request_stop()

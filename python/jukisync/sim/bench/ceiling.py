@@ -104,7 +104,8 @@ async def raw_ceiling(
         await asyncio.gather(*(publish(x, b) for x, b in publishers))
         published = time.perf_counter()
         try:
-            await asyncio.wait_for(done.wait(), options.timeout_s)
+            async with asyncio.timeout(options.timeout_s):
+                await done.wait()
         except TimeoutError:
             raise BenchError(
                 f"raw ceiling: {received[0]} of {total} messages arrived "

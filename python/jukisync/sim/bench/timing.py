@@ -64,7 +64,8 @@ class CommitClock:
         done = asyncio.Event()
         self._awaited[tier], self._done[tier] = awaited, done
         try:
-            await asyncio.wait_for(done.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await done.wait()
         except TimeoutError:
             return False
         finally:
