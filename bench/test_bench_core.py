@@ -21,7 +21,7 @@ import pytest
 
 from benchfixtures import report_rate
 from benchkit import Chains, stored_record_bytes  # noqa: F401  (fixtures use it)
-from jukisync import Store, _core
+from jukisync import Store, _core, clock
 from jukisync.sim import synth
 from jukisync.wire.messages import BundleBody, ChangeFamily, Envelope, StoredRecord, Update
 
@@ -66,7 +66,10 @@ def change_rounds(population: synth.Population, chains: Chains) -> list[list[byt
     """Signed bundles of changes to the filled population, BUNDLES_PER_ROUND a round,
     in chain order."""
     wanted = APPLY_ROUNDS * BUNDLES_PER_ROUND * 1000
-    stream = synth.generate_changes(population, wanted, seed=11)
+    # Ends before today (the tiers bound every date by their clock), whatever the
+    # population's size makes the national rate of changes last.
+    span = synth.span_until(population.as_of, clock.now().date())
+    stream = synth.generate_changes(population, wanted, seed=11, max_span_days=span)
     bundles = list(chains.bundles(stream, size=1000))
     full = [b for b in bundles]
     return [full[i : i + BUNDLES_PER_ROUND] for i in range(0, len(full), BUNDLES_PER_ROUND)][
