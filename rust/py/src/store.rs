@@ -8,7 +8,6 @@ use jukisync_core::store::{self, Centre, Outcome, Role, StoreOptions};
 use jukisync_core::{crypto, CoreError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::divergence;
@@ -271,21 +270,19 @@ impl Store {
         self.inner.centre_key_id(at.unwrap_or_else(store::now_micros))
     }
 
-    #[pyo3(signature = (envelopes, received_at=None, *, forwarded=Vec::new()))]
+    #[pyo3(signature = (envelopes, received_at=None))]
     fn apply(
         &self,
         py: Python<'_>,
-        envelopes: Vec<PyBackedBytes>,
+        envelopes: Vec<Bound<'_, PyBytes>>,
         received_at: Option<u64>,
-        forwarded: Vec<u64>,
     ) -> PyResult<Vec<ApplyResult>> {
-        // The envelopes are read where Python holds them (no copy): `PyBackedBytes`
-        // keeps each `bytes` alive while the GIL is released.
+        let owned: Vec<Vec<u8>> = envelopes.iter().map(|b| b.as_bytes().to_vec()).collect();
         let received_at = received_at.unwrap_or_else(store::now_micros);
         let outcomes = py
             .detach(|| {
-                let raws: Vec<&[u8]> = envelopes.iter().map(|b| &b[..]).collect();
-                self.inner.apply_marking_forwarded(&raws, received_at, &forwarded)
+                let raws: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                self.inner.apply(&raws, received_at)
             })
             .map_err(Error::from)?;
         outcomes.into_iter().map(|o| ApplyResult::from_outcome(py, o)).collect()
@@ -416,15 +413,10 @@ impl Store {
         Ok(py.detach(|| self.inner.stats())?.into_iter().collect())
     }
 
-    #[pyo3(signature = (limit=1000, after=0))]
-    fn forward_batch<'py>(
-        &self,
-        py: Python<'py>,
-        limit: usize,
-        after: u64,
-    ) -> Res<Vec<(u64, String, Bound<'py, PyBytes>)>> {
-        let batch = py.detach(|| self.inner.forward_batch(limit, after))?;
-        Ok(batch.into_iter().map(|f| (f.id, f.origin, PyBytes::new(py, &f.envelope))).collect())
+    #[pyo3(signature = (limit=1000))]
+    fn forward_batch<'py>(&self, py: Python<'py>, limit: usize) -> Res<Vec<(u64, Bound<'py, PyBytes>)>> {
+        let batch = py.detach(|| self.inner.forward_batch(limit))?;
+        Ok(batch.iter().map(|(id, b)| (*id, PyBytes::new(py, b))).collect())
     }
 
     fn forward_done(&self, py: Python<'_>, ids: Vec<u64>) -> Res<()> {
