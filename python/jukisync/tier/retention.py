@@ -31,9 +31,12 @@ silent gap. Resends, repairs, `reconcile --repair` and `bootstrap` read through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import logging
+import os
 import shutil
 import struct
 import tempfile
@@ -137,17 +140,40 @@ def seal_segment(
     (with `frame`) and returns the manifest's facts; signed by `key`, fsynced and
     linked into place (complete or absent). The manifest's `archive` is its path."""
     archive_dir.mkdir(parents=True, exist_ok=True)
-    out = _archive_name(source, archive_dir, kind)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=archive_dir))
+    # One archiver of a directory at a time (a daemon's policy and an operator's prune
+    # may meet): a flock on the directory itself, released however the process ends.
+    # Holding it, a partial of this kind found here was left by a killed run (archives
+    # are linked into place whole, so a partial never became one): remove it.
+    held = os.open(archive_dir, os.O_RDONLY)
     try:
-        (work / snapshots.DATA_DIR).mkdir()
-        with (work / snapshots.DATA_DIR / SEGMENT).open("wb") as f:
-            facts = write(f)
-        manifest = snapshots.seal(work, out, key, kind=kind, source=source, facts=facts)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        _remove_partials(archive_dir, kind)
+        out = _archive_name(source, archive_dir, kind)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=archive_dir))
+        try:
+            (work / snapshots.DATA_DIR).mkdir()
+            with (work / snapshots.DATA_DIR / SEGMENT).open("wb") as f:
+                facts = write(f)
+            manifest = snapshots.seal(work, out, key, kind=kind, source=source, facts=facts)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        os.close(held)
     manifest.raw["archive"] = str(out.resolve())
     return manifest
+
+
+def _remove_partials(archive_dir: Path, kind: str) -> None:
+    """The work directories and unlinked tar files of `kind` that a killed run left."""
+    for path in archive_dir.iterdir():
+        if not (path.name.startswith(".") and f"-{kind}-" in path.name):
+            continue
+        log.warning("removing %s, left by an archiving run that did not finish", path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def _write_segment(
