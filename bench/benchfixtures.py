@@ -218,7 +218,7 @@ def filled_store(
             _apply_all(store, batch)
             batch = []
     _apply_all(store, batch)
-    store.forward_done([i for i, _ in store.forward_batch(limit=1 << 30)])
+    store.forward_done([i for i, _, _ in store.forward_batch(limit=1 << 30)])
     assert store.stats()["records"] == len(population)
     return store
 

@@ -51,6 +51,7 @@ from jukisync.transport.base import (
     Subscription,
     TransportClosed,
     TransportUnavailable,
+    ack_all,
     decode_resend,
 )
 
@@ -430,6 +431,45 @@ async def test_unacked_deliveries_come_back_redelivered(amqp: AmqpKit) -> None:
     assert all(d.redelivered for d in back)
     for d in back:
         await d.ack()
+    await publisher.publish_bundle(YAMAGUCHI_CITY, MARKER)
+    assert await next_is_marker(second)
+
+
+@broker
+async def test_a_batch_is_acked_with_one_multiple_ack(
+    amqp: AmqpKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node acks its batch at once: one `basic.ack multiple` on the batch's last
+    delivery settles all of it, and only it (the deliveries after stay unacked)."""
+    centre = amqp.transport("centre")
+    await centre.declare_bundle_queue("q", ["35"])
+    sent = [f"b{i}".encode() for i in range(12)]
+    publisher = amqp.transport("publisher")
+    await publisher.publish_bundles(YAMAGUCHI_CITY, sent)
+    first = centre.consume_bundles("q", ["35"], prefetch=32)
+    got = await take(first, 12)
+    acks: list[tuple[int, bool]] = []
+    channel = type(got[0]._channel)
+    real_ack = channel.basic_ack
+
+    async def spy(
+        self: object, delivery_tag: int, multiple: bool = False, wait: bool = True
+    ) -> None:
+        acks.append((delivery_tag, multiple))
+        await real_ack(self, delivery_tag, multiple=multiple, wait=wait)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(channel, "basic_ack", spy)
+    await got[0].ack()  # settled before: the batch is what follows it
+    await ack_all(got[1:8])
+    assert acks == [(got[0]._tag, False), (got[7]._tag, True)]
+    await ack_all(got[1:8])  # settled already: nothing is sent twice
+    assert len(acks) == 2
+    await first.close()  # b8..b11 were not acked: they come back, and only they
+
+    second = centre.consume_bundles("q", ["35"])
+    back = await take(second, 4)
+    assert bodies(back) == sent[8:] and all(d.redelivered for d in back)
+    await ack_all(back)
     await publisher.publish_bundle(YAMAGUCHI_CITY, MARKER)
     assert await next_is_marker(second)
 

@@ -256,3 +256,41 @@ def test_file_reader_reports_bad_lines_and_keeps_the_rest(make: object, tmp_path
         pass
     assert feed.report.accepted == 2 and feed.report.invalid == 3 and seen == bad
     assert p.next_seq == 3  # the file's seq values were not trusted
+
+
+def test_a_fed_update_is_checked_once_and_encoded_once_for_the_check(
+    make: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed checks each line as it reads it (to report bad ones); `add_many` takes
+    the result as it is: the content rules and the core's verdict run once per update,
+    on the bytes the type check made."""
+    from jukisync.wire import codes
+
+    p = make(max_updates=10)  # type: ignore[operator]
+    lines = [msgspec.json.encode(update(ORIGIN, i)) for i in range(1, 6)]
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    rules: list[str] = []
+    verdicts: list[bytes] = []
+    real_rules, real_verdict = codes.validate_update, _core.validate_update
+
+    def counted_rules(u: object, **kw: object) -> None:
+        rules.append(u.juminhyo_code)  # type: ignore[attr-defined]
+        real_rules(u, **kw)  # type: ignore[arg-type]
+
+    def counted_verdict(raw: bytes, *args: object) -> str | None:
+        verdicts.append(raw)
+        return real_verdict(raw, *args)  # type: ignore[arg-type]
+
+    # The publisher reaches both through their modules: patch them there.
+    monkeypatch.setattr(codes, "validate_update", counted_rules)
+    monkeypatch.setattr(_core, "validate_update", counted_verdict)
+    feed = Feed(p, str(data))
+    accepted = [u for batch in feed.batches() for u in batch]
+    assert len(accepted) == 5 and p.next_seq == 6
+    assert len(rules) == 5 and len(verdicts) == 5
+    # The core judged the bytes made for the type check (seq 0: the publisher numbers).
+    assert all(msgspec.msgpack.decode(raw)["seq"] == 0 for raw in verdicts)
+    # An update that was not checked before is checked by add_many itself, once.
+    p.add_many([update(ORIGIN, 9)])
+    assert len(rules) == 6 and len(verdicts) == 6

@@ -25,7 +25,7 @@ from jukisync import Store, _core, lockfile
 from jukisync.publisher.bundling import BundlePolicy
 from jukisync.publisher.feed import Feed, FeedError
 from jukisync.publisher.input import BadLine
-from jukisync.publisher.origin import Publisher
+from jukisync.publisher.origin import Checked, Publisher
 from jukisync.wire import codes
 from jukisync.wire.codes import CodeError
 from jukisync.wire.messages import ChangeReason, Update
@@ -384,12 +384,12 @@ def test_a_half_written_last_line_is_read_once_complete(tmp_path: Path) -> None:
     feed = Feed(p, str(data), follow=True, poll_s=0.01)
     lines = feed.lines()
     got = next(lines)
-    assert got.line_no == 1 and isinstance(got.item, Update)
+    assert got.line_no == 1 and isinstance(got.item, Checked)
     with data.open("ab") as f:
         f.write(second[20:] + b"\n")
     got = next(lines)
-    assert got.line_no == 2 and isinstance(got.item, Update)
-    assert got.item.juminhyo_code == update(ORIGIN, 2).juminhyo_code
+    assert got.line_no == 2 and isinstance(got.item, Checked)
+    assert got.item.update.juminhyo_code == update(ORIGIN, 2).juminhyo_code
     assert got.position is not None and got.position.offset == data.stat().st_size
     feed._stop.set()
     p.close()

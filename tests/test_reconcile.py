@@ -181,7 +181,7 @@ def test_a_centre_behind_is_repaired_with_its_key_and_forwards(tmp_path: Path) -
     national, centre = t.store("national"), t.store("centre", "aggregator")
     national.apply(t.bundles)
     centre.apply(t.bundles[:5])
-    centre.forward_done([i for i, _ in centre.forward_batch()])
+    centre.forward_done([i for i, _, _ in centre.forward_batch()])
     del national, centre
     gc.collect()
     # Without the centre's key (its config) the centre cannot attest: refused.

@@ -53,7 +53,7 @@ def _key(centre: Centre) -> keys.KeyPair:
 def _fill(centre: Centre, store: _core.Store, count: int) -> None:
     results = store.apply(centre.bundles(count))
     assert {r.status for r in results} <= {"applied"}, [r.reason for r in results]
-    store.forward_done([i for i, _ in store.forward_batch(100_000)])  # at national
+    store.forward_done([i for i, _, _ in store.forward_batch(100_000)])  # at national
 
 
 def _full_log(store: _core.Store) -> dict[str, list[bytes]]:
@@ -220,7 +220,7 @@ def test_keep_days_and_the_forward_backlog_bound_what_goes(centre: Centre) -> No
         store, centre.path, _key(centre), centre.tmp / "a", retention.Policy(0, 5)
     )
     assert report.archive is None and report.pruned == {}
-    store.forward_done([i for i, _ in store.forward_batch(100)])
+    store.forward_done([i for i, _, _ in store.forward_batch(100)])
     report = retention.checkpoint_and_prune(
         store, centre.path, _key(centre), centre.tmp / "a", retention.Policy(0, 5)
     )

@@ -424,7 +424,7 @@ def test_bootstrap_keeps_halts_evidence_and_the_audit_trail(centre: Centre) -> N
     assert rebuilt.audit_verify().ok
     assert {e.kind for e in rebuilt.quarantine()} == {"halt", "security"}
     # The new centre forwards what the old one had not, the same attested envelope.
-    [(_, forwarded)] = rebuilt.forward_batch()
+    [(_, _, forwarded)] = rebuilt.forward_batch()
     assert forwarded == rebuilt.changes(YAMAGUCHI_CITY, 1)[0]
     assert set(rebuilt.halted()) == {YAMAGUCHI_CITY}
 

@@ -110,7 +110,7 @@ def test_apply_and_read_back(net: Net) -> None:
         store.get_many_field([code, 12345678901], "status")  # type: ignore[list-item]
     assert store.get_many_field(iter([code, code]), "status") == ["active", "active"]
     assert store.changes(YAMAGUCHI_CITY, 4) == [
-        env for _, env in store.forward_batch() if body_of(env).first_seq == 4
+        env for _, _, env in store.forward_batch() if body_of(env).first_seq == 4
     ]
     stats = store.stats()
     assert stats["records"] == 3 and stats["applied_updates"] == 4
@@ -331,7 +331,9 @@ def test_national_needs_a_valid_attestation(net: Net) -> None:
     direct = national.apply([bundle])[0]
     assert (direct.status, direct.kind) == ("rejected", "security")
     aggregator.apply([bundle])
-    ((fid, forwarded),) = aggregator.forward_batch()
+    ((fid, origin, forwarded),) = aggregator.forward_batch()
+    assert origin == YAMAGUCHI_CITY  # from the outbox, for the routing key
+    assert _core.bundle_span(forwarded) == (YAMAGUCHI_CITY, 1, 1)
     assert national.apply([forwarded])[0].status == "applied"
     assert national.apply([forwarded])[0].status == "duplicate"
     aggregator.forward_done([fid])

@@ -157,8 +157,8 @@ class StoreModel(RuleBasedStateMachine):
     def _forward(self, centre: str) -> None:
         store = self.opened[centre]
         batch = store.forward_batch(limit=1 << 20)
-        self.forwarded += [env for _, env in batch]
-        store.forward_done([i for i, _ in batch])
+        self.forwarded += [env for _, _, env in batch]
+        store.forward_done([i for i, _, _ in batch])
 
     # --- rules: the municipalities ------------------------------------------------------
     @rule(origin=st.sampled_from(ORIGINS))

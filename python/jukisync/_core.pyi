@@ -29,6 +29,7 @@ __all__ = [
     "StoreError",
     "__version__",
     "attestation_message",
+    "bundle_span",
     "generate_signing_key",
     "key_role",
     "normalize_reading",
@@ -71,6 +72,10 @@ def validate_update(
     update: bytes, origin: str, now: int | None = None, max_skew_us: int = 600_000_000
 ) -> str | None:
     """The first problem every tier would halt `origin` for in this encoded Update."""
+
+def bundle_span(envelope: bytes) -> tuple[str, int, int] | None:
+    """(origin, first_seq, last_seq) an envelope's body claims, read without decoding
+    its updates nor verifying anything (routing, batching), or None if not one."""
 
 def sha256(data: bytes) -> bytes: ...
 def attestation_message(body_hash: bytes, received_at: int) -> bytes:
@@ -317,8 +322,16 @@ class Store:
     def copy_forward_backlog_from(self, source: Store) -> int:
         """Queue `source`'s forward backlog here (bundles applied, not yet forwarded):
         entries of this store's change log; the number queued."""
-    def apply(self, envelopes: list[bytes], received_at: int | None = None) -> list[ApplyResult]:
-        """Verify and apply a batch in one write transaction, GIL released."""
+    def apply(
+        self,
+        envelopes: list[bytes],
+        received_at: int | None = None,
+        *,
+        forwarded: list[int] = ...,
+    ) -> list[ApplyResult]:
+        """Verify and apply a batch in one write transaction, GIL released, reading the
+        envelopes without copying them. `forwarded`: outbox ids national confirmed,
+        forgotten in the same commit (aggregator; no commit of their own)."""
 
     def get(self, code: str) -> Record | None: ...
     def get_many(self, codes: Iterable[str]) -> list[Record | None]:
@@ -361,8 +374,9 @@ class Store:
         """Hex digest of the active records whose municipality starts with the prefix."""
 
     def stats(self) -> dict[str, int]: ...
-    def forward_batch(self, limit: int = 1000) -> list[tuple[int, bytes]]:
-        """(outbox id, attested envelope) pairs waiting to be forwarded (aggregator)."""
+    def forward_batch(self, limit: int = 1000, after: int = 0) -> list[tuple[int, str, bytes]]:
+        """(outbox id, origin, attested envelope) of the forwards waiting with ids above
+        `after`, oldest first (aggregator). The origin comes from the outbox's key."""
 
     def forward_done(self, ids: list[int]) -> None: ...
     def quarantine(self, include_closed: bool = False) -> list[QuarantineEntry]: ...

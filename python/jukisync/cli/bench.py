@@ -415,6 +415,13 @@ declared in a namespace of its own and removed at the end.
     help="Deliveries applied per store transaction.",
 )
 @click.option(
+    "--max-batch-updates",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Updates applied per store transaction (a larger bundle goes alone).",
+)
+@click.option(
     "--repeat",
     type=click.IntRange(1, 50),
     default=3,
@@ -459,6 +466,7 @@ def command(
     window: int,
     prefetch: int,
     max_batch: int,
+    max_batch_updates: int,
     repeat: int,
     no_raw: bool,
     seed: int,
@@ -513,6 +521,7 @@ def command(
             window=window,
             prefetch=prefetch,
             max_batch=max_batch,
+            max_batch_updates=max_batch_updates,
             seed=seed,
             timeout_s=timeout_s,
             profile=profile,

@@ -166,6 +166,7 @@ class TierLimits(_Section, frozen=True, kw_only=True):
     pending_limit: Positive = 10_000
     map_size: Positive = 1 << 36
     max_batch: Positive = 256  # deliveries per store.apply
+    max_batch_updates: Positive = 50_000  # updates per store.apply (a larger bundle: alone)
     forward_batch: Positive = 512  # aggregator: forwards per round to national
 
 

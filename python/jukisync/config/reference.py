@@ -116,6 +116,11 @@ DESCRIPTIONS: dict[str, str] = {
     "gap to fill); beyond it they are resent later.",
     "TierLimits.map_size": "LMDB map size in bytes: the store's largest size.",
     "TierLimits.max_batch": "Deliveries applied in one write transaction at most.",
+    "TierLimits.max_batch_updates": "Updates applied in one write transaction at most "
+    "(a bundle holding more is applied alone): bounds the work, and the wait for acks "
+    "and forwards, of one transaction. Not much lower: each commit rewrites every page "
+    "it touched, so small transactions of random codes write more (10,000 measured "
+    "~35% slower than 50,000 end to end).",
     "AggregatorConfig.replication": "Head announcements and repair of divergence (keys below).",
     "NationalConfig.replication": "Head announcements and repair of divergence.",
     "AggregatorConfig.health": "When `/healthz` says degraded (keys below).",

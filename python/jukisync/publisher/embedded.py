@@ -28,7 +28,7 @@ from jukisync import clock
 from jukisync.publisher.configured import load_config, open_configured, transport_for
 from jukisync.publisher.input import UpdateLine
 from jukisync.publisher.node import PublisherNode
-from jukisync.publisher.origin import Publisher
+from jukisync.publisher.origin import Checked, Publisher
 from jukisync.wire.messages import Update
 
 __all__ = ["EmbeddedPublisher", "open_publisher"]
@@ -77,11 +77,12 @@ class EmbeddedPublisher:
         """Accept several updates in one transaction, all or none."""
         now = clock.now_us()
         wire = [u.to_update(now) if isinstance(u, UpdateLine) else u for u in updates]
-        for update in wire:  # in the caller's thread: errors are the caller's
-            self._publisher.validate(update)
-        return self._call(self._add(wire))
+        # Checked in the caller's thread (errors are the caller's), once: the loop's
+        # `add_many` takes them as they are.
+        checked = [self._publisher.check(update) for update in wire]
+        return self._call(self._add(checked))
 
-    async def _add(self, updates: list[Update]) -> list[int]:
+    async def _add(self, updates: list[Checked]) -> list[int]:
         seqs = self._publisher.add_many(updates)
         self._node.notify()
         return seqs

@@ -32,7 +32,7 @@ from typing import BinaryIO
 import msgspec
 
 from jukisync.publisher.input import BadLine, LineError, parse_line
-from jukisync.publisher.origin import Publisher
+from jukisync.publisher.origin import Checked, Publisher
 from jukisync.wire import codes
 from jukisync.wire.messages import Update
 
@@ -77,7 +77,7 @@ class _Line:
     """One line read: its update (or why it has none) and the position after it."""
 
     line_no: int
-    item: Update | BadLine | Skipped
+    item: Checked | BadLine | Skipped
     position: FeedPosition | None  # None for streams (not resumable)
 
 
@@ -245,7 +245,7 @@ class Feed:
                 continue
             yield _Line(line_no, self._parse(line_no, text, origin), position)
 
-    def _parse(self, line_no: int, text: bytes, origin: str) -> Update | BadLine | Skipped:
+    def _parse(self, line_no: int, text: bytes, origin: str) -> Checked | BadLine | Skipped:
         try:
             update = parse_line(text)
             if update.municipality != origin:
@@ -257,14 +257,14 @@ class Feed:
                     f"not this publisher's origin {origin}"
                     + ("" if self.skip_others else " (--skip-others to skip such lines)"),
                 )
-            self.publisher.validate(update)
+            # Checked once, here (in the reader thread); `add_many` takes it as it is.
+            return self.publisher.check(update)
         except (LineError, codes.CodeError) as exc:
             return BadLine(line_no, str(exc))
-        return update
 
     # --- accepting -----------------------------------------------------------------------
     def _accept(self, lines: list[_Line]) -> None:
-        batch: list[Update] = []
+        batch: list[Checked] = []
         position: FeedPosition | None = None
         for line in lines:
             self.report.last_line = line.line_no
@@ -275,7 +275,7 @@ class Feed:
                     self.on_bad(line.item)
             elif line.item is Skipped.OTHER_ORIGIN:
                 self.report.skipped_other_origins += 1
-            elif isinstance(line.item, Update):
+            elif isinstance(line.item, Checked):
                 batch.append(line.item)
         progress = None
         if position is not None:
@@ -291,19 +291,19 @@ class Feed:
             pending.append(line)
             if len(pending) >= self.chunk:
                 self._accept(pending)
-                yield [ln.item for ln in pending if isinstance(ln.item, Update)]
+                yield [ln.item.update for ln in pending if isinstance(ln.item, Checked)]
                 pending = []
         if pending:
             self._accept(pending)
-            yield [ln.item for ln in pending if isinstance(ln.item, Update)]
+            yield [ln.item.update for ln in pending if isinstance(ln.item, Checked)]
 
     def updates(self) -> tuple[list[Update], list[BadLine]]:
         """Every update and bad line of the input, accepting nothing (`reissue`)."""
         updates: list[Update] = []
         bad: list[BadLine] = []
         for line in self.lines():
-            if isinstance(line.item, Update):
-                updates.append(line.item)
+            if isinstance(line.item, Checked):
+                updates.append(line.item.update)
             elif isinstance(line.item, BadLine):
                 bad.append(line.item)
                 if self.on_bad is not None:

@@ -31,7 +31,7 @@ from jukisync.trust.heads import sign_head
 from jukisync.wire import codes
 from jukisync.wire.messages import Envelope, Head, Update, decode_body, decode_envelope, encode
 
-__all__ = ["LOCK_FILE", "OutboxEntry", "OutboxError", "Publisher", "PublisherError"]
+__all__ = ["LOCK_FILE", "Checked", "OutboxEntry", "OutboxError", "Publisher", "PublisherError"]
 
 Validator = Callable[[Update], None]
 
@@ -42,6 +42,15 @@ LOCK_FILE = "publisher.lock"
 # What the outbox reads back when it reopens: anything `add` accepts must decode with
 # it, or the outbox could not be opened again (a poisoned outbox).
 _strict_update = msgspec.msgpack.Decoder(Update)
+
+
+class Checked(msgspec.Struct, frozen=True):
+    """An update `Publisher.check` accepted, as the outbox will read it back: what
+    `add_many` takes without checking (nor encoding) it again. Only a publisher of the
+    same origin makes one."""
+
+    update: Update
+    origin: str
 
 
 class PublisherError(Exception):
@@ -134,24 +143,37 @@ class Publisher:
         return self.add_many([update])[0]
 
     def validate(self, update: Update) -> None:
-        """Raise `codes.CodeError` naming the field if `add` would refuse `update`:
-        the wire types (an `Update` built in Python is not type-checked: `sex=3` or
-        `reason="marriage"` must not reach the outbox, which could then not be read
-        back), the centres' content rules (`codes.validate_update` with this origin),
-        and a size that fits in a bundle."""
-        self._checked(update)
+        """Raise `codes.CodeError` naming the field if `add` would refuse `update`
+        (see `check`)."""
+        self.check(update)
 
-    def _centres_rules(self, update: Update) -> None:
+    def check(self, update: Update | Checked) -> Checked:
+        """`update` accepted for `add_many`, which then neither checks nor encodes it
+        again (a feed checks each line as it reads it, to report bad lines, and hands
+        the result on). Raises `codes.CodeError` naming the field: the wire types (an
+        `Update` built in Python is not type-checked: `sex=3` or `reason="marriage"`
+        must not reach the outbox, which could then not be read back), the centres'
+        content rules (`codes.validate_update` with this origin, then the core's own
+        verdict), and a size that fits in a bundle."""
+        if isinstance(update, Checked) and update.origin == self.origin:
+            return update
+        return Checked(self._checked(update), self.origin)
+
+    def _centres_rules(self, update: Update, encoded: bytes | None = None) -> None:
         """What every tier checks before it applies: the content rules, then the core's
         own verdict (time bounds against this clock included), so the publisher never
-        signs what a centre would halt the origin for."""
+        signs what a centre would halt the origin for. `encoded`: the update's bytes
+        when the caller has them (any `seq`: the rules do not read it)."""
         codes.validate_update(update, origin=self.origin)
-        problem = _core.validate_update(encode(update), self.origin, self._clock_us())
+        raw = encode(update) if encoded is None else encoded
+        problem = _core.validate_update(raw, self.origin, self._clock_us())
         if problem is not None:
             raise codes.CodeError(problem.split(" ", 1)[0].rstrip(":"), update, problem)
 
-    def _checked(self, update: Update) -> Update:
+    def _checked(self, update: Update | Checked) -> Update:
         """`update` as the outbox will read it back, once `validate` passes."""
+        if isinstance(update, Checked):  # another origin's check: not this one's
+            update = update.update
         if not isinstance(update, Update):
             raise codes.CodeError("update", update, "not a jukisync Update")
         try:
@@ -162,7 +184,10 @@ class Publisher:
             raise codes.CodeError(_field_of(exc), update, str(exc)) from None
         except (TypeError, ValueError, OverflowError) as exc:  # not encodable at all
             raise codes.CodeError("update", update, f"cannot be encoded: {exc}") from None
-        self._validate(update)
+        if self._validate == self._centres_rules:
+            self._centres_rules(update, encoded)  # the bytes just made: not encoded again
+        else:
+            self._validate(update)
         budget = self.policy.update_budget
         if budget is not None and (size := len(encoded)) > budget:
             raise codes.CodeError(
@@ -173,21 +198,25 @@ class Publisher:
         return update
 
     def add_many(
-        self, updates: Sequence[Update], *, progress: tuple[bytes, bytes] | None = None
+        self,
+        updates: Sequence[Update | Checked],
+        *,
+        progress: tuple[bytes, bytes] | None = None,
     ) -> list[int]:
         """Accept several updates in one transaction, all or none.
 
-        Every update is validated first, so an invalid one raises `codes.CodeError`
-        (naming the field) before any is numbered, signed or written. `progress`
-        (key, position bytes) is recorded in the same transaction, so a reader of a file
-        knows after a crash which lines were accepted (`progress`).
+        Every update is validated first (except those `check` returned: validated
+        once, there), so an invalid one raises `codes.CodeError` (naming the field)
+        before any is numbered, signed or written. `progress` (key, position bytes) is
+        recorded in the same transaction, so a reader of a file knows after a crash
+        which lines were accepted (`progress`).
         """
-        updates = [self._checked(u) for u in updates]
-        if not updates:
+        accepted = [self.check(u).update for u in updates]
+        if not accepted:
             if progress is not None:
                 self._outbox.commit(Change(progress=progress))
             return []
-        numbered = number(updates, self._next_seq)
+        numbered = number(accepted, self._next_seq)
         persisted = len(self._open)  # how many of the open updates are already on disk
         pending = self._open + numbered
         next_seq = self._next_seq + len(numbered)

@@ -227,6 +227,7 @@ async def assemble_tier(
             queue=queue,
             prefectures=config.prefectures if isinstance(config, AggregatorConfig) else (),
             max_batch=limits.max_batch,
+            max_batch_updates=limits.max_batch_updates,
             prefetch=config.broker.prefetch,
             forward_batch=limits.forward_batch,
             heads_queue=heads_queue_name(config.id),

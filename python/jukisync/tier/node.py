@@ -2,8 +2,11 @@
 
 A node consumes deliveries, applies them to its `Store` in batches from a worker
 thread (the Rust core releases the GIL, so the event loop keeps receiving and
-forwarding meanwhile), and acks each delivery only after the batch committed
-(DESIGN.md §3). Whatever arrived while a batch was being applied forms the next one.
+forwarding meanwhile), and acks the batch (one `multiple` ack per channel) only after
+it committed (DESIGN.md §3). Whatever arrived while a batch was being applied forms
+the next one, bounded by deliveries (`max_batch`) and by the updates the bundles claim
+(`max_batch_updates`, read from each envelope's head without decoding the updates), so
+one transaction is never seconds of work holding back acks and forwards.
 
 - `gap`: the store keeps the bundle in pending; an aggregator asks the origin to
   resend from its head at once. Every gap left open, and every origin announced
@@ -13,7 +16,14 @@ forwarding meanwhile), and acks each delivery only after the batch committed
 - `rejected`: logged as a security event (not from the origin: the stream carries on)
   or as a halt of that origin (an operator must release or drop it).
 - aggregator: every committed batch wakes the forwarder, which drains the store's
-  forward outbox to national with publisher confirms and only then marks it done.
+  forward outbox to national with publisher confirms (the outbox says each bundle's
+  origin, for the routing key: nothing is decoded here) and only then marks them done
+  — not in a durable commit of their own: the ids ride along with the next batch's
+  commit (`Store.apply(forwarded=...)`), or, when nothing is applied for
+  `forward_poll_s`, and at a graceful stop, are committed alone. A crash before that
+  only forwards them again after the restart, which national answers `duplicate`: as
+  before, nothing is lost (marked only after national's confirm) and nothing is
+  applied twice.
 """
 
 from __future__ import annotations
@@ -26,15 +36,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import msgspec
-
-from jukisync._core import ApplyResult, KeyRegistry, Store
+from jukisync._core import ApplyResult, KeyRegistry, Store, bundle_span
 from jukisync.tier.catchup import CatchUp, CentreSigner
 from jukisync.transport.base import (
     Delivery,
     Subscription,
     Transport,
     TransportUnavailable,
+    ack_all,
 )
 
 __all__ = ["BatchObserver", "NodeConfig", "NodeFailed", "NodeStats", "TierNode"]
@@ -59,7 +68,8 @@ class NodeConfig:
     role: Role
     queue: str
     prefectures: Sequence[str] = ()  # aggregator: which prefectures it serves
-    max_batch: int = 256
+    max_batch: int = 256  # deliveries per store.apply
+    max_batch_updates: int = 50_000  # updates per store.apply (a larger bundle: alone)
     prefetch: int = 1024
     forward_batch: int = 512
     resend_interval_s: float = 1.0  # repair pass period; least spacing of requests per origin
@@ -91,21 +101,11 @@ class NodeStats:
     halted_origins: set[str] = field(default_factory=set)
 
 
-class _Origin(msgspec.Struct):
-    origin: str
-
-
-class _Body(msgspec.Struct):
-    body: bytes
-
-
-_body_of = msgspec.msgpack.Decoder(_Body)
-_origin_of = msgspec.msgpack.Decoder(_Origin)
-
-
-def envelope_origin(envelope: bytes) -> str:
-    """The origin named by an envelope's body, decoding nothing else (routing only)."""
-    return _origin_of.decode(_body_of.decode(envelope).body).origin
+def claimed_updates(envelope: bytes) -> int:
+    """How many updates a received envelope claims to hold (its body's seq range, read
+    without decoding the updates; 1 if unreadable): to size batches, nothing more."""
+    span = bundle_span(envelope)
+    return 1 if span is None else max(1, span[2] - span[1] + 1)
 
 
 class TierNode:
@@ -136,6 +136,10 @@ class TierNode:
         self._stopping = False
         self._forward_wake = asyncio.Event()
         self._forward_lock = asyncio.Lock()
+        # Forwards national confirmed, not yet forgotten durably (the next commit does),
+        # and the last outbox id sent: the forwarder reads on after it meanwhile.
+        self._forwarded_unmarked: list[int] = []
+        self._sent_through = 0
         self.catchup = CatchUp(self, registry=registry, signer=signer)
         self._heads_subscription: Subscription | None = None
         self._batch_log = _BatchLog()
@@ -239,6 +243,8 @@ class TierNode:
                     forward.cancel()
                     await _settle(forward)
                 await self._drain_forwards(retry=False)
+                if self._forwarded_unmarked:
+                    await self._mark_forwarded()
             else:
                 forward.cancel()
                 await _settle(forward)
@@ -268,23 +274,42 @@ class TierNode:
             raise NodeFailed(f"{self.name}: subscription to {self.config.queue} ended")
 
     async def _apply_loop(self) -> None:
+        held: Delivery | None = None  # the delivery that did not fit the last batch
         while not self._stopping:
-            batch = [await self._inbox.get()]
+            first = held if held is not None else await self._inbox.get()
             self._applying = True
             try:
-                while len(batch) < self.config.max_batch and not self._inbox.empty():
-                    batch.append(self._inbox.get_nowait())
+                batch, held = self._fill_batch(first)
                 await self._apply(batch)
             finally:
                 self._applying = False
 
+    def _fill_batch(self, first: Delivery) -> tuple[list[Delivery], Delivery | None]:
+        """A batch starting at `first` of what has arrived, within `max_batch`
+        deliveries and `max_batch_updates` claimed updates (a bundle larger than that
+        goes alone), and the delivery that would have overflowed it, if any."""
+        cfg = self.config
+        batch = [first]
+        updates = claimed_updates(first.body)
+        while len(batch) < cfg.max_batch and not self._inbox.empty():
+            delivery = self._inbox.get_nowait()
+            updates += claimed_updates(delivery.body)
+            if updates > cfg.max_batch_updates:
+                return batch, delivery
+            batch.append(delivery)
+        return batch, None
+
     async def _apply(self, batch: list[Delivery]) -> None:
         started = time.perf_counter()
+        forwarded, self._forwarded_unmarked = self._forwarded_unmarked, []
         try:
-            results = await asyncio.to_thread(self.store.apply, [d.body for d in batch])
+            results = await asyncio.to_thread(
+                self.store.apply, [d.body for d in batch], forwarded=forwarded
+            )
         except Exception:
             # The store itself failed (disk full, map full...): nothing was committed.
             # Give the batch back and stop applying (the task ends) rather than spin.
+            self._forwarded_unmarked[:0] = forwarded
             for delivery in batch:
                 await delivery.nack(requeue=True)
             raise
@@ -299,8 +324,7 @@ class TierNode:
                 observer(results, elapsed)
             except Exception:  # metrics must never stop the node
                 log.exception("%s: batch observer failed", self.name)
-        for delivery in batch:
-            await delivery.ack()
+        await ack_all(batch)
         if self.config.role == "aggregator":
             self._forward_wake.set()
         for result in results:
@@ -391,25 +415,33 @@ class TierNode:
             # release` (another process) queues forwards this node did not apply.
             # (asyncio.timeout, not wait_for: in 3.11 wait_for can swallow the stop's
             # cancellation when the wake-up is set at the same moment.)
+            woken = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.forward_poll_s):
-                    await self._forward_wake.wait()
+                    woken = await self._forward_wake.wait()
             self._forward_wake.clear()
             async with self._forward_lock:
                 await self._drain_forwards()
+                # Nothing applied for a while: no commit is coming to carry the marks.
+                # (Also bound what a crash would make this node forward again.)
+                unmarked = len(self._forwarded_unmarked)
+                if unmarked and (not woken or unmarked >= 4 * self.config.forward_batch):
+                    await self._mark_forwarded()
 
     async def _drain_forwards(self, *, retry: bool = True) -> None:
         """Forward everything waiting; without `retry`, give up when national is
         unreachable (stopping: the forwards stay in the store for the next start)."""
         while True:
-            items = await asyncio.to_thread(self.store.forward_batch, self.config.forward_batch)
+            items = await asyncio.to_thread(
+                self.store.forward_batch, self.config.forward_batch, self._sent_through
+            )
             if not items:
                 return
             try:
                 # Started in chain order, routed in that order (transport contract), so
                 # national sees each origin's bundles from this centre in order.
                 await asyncio.gather(
-                    *(self.transport.publish_forward(envelope_origin(env), env) for _, env in items)
+                    *(self.transport.publish_forward(origin, env) for _, origin, env in items)
                 )
             except TransportUnavailable:
                 log.warning("%s: national unreachable; forwards kept", self.name)
@@ -417,8 +449,25 @@ class TierNode:
                     return
                 await asyncio.sleep(self.config.retry_s)
                 continue
-            await asyncio.to_thread(self.store.forward_done, [i for i, _ in items])
+            # Outbox ids grow with every commit, so everything up to the last one read
+            # has been sent: read on after it while the marks wait for a commit.
+            self._sent_through = items[-1][0]
+            self._forwarded_unmarked.extend(i for i, _, _ in items)
             self.stats.forwarded += len(items)
+
+    async def _mark_forwarded(self) -> None:
+        """Forget the confirmed forwards in a commit of their own (idle, stopping)."""
+        ids, self._forwarded_unmarked = self._forwarded_unmarked, []
+        try:
+            await asyncio.to_thread(self.store.forward_done, ids)
+        except BaseException:
+            self._forwarded_unmarked[:0] = ids
+            raise
+
+    @property
+    def forwards_unmarked(self) -> int:
+        """Forwards national confirmed that the store still counts in its backlog."""
+        return len(self._forwarded_unmarked)
 
 
 @dataclass(slots=True)

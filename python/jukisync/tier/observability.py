@@ -84,6 +84,9 @@ class _StoreCollector:
         node = self.metrics.node
         store: Store = node.store
         stats = store.stats()
+        # Read after the stats: a mark committed in between over-counts for one scrape,
+        # never under-counts.
+        sent = node.forwards_unmarked
         for name, value in sorted(stats.items()):
             if name == _BACKLOG:
                 continue
@@ -95,8 +98,9 @@ class _StoreCollector:
                 yield GaugeMetricFamily(f"jukisync_store_{name}", f"Store level {name!r}", value)
         yield GaugeMetricFamily(
             "jukisync_forward_backlog",
-            "Applied bundles waiting to be forwarded to national (the backlog)",
-            stats.get(_BACKLOG, 0),
+            "Applied bundles waiting to be forwarded to national (the backlog; not those "
+            "national confirmed whose marks wait for the next commit)",
+            max(0, stats.get(_BACKLOG, 0) - sent),
         )
         heads = store.chain_heads()
         head = GaugeMetricFamily(

@@ -46,6 +46,7 @@ __all__ = [
     "Transport",
     "TransportClosed",
     "TransportUnavailable",
+    "ack_all",
     "bundle_binding",
     "bundle_key",
     "control_key",
@@ -163,6 +164,21 @@ class Delivery(abc.ABC):
     @abc.abstractmethod
     async def nack(self, requeue: bool = True) -> None:
         """Give the message back (requeue) or discard it (to the dead-letter exchange)."""
+
+    @classmethod
+    async def ack_batch(cls, deliveries: Sequence[Delivery]) -> None:
+        """Ack deliveries of this type that came from one subscription, in the order
+        received, with every earlier delivery of that subscription settled already or
+        among them. One by one here; a transport that can ack them all at once (AMQP's
+        `multiple`) overrides this."""
+        for delivery in deliveries:
+            await delivery.ack()
+
+
+async def ack_all(deliveries: Sequence[Delivery]) -> None:
+    """Ack a batch of one subscription's deliveries (see `Delivery.ack_batch`)."""
+    if deliveries:
+        await type(deliveries[0]).ack_batch(deliveries)
 
 
 class Subscription(abc.ABC):

@@ -165,13 +165,58 @@ fn applies_in_order_and_detects_duplicates() {
     assert_eq!(apply1(&store, &b1).status, Status::Duplicate);
     assert_eq!(store.digest("").unwrap(), digest);
     // the aggregator queued both for forwarding, attested
-    let fwd = store.forward_batch(10).unwrap();
+    let fwd = store.forward_batch(10, 0).unwrap();
     assert_eq!(fwd.len(), 2);
-    let env: Envelope = wire::decode(&fwd[0].1, "envelope").unwrap();
+    let env: Envelope = wire::decode(&fwd[0].envelope, "envelope").unwrap();
     assert_eq!(env.attestations.len(), 1);
     assert_eq!(env.attestations[0].centre, "centre-east");
-    store.forward_done(&[fwd[0].0]).unwrap();
-    assert_eq!(store.forward_batch(10).unwrap().len(), 1);
+    // The origin comes from the outbox's key, and agrees with what the body says.
+    let body: BundleBody = wire::decode(&env.body, "body").unwrap();
+    assert_eq!((fwd[0].origin.as_str(), body.origin.as_str()), (A, A));
+    assert_eq!(wire::bundle_span(&fwd[0].envelope), Some((A, body.first_seq, body.last_seq)));
+    // Reading on after an id skips what was sent, without forgetting it.
+    assert_eq!(store.forward_batch(10, fwd[0].id).unwrap(), fwd[1..].to_vec());
+    assert_eq!(store.forward_batch(10, fwd[1].id).unwrap(), vec![]);
+    store.forward_done(&[fwd[0].id]).unwrap();
+    assert_eq!(store.forward_batch(10, 0).unwrap(), fwd[1..].to_vec());
+}
+
+#[test]
+fn forwards_marked_done_by_the_next_apply_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::new();
+    let agg = net.store(&dir.path().join("agg"), Role::Aggregator);
+    let b1 = net.bundle(A, people(2, A, "birth"));
+    let b2 = net.bundle(A, people(1, A, "birth"));
+    assert_eq!(apply1(&agg, &b1).status, Status::Applied);
+    let sent = agg.forward_batch(10, 0).unwrap();
+    let outcomes = agg.apply_marking_forwarded(&[&b2], NOW, &[sent[0].id]).unwrap();
+    assert_eq!(outcomes[0].status, Status::Applied);
+    let left = agg.forward_batch(10, 0).unwrap();
+    assert_eq!(left.len(), 1, "b1's forward is gone with b2's commit, b2's is queued");
+    assert_ne!(left[0].id, sent[0].id);
+    // A batch that is applied bundle by bundle (a write refused) still marks them.
+    let b3 = net.bundle(A, people(1, A, "birth"));
+    let b4 = net.bundle(B, people(1, B, "birth"));
+    crate::store::apply::FAIL_WRITES_OF.with(|f| *f.borrow_mut() = Some(format!("{:011}", 10_000)));
+    let outcomes = agg.apply_marking_forwarded(&[&b3, &b4], NOW, &[left[0].id]).unwrap();
+    crate::store::apply::FAIL_WRITES_OF.with(|f| *f.borrow_mut() = None);
+    assert_eq!(outcomes.len(), 2);
+    assert!(agg.forward_batch(10, 0).unwrap().iter().all(|f| f.id != left[0].id));
+}
+
+#[test]
+fn bundle_span_reads_only_the_head() {
+    let mut net = Net::new();
+    net.bundle(A, people(3, A, "birth"));
+    let env = net.bundle(A, people(1000, A, "birth"));
+    assert_eq!(wire::bundle_span(&env), Some((A, 4, 1003)));
+    // Not an envelope, a cut one, a body that is not a map: None, no panic.
+    for bad in [&b""[..], &b"\xc0"[..], &env[..env.len() / 2], &env[..3]] {
+        assert_eq!(wire::bundle_span(bad), None);
+    }
+    let no_body = wire::encode(&std::collections::BTreeMap::from([("key_id", "x")])).unwrap();
+    assert_eq!(wire::bundle_span(&no_body), None);
 }
 
 #[test]
@@ -452,12 +497,12 @@ fn national_verifies_centre_attestations() {
     assert_eq!(apply1(&agg, &b1).status, Status::Applied);
     let o = apply1(&national, &b1);
     assert_eq!(o.kind, Some(RejectKind::Security), "national needs an attestation");
-    let fwd = agg.forward_batch(10).unwrap();
-    assert_eq!(apply1(&national, &fwd[0].1).status, Status::Applied);
-    assert_eq!(apply1(&national, &fwd[0].1).status, Status::Duplicate);
+    let fwd = agg.forward_batch(10, 0).unwrap();
+    assert_eq!(apply1(&national, &fwd[0].envelope).status, Status::Applied);
+    assert_eq!(apply1(&national, &fwd[0].envelope).status, Status::Duplicate);
     assert_eq!(national.digest("35").unwrap(), agg.digest("35").unwrap());
     // an attestation signed by someone who is not the centre it names
-    let mut env: Envelope = wire::decode(&fwd[0].1, "e").unwrap();
+    let mut env: Envelope = wire::decode(&fwd[0].envelope, "e").unwrap();
     let att = env.attestations[0].clone();
     env.attestations[0] = Attestation { centre: "centre-west".into(), ..att };
     let nat2 = net.store(&dir.path().join("nat2"), Role::National);
@@ -692,8 +737,8 @@ fn attestations_need_a_centre_key_serving_the_origins_prefecture() {
     let agg = net.store(&dir.path().join("agg"), Role::Aggregator);
     let b1 = net.bundle(A, people(1, A, "birth"));
     assert_eq!(apply1(&agg, &b1).status, Status::Applied);
-    let fwd = agg.forward_batch(10).unwrap();
-    let genuine: Envelope = wire::decode(&fwd[0].1, "e").unwrap();
+    let fwd = agg.forward_batch(10, 0).unwrap();
+    let genuine: Envelope = wire::decode(&fwd[0].envelope, "e").unwrap();
     // a municipality attesting its own bundle with its own key (bypassing its centre)
     let mut by_origin = genuine.clone();
     let msg = crypto::attestation_message(&crypto::sha256(&by_origin.body), NOW);
@@ -714,7 +759,7 @@ fn attestations_need_a_centre_key_serving_the_origins_prefecture() {
             e.prefectures = vec!["13".into()];
         }
     }));
-    let o = apply1(&nat, &fwd[0].1);
+    let o = apply1(&nat, &fwd[0].envelope);
     assert!(o.reason.as_ref().unwrap().contains("does not serve prefecture 35"), "{o:?}");
     // a centre configured for Tokyo refuses Yamaguchi's bundles as not its to carry
     let centre_key = crypto::signing_key(&net.secret("centre-east-k1")).unwrap();
@@ -731,7 +776,7 @@ fn attestations_need_a_centre_key_serving_the_origins_prefecture() {
     let tokyo = Store::open(&dir.path().join("tokyo"), net.registry_with(|_| {}), opts).unwrap();
     let o = apply1(&tokyo, &b1);
     assert_eq!(o.kind, Some(RejectKind::Security), "{o:?}");
-    assert!(tokyo.forward_batch(10).unwrap().is_empty() && tokyo.halted().unwrap().is_empty());
+    assert!(tokyo.forward_batch(10, 0).unwrap().is_empty() && tokyo.halted().unwrap().is_empty());
 }
 
 #[test]
@@ -776,23 +821,23 @@ fn a_rotated_centre_key_attests_what_is_applied_after_the_rotation() {
     assert_eq!(agg.apply(&[&early], NOW + 5).unwrap()[0].status, Status::Applied);
     let after = net.bundle(A, vec![update(0, "00000020001", A, "move_in", "2026-04-02")]);
     assert_eq!(agg.apply(&[&after], NOW + 10).unwrap()[0].status, Status::Applied);
-    let forwards = agg.forward_batch(10).unwrap();
+    let forwards = agg.forward_batch(10, 0).unwrap();
     let key_ids: Vec<String> = forwards
         .iter()
-        .map(|(_, raw)| wire::decode::<Envelope>(raw, "e").unwrap().attestations[0].key_id.clone())
+        .map(|f| wire::decode::<Envelope>(&f.envelope, "e").unwrap().attestations[0].key_id.clone())
         .collect();
     assert_eq!(key_ids, ["centre-east-k1", "centre-east-k1", "centre-east-k2"]);
     // National refuses the new key's attestation until its registry lists the key ...
     let nat = net.store(&dir.path().join("nat"), Role::National);
-    assert_eq!(apply1(&nat, &forwards[0].1).status, Status::Applied);
-    assert_eq!(apply1(&nat, &forwards[1].1).status, Status::Applied);
-    let refused = apply1(&nat, &forwards[2].1);
+    assert_eq!(apply1(&nat, &forwards[0].envelope).status, Status::Applied);
+    assert_eq!(apply1(&nat, &forwards[1].envelope).status, Status::Applied);
+    let refused = apply1(&nat, &forwards[2].envelope);
     assert_eq!(refused.kind, Some(RejectKind::Security), "{refused:?}");
     // ... and accepts it once it does (the old key still verifies what it attested).
     net.keys.push(("centre-east".into(), "centre-east-k2".into(), rotated));
     let nat = net.store(&dir.path().join("nat2"), Role::National);
-    for (_, raw) in &forwards {
-        assert_eq!(apply1(&nat, raw).status, Status::Applied);
+    for f in &forwards {
+        assert_eq!(apply1(&nat, &f.envelope).status, Status::Applied);
     }
     // A store without a centre identity has no key to rotate.
     assert!(nat.set_centre_key("x".into(), crypto::signing_key(&rotated).unwrap(), 0).is_err());

@@ -192,3 +192,34 @@ pub const ZERO_HASH: [u8; HASH_LEN] = [0; HASH_LEN];
 pub fn hash32(bytes: &[u8], field: &str) -> Result<[u8; HASH_LEN]> {
     bytes.try_into().map_err(|_| CoreError::Malformed(format!("{field}: expected 32 bytes, got {}", bytes.len())))
 }
+
+/// The origin and sequence range an envelope's body claims, read without decoding the
+/// updates (the body's first fields) nor checking anything: for routing and batching
+/// before `Store::apply` verifies. None when the bytes are not such an envelope.
+pub fn bundle_span(envelope: &[u8]) -> Option<(&str, u64, u64)> {
+    let mut r = crate::msgpack::MsgReader::new(envelope);
+    for _ in 0..r.map_len()? {
+        if r.raw_str()? == b"body" {
+            return body_span(r.bin()?);
+        }
+        r.skip()?;
+    }
+    None
+}
+
+fn body_span(body: &[u8]) -> Option<(&str, u64, u64)> {
+    let mut r = crate::msgpack::MsgReader::new(body);
+    let (mut origin, mut first, mut last) = (None, None, None);
+    for _ in 0..r.map_len()? {
+        match r.raw_str()? {
+            b"origin" => origin = Some(std::str::from_utf8(r.raw_str()?).ok()?),
+            b"first_seq" => first = Some(r.uint()?),
+            b"last_seq" => last = Some(r.uint()?),
+            _ => r.skip()?,
+        }
+        if let (Some(origin), Some(first), Some(last)) = (origin, first, last) {
+            return Some((origin, first, last));
+        }
+    }
+    None
+}

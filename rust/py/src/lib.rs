@@ -37,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(queries::normalize_reading, m)?)?;
     m.add_function(wrap_pyfunction!(registry::key_role, m)?)?;
     m.add_function(wrap_pyfunction!(record::validate_update, m)?)?;
+    m.add_function(wrap_pyfunction!(record::bundle_span, m)?)?;
     m.add_class::<KeyRegistry>()?;
     m.add_class::<ApplyResult>()?;
     m.add_class::<Record>()?;

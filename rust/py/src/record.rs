@@ -173,3 +173,11 @@ pub(crate) fn validate_update(
 
 // The signatures above spell the default skew out (stubtest reads it from there).
 const _: () = assert!(jukisync_core::validate::DEFAULT_SKEW_US == 600_000_000);
+
+/// (origin, first_seq, last_seq) an envelope's body claims, read without decoding its
+/// updates nor verifying anything (for routing and batching before `Store.apply`),
+/// or None when the bytes are not such an envelope.
+#[pyfunction]
+pub(crate) fn bundle_span(envelope: &[u8]) -> Option<(String, u64, u64)> {
+    jukisync_core::wire::bundle_span(envelope).map(|(origin, first, last)| (origin.to_owned(), first, last))
+}

@@ -8,6 +8,7 @@ use jukisync_core::store::{self, Centre, Outcome, Role, StoreOptions};
 use jukisync_core::{crypto, CoreError};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::divergence;
@@ -270,19 +271,21 @@ impl Store {
         self.inner.centre_key_id(at.unwrap_or_else(store::now_micros))
     }
 
-    #[pyo3(signature = (envelopes, received_at=None))]
+    #[pyo3(signature = (envelopes, received_at=None, *, forwarded=Vec::new()))]
     fn apply(
         &self,
         py: Python<'_>,
-        envelopes: Vec<Bound<'_, PyBytes>>,
+        envelopes: Vec<PyBackedBytes>,
         received_at: Option<u64>,
+        forwarded: Vec<u64>,
     ) -> PyResult<Vec<ApplyResult>> {
-        let owned: Vec<Vec<u8>> = envelopes.iter().map(|b| b.as_bytes().to_vec()).collect();
+        // The envelopes are read where Python holds them (no copy): `PyBackedBytes`
+        // keeps each `bytes` alive while the GIL is released.
         let received_at = received_at.unwrap_or_else(store::now_micros);
         let outcomes = py
             .detach(|| {
-                let raws: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-                self.inner.apply(&raws, received_at)
+                let raws: Vec<&[u8]> = envelopes.iter().map(|b| &b[..]).collect();
+                self.inner.apply_marking_forwarded(&raws, received_at, &forwarded)
             })
             .map_err(Error::from)?;
         outcomes.into_iter().map(|o| ApplyResult::from_outcome(py, o)).collect()
@@ -413,10 +416,15 @@ impl Store {
         Ok(py.detach(|| self.inner.stats())?.into_iter().collect())
     }
 
-    #[pyo3(signature = (limit=1000))]
-    fn forward_batch<'py>(&self, py: Python<'py>, limit: usize) -> Res<Vec<(u64, Bound<'py, PyBytes>)>> {
-        let batch = py.detach(|| self.inner.forward_batch(limit))?;
-        Ok(batch.iter().map(|(id, b)| (*id, PyBytes::new(py, b))).collect())
+    #[pyo3(signature = (limit=1000, after=0))]
+    fn forward_batch<'py>(
+        &self,
+        py: Python<'py>,
+        limit: usize,
+        after: u64,
+    ) -> Res<Vec<(u64, String, Bound<'py, PyBytes>)>> {
+        let batch = py.detach(|| self.inner.forward_batch(limit, after))?;
+        Ok(batch.into_iter().map(|f| (f.id, f.origin, PyBytes::new(py, &f.envelope))).collect())
     }
 
     fn forward_done(&self, py: Python<'_>, ids: Vec<u64>) -> Res<()> {

@@ -48,6 +48,7 @@ class BenchOptions:
     window: int = 64  # bundles in flight (awaiting confirms) per publisher
     prefetch: int = 256  # of each consumer (tier nodes and the raw relay and sink alike)
     max_batch: int = 256  # deliveries per store.apply
+    max_batch_updates: int = 50_000  # updates per store.apply
     forward_batch: int = 512  # forwards per round of the aggregator
     seed: int = 1
     settle_s: float = 1.0  # idle between phases, so one's aftermath does not land in the next
@@ -58,7 +59,7 @@ class BenchOptions:
         if not 1 <= self.publishers <= len(synth.MUNICIPALITIES):
             raise ValueError(f"publishers must be 1..{len(synth.MUNICIPALITIES)}")
         counts = ("updates", "bundle_size", "latency_bundle_size", "window", "prefetch")
-        for name in (*counts, "max_batch", "forward_batch"):
+        for name in (*counts, "max_batch", "max_batch_updates", "forward_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.rate <= 0 or self.latency_s <= 0 or self.timeout_s <= 0 or self.settle_s < 0:

@@ -94,7 +94,10 @@ class _Bench:
         )
         opts = self.options
         limits = TierLimits(
-            map_size=1 << 34, max_batch=opts.max_batch, forward_batch=opts.forward_batch
+            map_size=1 << 34,
+            max_batch=opts.max_batch,
+            max_batch_updates=opts.max_batch_updates,
+            forward_batch=opts.forward_batch,
         )
         http = HttpConfig(port=0)
         national = NationalConfig(

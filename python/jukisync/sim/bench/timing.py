@@ -9,38 +9,24 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any
 
-import msgspec
-
+from jukisync._core import bundle_span
 from jukisync.transport.base import (
     Delivery,
     ResendRequest,
     Subscription,
     Transport,
+    ack_all,
 )
 
 # --- commit clock: when each bundle was published and committed at each tier --------------
 
 
-class _BodyOf(msgspec.Struct):
-    body: bytes
-
-
-class _SeqOf(msgspec.Struct):
-    origin: str
-    last_seq: int
-
-
-_body_of = msgspec.msgpack.Decoder(_BodyOf)
-_seq_of = msgspec.msgpack.Decoder(_SeqOf)
-
-
 def bundle_id(envelope: bytes) -> tuple[str, int] | None:
-    """(origin, last seq) named by an envelope's body; None if it does not decode."""
-    try:
-        head = _seq_of.decode(_body_of.decode(envelope).body)
-    except msgspec.DecodeError:
-        return None
-    return (head.origin, head.last_seq)
+    """(origin, last seq) named by an envelope's body; None if it does not decode.
+    Read by the core from the body's first fields: the harness, on the nodes' event
+    loop, must not walk every update of every bundle it times."""
+    span = bundle_span(envelope)
+    return None if span is None else (span[0], span[2])
 
 
 class CommitClock:
@@ -108,6 +94,15 @@ class _TimedDelivery(Delivery):
 
     async def nack(self, requeue: bool = True) -> None:
         await self._inner.nack(requeue)
+
+    @classmethod
+    async def ack_batch(cls, deliveries: Sequence[Delivery]) -> None:
+        inner: list[Delivery] = []
+        for delivery in deliveries:
+            assert isinstance(delivery, _TimedDelivery)
+            delivery._note(delivery.body)
+            inner.append(delivery._inner)
+        await ack_all(inner)
 
 
 class _TimedSubscription(Subscription):

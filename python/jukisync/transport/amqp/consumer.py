@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 import aiormq
@@ -73,12 +73,30 @@ class AmqpDelivery(Delivery):
     async def nack(self, requeue: bool = True) -> None:
         await self._settle(requeue)
 
+    @classmethod
+    async def ack_batch(cls, deliveries: Sequence[Delivery]) -> None:
+        """One `basic.ack` with `multiple` per channel, on its last delivery: it acks
+        every earlier one on that channel, all of which are in `deliveries` or settled
+        (the contract of `Delivery.ack_batch`). A batch spans two channels only across
+        a reconnect; the lost channel's deliveries are requeued already."""
+        last: dict[int, AmqpDelivery] = {}
+        for delivery in deliveries:
+            assert isinstance(delivery, AmqpDelivery)
+            if not delivery._settled:
+                delivery._settled = True
+                last[id(delivery._channel)] = delivery
+        for delivery in last.values():
+            await delivery._send(None, multiple=True)
+
     async def _settle(self, requeue: bool | None) -> None:
         # Settling twice would be a protocol error that closes the channel (and sends
         # back every delivery on it): settle once; later calls do nothing.
         if self._settled:
             return
         self._settled = True
+        await self._send(requeue)
+
+    async def _send(self, requeue: bool | None, *, multiple: bool = False) -> None:
         channel = self._channel
         if channel.is_closed:
             return  # requeued by the broker already; it comes again, redelivered
@@ -86,7 +104,7 @@ class AmqpDelivery(Delivery):
             with closing_is_lost(channel):
                 async with while_open(channel, _SETTLE_TIMEOUT_S):
                     if requeue is None:
-                        await channel.basic_ack(self._tag, wait=False)
+                        await channel.basic_ack(self._tag, multiple=multiple, wait=False)
                     else:
                         await channel.basic_nack(self._tag, requeue=requeue, wait=False)
         except LOST:

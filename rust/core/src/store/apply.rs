@@ -251,17 +251,25 @@ impl Store {
     /// time, and a bundle that still fails is quarantined with the error, halting only
     /// its origin. Failures of the store itself (map full, disk) still end the call.
     pub fn apply(&self, raws: &[&[u8]], received_at: u64) -> Result<Vec<Outcome>> {
+        self.apply_marking_forwarded(raws, received_at, &[])
+    }
+
+    /// `apply`, also forgetting the forwards `forwarded` (ids national confirmed) in
+    /// the same commit: an aggregator then pays no durable commit of its own for them.
+    pub fn apply_marking_forwarded(&self, raws: &[&[u8]], received_at: u64, forwarded: &[u64]) -> Result<Vec<Outcome>> {
         self.can_apply()?;
-        match self.apply_batch(raws, received_at) {
-            Err(e) if raws.len() > 1 && !is_store_failure(&e) => {
+        match self.apply_batch(raws, received_at, forwarded) {
+            Err(e) if !is_store_failure(&e) => {
+                if !forwarded.is_empty() {
+                    self.forward_done(forwarded)?;
+                }
                 raws.iter().map(|raw| self.apply_contained(raw, received_at)).collect()
             }
-            Err(e) if !is_store_failure(&e) => Ok(vec![self.apply_contained(raws[0], received_at)?]),
             other => other,
         }
     }
 
-    fn apply_batch(&self, raws: &[&[u8]], received_at: u64) -> Result<Vec<Outcome>> {
+    fn apply_batch(&self, raws: &[&[u8]], received_at: u64, forwarded: &[u64]) -> Result<Vec<Outcome>> {
         let registry = self.registry();
         let prepared = self.prepare(raws, &registry, received_at);
         let mut txn = self.env.write_txn()?;
@@ -272,13 +280,14 @@ impl Store {
             outcomes.push(outcome);
         }
         self.write_records(&mut txn, records)?;
+        self.delete_forwarded(&mut txn, forwarded)?;
         txn.commit()?;
         Ok(outcomes)
     }
 
     /// One bundle alone; if applying it fails, quarantine it with the error instead.
     fn apply_contained(&self, raw: &[u8], received_at: u64) -> Result<Outcome> {
-        let error = match self.apply_batch(&[raw], received_at) {
+        let error = match self.apply_batch(&[raw], received_at, &[]) {
             Ok(mut outcomes) => return Ok(outcomes.pop().expect("one in, one out")),
             Err(e) if is_store_failure(&e) => return Err(e),
             Err(e) => e,
