@@ -52,7 +52,7 @@ def main() -> None:
     envelopes = list(chains.bundles(synth.initial_load(population), size=1000))
     for first in range(0, len(envelopes), 50):
         store.apply(envelopes[first : first + 50], received_at=RECEIVED_AT)
-    store.forward_done([i for i, _ in store.forward_batch(limit=1 << 30)])
+    store.forward_done([i for i, _, _ in store.forward_batch(limit=1 << 30)])
     stream = synth.generate_changes(population, rounds * 10_000, seed=11, max_span_days=300)
     bundles = list(chains.bundles(stream, size=1000))
     calls = [bundles[i : i + 10] for i in range(0, len(bundles), 10)][:rounds]

@@ -35,8 +35,9 @@ def test_national_rebuilt_from_pruned_centres_over_the_broker(net: Net, tmp_path
     updates = synthetic_updates(300, 300, seed=21)
     net.publish_all(write_updates(tmp_path / "a.jsonl", updates[:200]))
     net.wait_converged([*net.centres, net.national])
-    # Retention never prunes a forward national has not confirmed (marked done): wait
-    # for the marks before pruning to two bundles.
+    # Forwards national confirmed are marked done with the centre's next commit, or
+    # alone after `forward_poll_s` idle; retention never prunes what is not marked, so
+    # wait for the marks before pruning to two bundles.
     assert until(
         lambda: all(net.store(c).stats()["forward_backlog"] == 0 for c in net.centres), 60
     ), {c: net.store(c).stats()["forward_backlog"] for c in net.centres}
