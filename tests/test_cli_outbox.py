@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from jukisync.cli import main
-from jukisync.publisher.bundling import BundlePolicy
+from jukisync.publisher.bundling import BundlePolicy, Numbered
 from jukisync.publisher.origin import Publisher
 from jukisync.publisher.outbox import Change, Outbox
 from jukisync.trust import keys
+from jukisync.wire.messages import encode
 from netkit import HAGI, YAMAGUCHI_CITY, update
 
 ORIGIN = YAMAGUCHI_CITY
@@ -72,7 +73,7 @@ def test_verify_names_each_damaged_entry(config: Path, tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox", ORIGIN)
     # What an unvalidated add used to leave behind: an update that does not decode.
     poison = msgspec.structs.replace(update(ORIGIN, 50), seq=9, sex=3, municipality=HAGI)
-    outbox.commit(Change(add_open=[poison], next_seq=10))
+    outbox.commit(Change(add_open=[Numbered(9, encode(poison))], next_seq=10))
     outbox.close()
     env = lmdb.open(str(tmp_path / "outbox"), max_dbs=4)
     bundles = env.open_db(b"bundles")

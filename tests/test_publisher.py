@@ -10,6 +10,8 @@ from pathlib import Path
 import lmdb
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jukisync import _core
 from jukisync.publisher.bundling import BundlePolicy, ChainHead, Linger, number, rechain, seal
@@ -18,7 +20,14 @@ from jukisync.publisher.input import BadLine, read_updates
 from jukisync.publisher.origin import Publisher, PublisherError
 from jukisync.publisher.outbox import OutboxEntry, OutboxError
 from jukisync.wire.codes import CodeError
-from jukisync.wire.messages import ZERO_HASH, BundleBody, decode_body, decode_envelope, encode
+from jukisync.wire.messages import (
+    ZERO_HASH,
+    BundleBody,
+    decode_body,
+    decode_envelope,
+    encode,
+    with_seq,
+)
 from netkit import HAGI, YAMAGUCHI_CITY, update
 
 ORIGIN = YAMAGUCHI_CITY
@@ -93,17 +102,64 @@ def test_seal_refuses_a_broken_sequence() -> None:
     with pytest.raises(ValueError, match="expected 1"):
         seal(ORIGIN, ChainHead(), updates, 0)
     sealed = seal(ORIGIN, ChainHead(4, b"h" * 32), updates, 7)
-    assert (sealed.first_seq, sealed.last_seq, sealed.body.prev_hash) == (5, 6, b"h" * 32)
-    assert sealed.hash == hashlib.sha256(encode(sealed.body)).digest()
+    body = decode_body(sealed.encoded)
+    assert (sealed.first_seq, sealed.last_seq, sealed.prev_hash) == (5, 6, b"h" * 32)
+    assert (body.first_seq, body.last_seq, body.prev_hash, body.created_at) == (5, 6, b"h" * 32, 7)
+    assert sealed.hash == hashlib.sha256(sealed.encoded).digest()
+
+
+_UINTS = st.integers(0, (1 << 64) - 1) | st.sampled_from(
+    [0, 127, 128, 255, 256, 65535, 65536, (1 << 32) - 1, 1 << 32, (1 << 64) - 1]
+)
+
+
+@given(
+    n=st.integers(0, 99_999),
+    name=st.text(min_size=1, max_size=40),
+    recorded_at=_UINTS,
+    old=_UINTS,
+    new=_UINTS,
+)
+def test_an_encoded_update_is_renumbered_to_the_bytes_encode_gives(
+    n: int, name: str, recorded_at: int, old: int, new: int
+) -> None:
+    """The publisher encodes an update once and only replaces its seq afterwards: the
+    result must be byte for byte what encoding the renumbered update gives, whatever
+    width either seq takes in MessagePack (the signature covers these bytes)."""
+    u = msgspec.structs.replace(update(ORIGIN, n), name=name, recorded_at=recorded_at)
+    encoded = encode(msgspec.structs.replace(u, seq=old))
+    assert with_seq(encoded, new) == encode(msgspec.structs.replace(u, seq=new))
+
+
+def test_only_an_encoded_update_is_renumbered() -> None:
+    for not_an_update in (b"", b"\x8f\xa3seq", msgspec.msgpack.encode({"seq": 1}), b"\x8f\xa3seq\xc0"):
+        with pytest.raises(ValueError, match="not an encoded Update"):
+            with_seq(not_an_update, 1)
+
+
+@given(sizes=st.lists(st.integers(0, 3), min_size=1, max_size=5), first=st.integers(1, 1 << 40))
+def test_a_sealed_body_is_the_encoding_of_the_body_it_decodes_to(
+    sizes: list[int], first: int
+) -> None:
+    """`seal` writes the updates' own bytes into the body (no re-encoding); every tier
+    decodes and hashes that body, so it must equal the canonical encoding."""
+    updates = [update(ORIGIN, i * 7 + s) for i, s in enumerate(sizes)]
+    sealed = seal(ORIGIN, ChainHead(first - 1, b"p" * 32), number(updates, first), 9, b"s" * 32)
+    body = decode_body(sealed.encoded)
+    assert encode(body) == sealed.encoded
+    assert [u.seq for u in body.updates] == list(range(first, first + len(updates)))
+    assert body.updates == [
+        msgspec.structs.replace(u, seq=x.seq) for u, x in zip(updates, body.updates, strict=True)
+    ]
 
 
 def test_rechain_renumbers_and_links() -> None:
     a = seal(ORIGIN, ChainHead(), number([update(ORIGIN, i) for i in range(3)], 1), 0)
     b = seal(ORIGIN, a.head, number([update(ORIGIN, i) for i in range(3, 5)], 4), 0)
-    new = rechain(ChainHead(1, b"x" * 32), [a.body, b.body], 9)
+    new = rechain(ChainHead(1, b"x" * 32), [decode_body(a.encoded), decode_body(b.encoded)], 9)
     assert [(s.first_seq, s.last_seq) for s in new] == [(2, 4), (5, 6)]
-    assert new[0].body.prev_hash == b"x" * 32
-    assert new[1].body.prev_hash == new[0].hash
+    assert new[0].prev_hash == b"x" * 32
+    assert new[1].prev_hash == new[0].hash
 
 
 def test_linger() -> None:

@@ -353,6 +353,10 @@ def test_a_grown_file_publishes_only_its_new_lines(tmp_path: Path, rng: random.R
     p.close()
 
 
+def _update_of(encoded: bytes) -> Update:
+    return msgspec.msgpack.decode(encoded, type=Update)
+
+
 def _body(envelope: bytes) -> Any:
     from jukisync.wire.messages import decode_body, decode_envelope
 
@@ -471,7 +475,7 @@ class AppendOnlyFeed(RuleBasedStateMachine):
 
     def _accepted(self) -> list[Update]:
         sealed = [u for e in self.p.resend(1) for u in _body(e.envelope).updates]
-        return sealed + self.p._outbox.open_updates()
+        return sealed + [_update_of(u.raw) for u in self.p._outbox.open_updates()]
 
     def teardown(self) -> None:
         with self.data.open("ab") as f:

@@ -27,6 +27,7 @@ __all__ = [
     "remove_failed",
     "root_option",
     "root_option_optional",
+    "root_option_with",
     "signer_option",
     "store_or_outbox",
 ]
@@ -34,7 +35,7 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _root_option(*, required: bool, help: str) -> Callable[[_F], _F]:
+def root_option_with(*, required: bool, help: str) -> Callable[[_F], _F]:
     return click.option(
         "--root",
         "root_path",
@@ -44,12 +45,12 @@ def _root_option(*, required: bool, help: str) -> Callable[[_F], _F]:
     )
 
 
-root_option = _root_option(
+root_option = root_option_with(
     required=True,
     help="The root public key (64 hex digits or a .pub.json): the registry must verify "
     "against it (the archive's own root.pub is not trusted).",
 )
-root_option_optional = _root_option(
+root_option_optional = root_option_with(
     required=False,
     help="Verify the registry in the archive against this root public key (default: "
     "the root.pub saved with the store).",

@@ -15,6 +15,7 @@ from jukisync.cli.archives import (
     check_target,
     load_trust,
     remove_failed,
+    root_option_with,
     signer_option,
 )
 from jukisync.cli.common import fail, load_tier_config
@@ -26,10 +27,8 @@ __all__ = ["command"]
 
 _NAME = "bootstrap"
 
-root_option = click.option(
-    "--root",
-    "root_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+root_option = root_option_with(
+    required=False,
     help="With --snapshot (required): the root public key (64 hex digits or a .pub.json); "
     "the registry must verify against it (the archive's own root.pub is not trusted).",
 )

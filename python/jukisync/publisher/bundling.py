@@ -14,18 +14,20 @@ from dataclasses import dataclass
 
 import msgspec
 
-from jukisync.wire.messages import ZERO_HASH, BundleBody, Update, encode
+from jukisync.wire.messages import ZERO_HASH, BundleBody, BundleBodyOfRaw, Update, encode, with_seq
 
 __all__ = [
     "ENVELOPE_OVERHEAD",
     "BundlePolicy",
     "ChainHead",
     "Linger",
+    "Numbered",
     "Sealed",
     "body_hash",
     "chunk",
     "number",
     "rechain",
+    "renumber",
     "seal",
 ]
 
@@ -107,42 +109,56 @@ def chunk(sizes: Sequence[int], policy: BundlePolicy, *, final: bool) -> list[in
 
 
 @dataclass(frozen=True, slots=True)
-class Sealed:
-    """A bundle body ready to be signed: the struct, its exact bytes and their hash."""
+class Numbered:
+    """An update with its sequence number, as the exact bytes its bundle carries: it is
+    encoded once (when the publisher checks it), then only renumbered (`renumber`)."""
 
-    body: BundleBody
+    seq: int
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A bundle body ready to be signed: its chain fields, its exact bytes and their
+    hash."""
+
+    first_seq: int
+    last_seq: int
+    prev_hash: bytes
     encoded: bytes
     hash: bytes
 
     @property
-    def first_seq(self) -> int:
-        return self.body.first_seq
-
-    @property
-    def last_seq(self) -> int:
-        return self.body.last_seq
-
-    @property
     def head(self) -> ChainHead:
-        return ChainHead(self.body.last_seq, self.hash)
+        return ChainHead(self.last_seq, self.hash)
 
 
-def number(updates: Iterable[Update], first_seq: int) -> list[Update]:
-    """The updates with contiguous sequence numbers from `first_seq`."""
-    return [msgspec.structs.replace(u, seq=first_seq + i) for i, u in enumerate(updates)]
+def number(updates: Iterable[Update], first_seq: int) -> list[Numbered]:
+    """The updates, encoded, with contiguous sequence numbers from `first_seq`."""
+    return [
+        Numbered(first_seq + i, encode(msgspec.structs.replace(u, seq=first_seq + i)))
+        for i, u in enumerate(updates)
+    ]
+
+
+def renumber(encoded: Iterable[bytes], first_seq: int) -> list[Numbered]:
+    """Encoded updates (any seq) with contiguous sequence numbers from `first_seq`,
+    without encoding them again."""
+    return [Numbered(first_seq + i, with_seq(raw, first_seq + i)) for i, raw in enumerate(encoded)]
 
 
 def seal(
     origin: str,
     head: ChainHead,
-    updates: Sequence[Update],
+    updates: Sequence[Numbered],
     created_at: int,
     supersedes: bytes | None = None,
 ) -> Sealed:
     """The bundle that follows `head`: its updates must continue the sequence exactly.
 
     A violation is a bug in the caller, never bad input (input is numbered here or by
-    `number`), so it raises instead of being quarantined downstream as a fork.
+    `number`), so it raises instead of being quarantined downstream as a fork. The
+    body carries the updates' bytes as they are (`BundleBodyOfRaw`).
     """
     if not updates:
         raise ValueError("a bundle holds at least one update")
@@ -151,17 +167,18 @@ def seal(
             raise ValueError(
                 f"update seq {update.seq} breaks the chain: expected {head.next_seq + offset}"
             )
-    body = BundleBody(
+    first, last = updates[0].seq, updates[-1].seq
+    body = BundleBodyOfRaw(
         origin=origin,
-        first_seq=updates[0].seq,
-        last_seq=updates[-1].seq,
+        first_seq=first,
+        last_seq=last,
         prev_hash=head.hash,
         created_at=created_at,
-        updates=list(updates),
+        updates=[msgspec.Raw(u.raw) for u in updates],
         supersedes=supersedes,
     )
     encoded = encode(body)
-    return Sealed(body, encoded, body_hash(encoded))
+    return Sealed(first, last, head.hash, encoded, body_hash(encoded))
 
 
 def rechain(head: ChainHead, bodies: Sequence[BundleBody], created_at: int) -> list[Sealed]:

@@ -20,10 +20,11 @@ from jukisync.publisher.bundling import (
     BundlePolicy,
     ChainHead,
     Linger,
+    Numbered,
     Sealed,
     chunk,
-    number,
     rechain,
+    renumber,
     seal,
 )
 from jukisync.publisher.outbox import Change, Outbox, OutboxEntry, OutboxError
@@ -39,18 +40,19 @@ Validator = Callable[[Update], None]
 # its chain (two writers would give out the same sequence numbers: a fork).
 LOCK_FILE = "publisher.lock"
 
-# What the outbox reads back when it reopens: anything `add` accepts must decode with
-# it, or the outbox could not be opened again (a poisoned outbox).
+# What every tier decodes an update with: anything `add` accepts must decode with it,
+# or the publisher would sign a bundle no centre can read (and `outbox check` refuse).
 _strict_update = msgspec.msgpack.Decoder(Update)
 
 
 class Checked(msgspec.Struct, frozen=True):
-    """An update `Publisher.check` accepted, as the outbox will read it back: what
-    `add_many` takes without checking (nor encoding) it again. Only a publisher of the
-    same origin makes one."""
+    """An update `Publisher.check` accepted, and its bytes (with seq 0): what
+    `add_many` takes without checking or encoding it again (it only numbers the
+    bytes). Only a publisher of the same origin makes one."""
 
     update: Update
     origin: str
+    encoded: bytes
 
 
 class PublisherError(Exception):
@@ -157,7 +159,7 @@ class Publisher:
         verdict), and a size that fits in a bundle."""
         if isinstance(update, Checked) and update.origin == self.origin:
             return update
-        return Checked(self._checked(update), self.origin)
+        return self._checked(update)
 
     def _centres_rules(self, update: Update, encoded: bytes | None = None) -> None:
         """What every tier checks before it applies: the content rules, then the core's
@@ -170,14 +172,15 @@ class Publisher:
         if problem is not None:
             raise codes.CodeError(problem.split(" ", 1)[0].rstrip(":"), update, problem)
 
-    def _checked(self, update: Update | Checked) -> Update:
-        """`update` as the outbox will read it back, once `validate` passes."""
+    def _checked(self, update: Update | Checked) -> Checked:
+        """`update` as every tier will decode it, and its bytes, once `validate`
+        passes."""
         if isinstance(update, Checked):  # another origin's check: not this one's
             update = update.update
         if not isinstance(update, Update):
             raise codes.CodeError("update", update, "not a jukisync Update")
         try:
-            # `seq` is the publisher's to give (`number`): whatever the caller put there.
+            # `seq` is the publisher's to give (`renumber`): whatever the caller put there.
             encoded = encode(msgspec.structs.replace(update, seq=0))
             update = _strict_update.decode(encoded)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -195,7 +198,7 @@ class Publisher:
                 update.juminhyo_code,
                 f"encoded in {size:,} bytes, more than a bundle may hold ({budget:,})",
             )
-        return update
+        return Checked(update, self.origin, encoded)
 
     def add_many(
         self,
@@ -211,12 +214,12 @@ class Publisher:
         recorded in the same transaction, so a reader of a file knows after a crash
         which lines were accepted (`progress`).
         """
-        accepted = [self.check(u).update for u in updates]
+        accepted = [self.check(u).encoded for u in updates]
         if not accepted:
             if progress is not None:
                 self._outbox.commit(Change(progress=progress))
             return []
-        numbered = number(accepted, self._next_seq)
+        numbered = renumber(accepted, self._next_seq)
         persisted = len(self._open)  # how many of the open updates are already on disk
         pending = self._open + numbered
         next_seq = self._next_seq + len(numbered)
@@ -248,12 +251,8 @@ class Publisher:
         """The last position recorded under `key` by `add_many` (None if none)."""
         return self._outbox.progress(key)
 
-    def _cuts(self, updates: Sequence[Update], *, final: bool) -> list[int]:
-        if self.policy.max_bytes is None:
-            sizes = [0] * len(updates)  # only the count matters
-        else:
-            sizes = [len(encode(u)) for u in updates]
-        return chunk(sizes, self.policy, final=final)
+    def _cuts(self, updates: Sequence[Numbered], *, final: bool) -> list[int]:
+        return chunk([len(u.raw) for u in updates], self.policy, final=final)
 
     # --- cutting bundles -------------------------------------------------------------
     def due(self) -> bool:
@@ -351,8 +350,8 @@ class Publisher:
         re-chained onto it; open updates are renumbered too. Returns the new bundles,
         all unconfirmed, in chain order.
         """
-        updates = [self._checked(u) for u in updates]
-        if not updates:
+        checked = [self._checked(u).encoded for u in updates]
+        if not checked:
             raise PublisherError("a re-issued bundle needs at least one update")
         dropped = self._outbox.find(dropped_hash)
         if dropped is None:
@@ -364,7 +363,7 @@ class Publisher:
         later = self._outbox.bundles_from(dropped.last_seq + 1)
         now = self._clock_us()
         replacement = seal(
-            self.origin, before, number(updates, dropped.first_seq), now, dropped_hash
+            self.origin, before, renumber(checked, dropped.first_seq), now, dropped_hash
         )
         rebuilt = [
             replacement,
@@ -379,7 +378,7 @@ class Publisher:
         for sealed in rebuilt:
             entry, head = self._signed(sealed)
             entries.append(entry)
-        reopened = number(self._open, head.next_seq)
+        reopened = renumber([u.raw for u in self._open], head.next_seq)
         change = Change(
             remove_bundles=[dropped.last_seq, *(e.last_seq for e in later)],
             put_bundles=entries,

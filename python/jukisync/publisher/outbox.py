@@ -21,8 +21,8 @@ from pathlib import Path
 import lmdb
 import msgspec
 
-from jukisync.publisher.bundling import ChainHead
-from jukisync.wire.messages import Update, encode
+from jukisync.publisher.bundling import ChainHead, Numbered
+from jukisync.wire.messages import encode
 
 __all__ = ["Change", "Outbox", "OutboxEntry", "OutboxError"]
 
@@ -53,7 +53,7 @@ class OutboxEntry(msgspec.Struct, frozen=True):
 class Change:
     """One atomic step of the outbox; `Outbox.commit` writes it in one transaction."""
 
-    add_open: list[Update] = field(default_factory=list)
+    add_open: list[Numbered] = field(default_factory=list)
     remove_open: list[int] = field(default_factory=list)  # sequence numbers
     remove_bundles: list[int] = field(default_factory=list)  # last_seq keys
     put_bundles: list[OutboxEntry] = field(default_factory=list)  # put unconfirmed
@@ -104,7 +104,6 @@ class Outbox:
         self._bundles = self._env.open_db(b"bundles")
         self._unconfirmed = self._env.open_db(b"unconfirmed")
         self._entry_decoder = msgspec.msgpack.Decoder(OutboxEntry)
-        self._update_decoder = msgspec.msgpack.Decoder(Update)
         self._claim(origin)
         self.origin = origin
 
@@ -142,16 +141,17 @@ class Outbox:
             value = txn.get(_META_PROGRESS + key)
             return None if value is None else bytes(value)
 
-    def open_updates(self) -> list[Update]:
-        """Accepted updates not yet in a bundle, in sequence order."""
+    def open_updates(self) -> list[Numbered]:
+        """Accepted updates not yet in a bundle, in sequence order, as the bytes their
+        bundle will carry (`jukisync outbox check` decodes and checks them)."""
         with self._env.begin(db=self._open) as txn:
-            return [self._update_decoder.decode(v) for _, v in txn.cursor()]
+            return [Numbered(_seq(bytes(k)), bytes(v)) for k, v in txn.cursor()]
 
     # --- writing -----------------------------------------------------------------
     def commit(self, change: Change) -> None:
         with self._env.begin(write=True) as txn:
             for update in change.add_open:
-                txn.put(_key(update.seq), encode(update), db=self._open)
+                txn.put(_key(update.seq), update.raw, db=self._open)
             for seq in change.remove_open:
                 txn.delete(_key(seq), db=self._open)
             for last_seq in change.remove_bundles:

@@ -21,6 +21,7 @@ __all__ = [
     "ZERO_HASH",
     "Attestation",
     "BundleBody",
+    "BundleBodyOfRaw",
     "ChangeFamily",
     "ChangeReason",
     "Envelope",
@@ -40,6 +41,7 @@ __all__ = [
     "decode_heads_message",
     "decode_update",
     "encode",
+    "with_seq",
 ]
 
 ZERO_HASH = bytes(32)
@@ -159,6 +161,20 @@ class BundleBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     created_at: Micros
     updates: list[Update]
     supersedes: Hash | None = None
+
+
+class BundleBodyOfRaw(msgspec.Struct, frozen=True):
+    """A `BundleBody` whose updates are already encoded: the publisher seals the bytes
+    it checked (`with_seq`) instead of encoding every update again. Same fields in the
+    same order, so it encodes to exactly the bytes of the equal `BundleBody`."""
+
+    origin: str
+    first_seq: int
+    last_seq: int
+    prev_hash: bytes
+    created_at: int
+    updates: list[msgspec.Raw]
+    supersedes: bytes | None = None
 
 
 class Attestation(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -291,6 +307,26 @@ _update_decoder = msgspec.json.Decoder(Update)
 
 def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
+
+
+# An encoded Update is a map whose first entry is `seq` (fields in declaration order,
+# all present): what follows the seq's value does not depend on it. So an update is
+# encoded once, when the publisher checks it, and numbered by replacing that value.
+_UPDATE_SEQ_KEY = bytes([0x80 | len(Update.__struct_fields__)]) + b"\xa3seq"
+_UINT_WIDTH = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}  # tag -> bytes with the tag
+
+
+def with_seq(update: bytes, seq: int) -> bytes:
+    """`update` (an encoded `Update`) with `seq` as its sequence number: the bytes
+    `encode` gives for the same update with that seq."""
+    start = len(_UPDATE_SEQ_KEY)
+    width = None
+    if update.startswith(_UPDATE_SEQ_KEY) and len(update) > start:
+        tag = update[start]
+        width = 1 if tag < 0x80 else _UINT_WIDTH.get(tag)
+    if width is None:
+        raise ValueError("not an encoded Update (a map starting with its seq)")
+    return _UPDATE_SEQ_KEY + _encoder.encode(seq) + update[start + width :]
 
 
 def decode_body(data: bytes) -> BundleBody:
