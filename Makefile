@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.jukisync-built
 
-.PHONY: setup demo test test-cluster test-clocks lint bench bench-compare clean
+.PHONY: setup demo test test-tools test-cluster test-clocks lint bench bench-compare clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -20,12 +20,17 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/jukisync demo
 
-# tests/test_deploy.py needs promtool (Debian: `apt-get install prometheus`, which .ci/run
-# does) and systemd-analyze; without them those tests skip (fail under
-# JUKISYNC_REQUIRE_BROKER=1).
-test: setup
+# tests/test_deploy.py needs promtool and systemd-analyze; without them those tests skip
+# (fail under JUKISYNC_REQUIRE_BROKER=1). promtool is Debian's `prometheus` package:
+# installed here when missing on a Debian machine where we may (root), as on CI.
+test: setup test-tools
 	cargo test --workspace --release
 	$(PY) -m pytest tests
+
+test-tools:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus \
+		>/dev/null; } || echo "note: promtool is not installed (apt-get install prometheus)" >&2
 
 # The suite at three other wall clocks (late night in Japan, the fiscal year's last
 # second, 2032): tests must not depend on the hour or the year they run at.

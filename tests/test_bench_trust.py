@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from jukisync.exitcodes import ExitCode
 from jukisync.sim.bench import BenchReport
 from jukisync.sim.benchenv import (
     MAX_LOAD_PER_CORE,
+    MAX_OTHERS_CPU_SHARE,
     MIN_PHASE_S,
     MIN_ROUNDS,
     Environment,
@@ -89,18 +91,45 @@ def _captured() -> Environment:
     cores=st.integers(min_value=1, max_value=64),
     before=st.floats(min_value=0, max_value=100, allow_nan=False),
     after=st.floats(min_value=0, max_value=100, allow_nan=False),
+    others=st.none() | st.floats(min_value=0, max_value=1, allow_nan=False),
 )
-def test_a_loaded_machine_is_warned_about(cores: int, before: float, after: float) -> None:
+def test_a_loaded_machine_is_warned_about(
+    cores: int, before: float, after: float, others: float | None
+) -> None:
+    """Loaded: a load average above the threshold before the run, or other processes'
+    CPU during it. The load after the run is not judged: it counts the benchmark's own
+    processes (a busy benchmark raised it past the threshold on a quiet machine)."""
     environment = dataclasses.replace(
         _captured(),
         cores=cores,
         load_before=(before, 0.0, 0.0),
         load_after=(after, 0.0, 0.0),
+        others_cpu_share=others,
     )
-    loaded = max(before, after) / cores > MAX_LOAD_PER_CORE
+    loaded = before / cores > MAX_LOAD_PER_CORE or (others or 0.0) > MAX_OTHERS_CPU_SHARE
     assert environment.to_json()["loaded"] is loaded
     assert bool(environment.warnings()) is loaded
     assert all("loaded machine" in w for w in environment.warnings())
+
+
+def test_other_processes_cpu_during_the_run_is_measured() -> None:
+    """A process burning a core beside the run is seen as others' CPU; the run's own
+    CPU (this process spinning) is not."""
+    environment = Environment.capture()
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # our own work: not counted as others'
+            sum(range(10_000))
+    finally:
+        burner.kill()
+        burner.wait()
+    environment.finish()
+    share = environment.others_cpu_share
+    assert share is not None
+    # The burner had one core of `cores` for most of the window (it may have shared it).
+    assert share >= 0.2 / environment.cores, share
+    assert "_start" not in environment.to_json()
 
 
 def _inflated(report: BenchReport) -> BenchReport:

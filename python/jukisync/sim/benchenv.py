@@ -15,7 +15,8 @@ import os
 import platform
 import shutil
 import subprocess
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,8 +26,13 @@ from jukisync import clock
 # timer noise more than the work.
 MIN_PHASE_S: Final = 1.0
 MIN_ROUNDS: Final = 3
-# Load average (1 min) per core above which other work competes with the benchmark.
+# Load average (1 min) per core, before the run, above which other work competes with
+# the benchmark. (The load after a run counts the benchmark's own processes: a busy
+# benchmark raised it above this threshold on a quiet machine, so it is shown, not judged.)
 MAX_LOAD_PER_CORE: Final = 0.5
+# Share of the machine's CPU time that processes other than the benchmark (and the local
+# broker it drives) used during the run, above which its figures are not its own.
+MAX_OTHERS_CPU_SHARE: Final = 0.25
 RUST_ENV: Final = "JUKISYNC_RUSTC_VERSION"  # `rustc -V` of the build, when set
 
 
@@ -73,6 +79,39 @@ def _git_commit() -> str | None:
     return f"{commit}-dirty" if changed else commit
 
 
+def _busy_cpu_s() -> float | None:
+    """CPU seconds all cores spent busy since boot (/proc/stat), None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and the children it has waited for (daemons a
+    benchmark started and stopped), plus the local RabbitMQ server's: the run's own."""
+    # Imported here: the package `jukisync.sim.bench` imports this module.
+    from jukisync.sim.bench.accounting import broker_pids, cpu_of
+
+    t = os.times()
+    broker = cpu_of(broker_pids("amqp://127.0.0.1/")) or 0.0
+    return t.user + t.system + t.children_user + t.children_system + broker
+
+
+@dataclass(frozen=True, slots=True)
+class _CpuMark:
+    at: float  # monotonic
+    busy_s: float
+    own_s: float
+
+    @classmethod
+    def now(cls) -> _CpuMark | None:
+        busy = _busy_cpu_s()
+        return None if busy is None else cls(time.monotonic(), busy, _own_cpu_s())
+
+
 def _load() -> tuple[float, float, float]:
     one, five, fifteen = os.getloadavg()
     return (round(one, 2), round(five, 2), round(fifteen, 2))
@@ -93,6 +132,9 @@ class Environment:
     jukisync: str
     commit: str | None
     platform: str
+    # What other processes used of all cores' time during the run (0..1), None unknown.
+    others_cpu_share: float | None = None
+    _start: _CpuMark | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def capture(cls, rabbitmq: str | None = None) -> Environment:
@@ -108,36 +150,56 @@ class Environment:
             jukisync=_jukisync_version(),
             commit=_git_commit(),
             platform=platform.platform(),
+            _start=_CpuMark.now(),
         )
 
     def finish(self) -> None:
         self.load_after = _load()
+        end = _CpuMark.now()
+        if self._start is not None and end is not None and end.at > self._start.at:
+            others = (end.busy_s - self._start.busy_s) - (end.own_s - self._start.own_s)
+            share = others / ((end.at - self._start.at) * self.cores)
+            self.others_cpu_share = round(min(1.0, max(0.0, share)), 3)
 
     @property
     def loaded(self) -> bool:
-        """Whether other work competed for the CPU before or after the run."""
-        loads = [self.load_before[0]] + ([self.load_after[0]] if self.load_after else [])
-        return max(loads) / self.cores > MAX_LOAD_PER_CORE
+        """Whether other work competed for the CPU: a load average above the threshold
+        before the run, or other processes' CPU time during it."""
+        busy_before = self.load_before[0] / self.cores > MAX_LOAD_PER_CORE
+        busy_during = (self.others_cpu_share or 0.0) > MAX_OTHERS_CPU_SHARE
+        return busy_before or busy_during
 
     def warnings(self) -> list[str]:
-        if not self.loaded:
-            return []
-        after = f", {self.load_after[0]:.2f} after" if self.load_after else ""
-        return [
-            f"measured on a loaded machine: load average {self.load_before[0]:.2f} before"
-            f"{after} on {self.cores} cores (above {MAX_LOAD_PER_CORE:g} per core); "
-            "figures are lower and noisier than on a quiet machine"
-        ]
+        out = []
+        if self.load_before[0] / self.cores > MAX_LOAD_PER_CORE:
+            out.append(
+                f"measured on a loaded machine: load average {self.load_before[0]:.2f} before "
+                f"the run on {self.cores} cores (above {MAX_LOAD_PER_CORE:g} per core); "
+                "figures are lower and noisier than on a quiet machine"
+            )
+        if (self.others_cpu_share or 0.0) > MAX_OTHERS_CPU_SHARE:
+            out.append(
+                f"measured on a loaded machine: other processes used "
+                f"{self.others_cpu_share:.0%} of the CPU time of all cores during the run "
+                f"(above {MAX_OTHERS_CPU_SHARE:.0%}); figures are lower and noisier than on "
+                "a quiet machine"
+            )
+        return out
 
     def describe(self) -> str:
         """One line per fact, for the text report."""
         after = " / ".join(f"{x:.2f}" for x in self.load_after) if self.load_after else "-"
+        others = (
+            f"; other processes' CPU during the run {self.others_cpu_share:.0%}"
+            if self.others_cpu_share is not None
+            else ""
+        )
         return "\n".join(
             [
                 f"date {self.date}; commit {self.commit or '(not a git checkout)'}",
                 f"CPU {self.cpu_model}, {self.cores} cores; {self.platform}",
                 f"load average (1/5/15 min) before "
-                f"{' / '.join(f'{x:.2f}' for x in self.load_before)}, after {after}",
+                f"{' / '.join(f'{x:.2f}' for x in self.load_before)}, after {after}{others}",
                 f"Python {self.python}; {self.rust or 'rustc unknown'}; "
                 f"broker {self.rabbitmq or '-'}; jukisync {self.jukisync}",
             ]
@@ -145,6 +207,7 @@ class Environment:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        del data["_start"]
         data["loaded"] = self.loaded
         return data
 
