@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.jukisync-built
 
-.PHONY: setup demo test test-tools test-cluster test-clocks lint bench bench-compare clean
+.PHONY: setup demo test test-tools test-cluster test-clocks lint bench bench-compare bench-scale clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -65,6 +65,15 @@ bench-compare: setup
 		echo "bench-compare: needs two saved runs of make bench under .benchmarks/" >&2; exit 1; fi; \
 	$(VENV)/bin/pytest-benchmark --storage $(BENCH_STORAGE) compare --group-by=name \
 		--columns=$(BENCH_COLUMNS) --sort=name $$runs
+
+# Issue 14's scale run: a store filled with RECORDS synthetic records streamed (never all
+# in memory), then apply, get, get_many and bytes/record at that size beside lmdb
+# baselines of the same run. Comma-separated sizes run one after the other (1 M and 10 M
+# for the growth); stores go under SCALE_DIR (~2 KB a record: not a tmpfs) and are deleted.
+RECORDS   ?= 10000000
+SCALE_DIR ?= .
+bench-scale: setup
+	nice -n 5 $(PY) bench/scale.py --records $(RECORDS) --workdir $(SCALE_DIR)
 
 clean:
 	rm -rf $(VENV) target

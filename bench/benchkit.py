@@ -15,6 +15,7 @@ from jukisync.publisher.bundling import ChainHead, number, seal
 from jukisync.trust.keys import build_registry
 from jukisync.wire.codes import PREFECTURES
 from jukisync.wire.messages import (
+    ChangeFamily,
     Envelope,
     KeyEntry,
     StoredRecord,
@@ -83,6 +84,32 @@ _FIELDS = StoredRecord.__struct_fields__
 def stored_record_bytes(record: Record) -> bytes:
     """The MessagePack bytes of a record as the store keeps it."""
     return msgspec.msgpack.encode(StoredRecord(**{f: getattr(record, f) for f in _FIELDS}))
+
+
+def update_record_bytes(origin: str, u: Update) -> bytes:
+    """The MessagePack bytes the store would keep for `u` applied from `origin` (what the
+    `lmdb` putmulti baselines write)."""
+    status = "removed" if u.reason.family is ChangeFamily.REMOVAL else "active"
+    record = StoredRecord(
+        juminhyo_code=u.juminhyo_code,
+        status=status,
+        redirect_to=None,
+        kojin_bango=u.kojin_bango,
+        name=u.name,
+        name_kana=u.name_kana,
+        former_surname=u.former_surname,
+        alias=u.alias,
+        birth_date=u.birth_date.isoformat(),
+        sex=int(u.sex),
+        address=u.address,
+        municipality=u.municipality,
+        reason=u.reason.value,
+        changed_on=u.changed_on.isoformat(),
+        recorded_at=u.recorded_at,
+        origin=origin,
+        seq=u.seq,
+    )
+    return msgspec.msgpack.encode(record)
 
 
 def take(iterator: Iterator[bytes], n: int) -> list[bytes]:

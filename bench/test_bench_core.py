@@ -20,10 +20,10 @@ import nacl.signing
 import pytest
 
 from benchfixtures import report_rate
-from benchkit import Chains, stored_record_bytes  # noqa: F401  (fixtures use it)
+from benchkit import Chains, stored_record_bytes, update_record_bytes  # noqa: F401
 from jukisync import Store, _core, clock
 from jukisync.sim import synth
-from jukisync.wire.messages import BundleBody, ChangeFamily, Envelope, StoredRecord, Update
+from jukisync.wire.messages import BundleBody, Envelope, StoredRecord, Update
 
 SIGNATURES = 1000
 MESSAGE_BYTES = 256
@@ -104,30 +104,6 @@ def test_store_apply(benchmark: Any, filled_store: Store, change_rounds: list[li
     report_rate(benchmark, "store_apply", updates, "updates/s", per="total")
 
 
-def _record_bytes(origin: str, u: Update) -> bytes:
-    status = "removed" if u.reason.family is ChangeFamily.REMOVAL else "active"
-    record = StoredRecord(
-        juminhyo_code=u.juminhyo_code,
-        status=status,
-        redirect_to=None,
-        kojin_bango=u.kojin_bango,
-        name=u.name,
-        name_kana=u.name_kana,
-        former_surname=u.former_surname,
-        alias=u.alias,
-        birth_date=u.birth_date.isoformat(),
-        sex=int(u.sex),
-        address=u.address,
-        municipality=u.municipality,
-        reason=u.reason.value,
-        changed_on=u.changed_on.isoformat(),
-        recorded_at=u.recorded_at,
-        origin=origin,
-        seq=u.seq,
-    )
-    return msgspec.msgpack.encode(record)
-
-
 def test_lmdb_putmulti(
     benchmark: Any, baseline_env: lmdb.Environment, change_rounds: list[list[bytes]]
 ) -> None:
@@ -137,7 +113,9 @@ def test_lmdb_putmulti(
         items: list[tuple[bytes, bytes]] = []
         for envelope in round_:
             origin, updates = _updates(envelope)
-            items.extend((u.juminhyo_code.encode(), _record_bytes(origin, u)) for u in updates)
+            items.extend(
+                (u.juminhyo_code.encode(), update_record_bytes(origin, u)) for u in updates
+            )
         prepared.append(items)
     rounds = iter(prepared)
 

@@ -26,7 +26,9 @@ caller passes another `CheckDigit`.
 Modules: `reference` (municipalities, names, ages: the data files under
 `jukisync/sim/data/`), `residents` (codes, names, addresses; `generate_population`,
 `initial_load`), `mix` (`ChangeMix`, the moving season), `changes`
-(`generate_changes`). The names below are importable from `jukisync.sim.synth`.
+(`generate_changes`). `stream_population` yields the residents of
+`generate_population` one at a time, for populations too large to hold. The names
+below are importable from `jukisync.sim.synth`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from jukisync.sim.synth.residents import (
     initial_load,
     placeholder_juminhyo_check,
     placeholder_juminhyo_check_digit,
+    stream_population,
 )
 
 __all__ = [
@@ -69,4 +72,5 @@ __all__ = [
     "placeholder_juminhyo_check",
     "placeholder_juminhyo_check_digit",
     "span_until",
+    "stream_population",
 ]

@@ -1,6 +1,6 @@
 """Synthetic residents: codes (with the placeholder 住民票コード check digit), names, birth
-dates and addresses drawn from the reference data; `generate_population` and
-`initial_load`."""
+dates and addresses drawn from the reference data; `generate_population` (and
+`stream_population`, the same residents one at a time) and `initial_load`."""
 
 from __future__ import annotations
 
@@ -359,24 +359,55 @@ def generate_population(
     juminhyo_check_digit: CheckDigit = placeholder_juminhyo_check_digit,
 ) -> Population:
     """`residents` people living in `municipalities` (weighted by `weight`) on `as_of`."""
+    munis = _check_municipalities(municipalities)
+    people = stream_population(
+        residents,
+        seed,
+        munis,
+        as_of=as_of,
+        foreign_share=foreign_share,
+        juminhyo_check_digit=juminhyo_check_digit,
+    )
+    return Population(tuple(people), as_of, munis, juminhyo_check_digit, seed)
+
+
+def stream_population(
+    residents: int,
+    seed: int,
+    municipalities: Sequence[Municipality] = MUNICIPALITIES,
+    *,
+    as_of: dt.date = DEFAULT_AS_OF,
+    foreign_share: float = 0.02,
+    juminhyo_check_digit: CheckDigit = placeholder_juminhyo_check_digit,
+) -> Iterator[Resident]:
+    """The residents of `generate_population` with the same arguments, in the same
+    order, one at a time: for populations too large to hold (the scale benchmark).
+    Only the codes issued are remembered (to keep them unique): ~90 bytes a resident."""
     if residents < 0:
         raise ValueError(f"residents must be >= 0: {residents}")
     if not 0 <= foreign_share <= 1:
         raise ValueError(f"foreign_share must be within 0..1: {foreign_share}")
     munis = _check_municipalities(municipalities)
+    return _stream(residents, seed, munis, as_of, foreign_share, juminhyo_check_digit)
+
+
+def _stream(
+    residents: int,
+    seed: int,
+    munis: tuple[Municipality, ...],
+    as_of: dt.date,
+    foreign_share: float,
+    check: CheckDigit,
+) -> Iterator[Resident]:
     # The population and the change stream take independent generators derived from the
     # seed, so asking for more residents does not shift the codes of the first ones.
     rng = random.Random(f"jukisync.synth.population:{seed}")
-    codes = Codes(rng, juminhyo_check_digit)
+    codes = Codes(rng, check)
     muni_cum = list(itertools.accumulate(m.weight for m in munis))
-    people = []
     for _ in range(residents):
         muni = munis[pick_index(rng, muni_cum)]
         birth, sex = _random_birth(rng, as_of)
-        people.append(
-            new_resident(rng, codes, muni, birth, sex, foreign_share=foreign_share, as_of=as_of)
-        )
-    return Population(tuple(people), as_of, munis, juminhyo_check_digit, seed)
+        yield new_resident(rng, codes, muni, birth, sex, foreign_share=foreign_share, as_of=as_of)
 
 
 def day_start_us(day: dt.date) -> int:
