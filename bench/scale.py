@@ -331,7 +331,7 @@ def _fill(
         if bad:
             raise RuntimeError(f"fill: {len(bad)} bundles not applied: {bad[0].reason}")
         # Forwarding is not measured: empty the outbox so that it does not grow.
-        store.forward_done([i for i, _ in store.forward_batch(limit=1 << 30)])
+        store.forward_done([i for i, _, _ in store.forward_batch(limit=1 << 30)])
         applied += updates
         last_applied = time.perf_counter()
         if applied >= next_report:

@@ -132,7 +132,8 @@ def test_an_encoded_update_is_renumbered_to_the_bytes_encode_gives(
 
 
 def test_only_an_encoded_update_is_renumbered() -> None:
-    for not_an_update in (b"", b"\x8f\xa3seq", msgspec.msgpack.encode({"seq": 1}), b"\x8f\xa3seq\xc0"):
+    not_updates = (b"", b"\x8f\xa3seq", msgspec.msgpack.encode({"seq": 1}), b"\x8f\xa3seq\xc0")
+    for not_an_update in not_updates:
         with pytest.raises(ValueError, match="not an encoded Update"):
             with_seq(not_an_update, 1)
 
