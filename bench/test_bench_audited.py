@@ -126,6 +126,10 @@ class _OneCommitEach:
         with self._alone:
             return self._store.lookup(*args, **kwargs)
 
+    def lookup_answer(self, *args: Any, **kwargs: Any) -> Any:
+        with self._alone:
+            return self._store.lookup_answer(*args, **kwargs)
+
     def audit_log(self, *args: Any, **kwargs: Any) -> Any:
         with self._alone:
             return self._store.audit_log(*args, **kwargs)
