@@ -517,6 +517,11 @@ class Store:
     def audit_commit_counts(self) -> tuple[int, int]:
         """(durable commits the audit group commit made, entries they held) since opened."""
 
+    def audit_commit_busy_us(self) -> int:
+        """Wall time (µs) the group commit's leaders spent writing and committing
+        groups since opened (next to the elapsed time: whether the commits bound the
+        rate)."""
+
 # --- query results --------------------------------------------------------------------
 ANSWER_FIELDS: tuple[str, ...]
 """The fields an answer may show, in its order: bit i of `Store.lookup_answer`'s

@@ -20,6 +20,7 @@
 //! the audit log (`audit_purge`, LMDB's one writer at a time) does the same.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use crate::audit::Event;
 use crate::error::{CoreError, Result};
@@ -42,6 +43,9 @@ struct State {
     /// Commits made and entries they held (for tests and the bench's report).
     commits: u64,
     entries: u64,
+    /// Wall time leaders spent writing and committing groups, µs: next to the elapsed
+    /// time it says whether the chain of commits is what bounds the rate.
+    busy_us: u64,
 }
 
 /// One group's outcome, which only its members wait on.
@@ -107,6 +111,11 @@ impl GroupCommit {
         let st = locked(&self.state);
         (st.commits, st.entries)
     }
+
+    /// Wall time (µs) leaders spent writing and committing groups since opened.
+    pub fn busy_us(&self) -> u64 {
+        locked(&self.state).busy_us
+    }
 }
 
 /// A leader's group, resolved when dropped, also when writing it panicked: the members
@@ -115,6 +124,7 @@ struct Lead<'a> {
     group: &'a GroupCommit,
     slot: &'a Slot,
     outcome: Option<Result<Vec<u64>>>,
+    began: Instant,
 }
 
 impl Drop for Lead<'_> {
@@ -127,19 +137,21 @@ impl Drop for Lead<'_> {
         let next = {
             let mut st = locked(&self.group.state);
             st.leading = false;
+            st.busy_us += self.began.elapsed().as_micros() as u64;
             if let Ok(ids) = &outcome {
                 st.commits += 1;
                 st.entries += ids.len() as u64;
             }
             (!st.queue.is_empty()).then(|| Arc::clone(&st.queued))
         };
-        self.slot.resolve(outcome);
         // Whoever queued while this group synced waits on the next slot: wake one of
         // them to lead (a newcomer finding no leader may have taken the lead already;
-        // then the woken one goes back to waiting).
+        // then the woken one goes back to waiting). First, before this group's members:
+        // the next commit is the critical path, their answers are not.
         if let Some(next) = next {
             next.want_leader();
         }
+        self.slot.resolve(outcome);
     }
 }
 
@@ -160,7 +172,7 @@ impl Store {
                 let batch = std::mem::take(&mut st.queue);
                 st.queued = Arc::new(Slot::default());
                 drop(st);
-                let mut lead = Lead { group, slot: &slot, outcome: None };
+                let mut lead = Lead { group, slot: &slot, outcome: None, began: Instant::now() };
                 lead.outcome = Some(self.write_group(batch));
                 drop(lead);
                 return slot.wait(index).unwrap_or_else(|| Err(CoreError::Store("audit commit: unresolved".into())));
@@ -187,6 +199,11 @@ impl Store {
     /// (durable commits made by the group commit, entries they held) since opened.
     pub fn audit_commit_counts(&self) -> (u64, u64) {
         self.group.counts()
+    }
+
+    /// Wall time (µs) the group commit's leaders spent writing and committing.
+    pub fn audit_commit_busy_us(&self) -> u64 {
+        self.group.busy_us()
     }
 }
 

@@ -678,6 +678,12 @@ impl Store {
         self.inner.audit_commit_counts()
     }
 
+    /// Wall time (µs) the group commit's leaders spent writing and committing groups
+    /// since opened (next to the elapsed time: whether the commits bound the rate).
+    fn audit_commit_busy_us(&self) -> u64 {
+        self.inner.audit_commit_busy_us()
+    }
+
     fn __repr__(&self) -> String {
         format!("Store({:?}, role={:?})", self.path, role_name(self.inner.role()))
     }
