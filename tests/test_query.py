@@ -478,3 +478,22 @@ def test_a_task_used_before_its_enactment_is_refused_and_logged(
     after = to_micros(dt.datetime(2020, 4, 1, 0, 0))
     service = QueryService(store, make_policy(tmp_path / "q"), clock=lambda: after)
     assert isinstance(service.by_code("agency-a", "T-ADDR", code(YAMAGUCHI_CITY, 1)), Found)
+
+
+def test_the_day_of_a_query_is_japans_also_across_midnight() -> None:
+    """`_day` caches the last day's bounds; instants either side of midnight in Japan
+    (15:00 UTC), asked in any order, get their own date."""
+    from jukisync.query.service import _day
+
+    midnight = dt.datetime(2026, 4, 1, tzinfo=dt.timezone(dt.timedelta(hours=9)))
+    at = (midnight - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+    for us, day in [
+        (at - 1, dt.date(2026, 3, 31)),
+        (at, dt.date(2026, 4, 1)),
+        (at - 1, dt.date(2026, 3, 31)),
+        (at + 86_400_000_000 - 1, dt.date(2026, 4, 1)),
+        (at + 86_400_000_000, dt.date(2026, 4, 2)),
+        (at - 86_400_000_000, dt.date(2026, 3, 31)),
+        (at - 86_400_000_000 - 1, dt.date(2026, 3, 30)),
+    ]:
+        assert _day(us) == day, (us, day)
