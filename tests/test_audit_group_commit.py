@@ -31,10 +31,12 @@ from querykit import Registry, code, person
 TESTS = Path(__file__).resolve().parent
 RESIDENTS = 20
 
-# Runs in a child process: 16 threads each ask (lookups, found and not found, and logged
-# refusals) without end and print "audit_id ref" once each answer is back.
+# Runs in a child process: 16 threads each ask (lookups, found and not found, as records
+# and as encoded answers, and logged refusals) without end and print "audit_id ref" once
+# each answer is back.
 CHILD = """
 import sys, threading
+import msgspec
 sys.path.insert(0, sys.argv[1])
 from jukisync import Store
 from netkit import KeyRing
@@ -49,6 +51,10 @@ def ask(k):
         if n % 3 == 2:
             got = store.audit_log("code", requester="crash", task="T-FULL", allowed=False,
                                   reason="refused", detail=ref)
+        elif n % 3 == 1:  # the RPC path's call: answered as encoded bytes
+            answer = store.lookup_answer(codes[(k + n) % len(codes)], requester="crash",
+                                         task="T-FULL", fields=0x1FFF, detail=ref)
+            got = msgspec.msgpack.decode(answer)["audit_id"]
         else:
             got = store.lookup(codes[(k + n) % len(codes)], requester="crash",
                                task="T-FULL", detail=ref).audit_id

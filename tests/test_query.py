@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from jukisync import Store, _core
+from jukisync.query.policy import Field
 from jukisync.query.service import (
     CONFIRM_STATUSES,
     ByCode,
@@ -269,6 +270,50 @@ def test_handle_bytes_in_bytes_out(service: QueryService, store: Store) -> None:
     assert isinstance(confirmed, Confirmed) and confirmed.counts["removed"] == 1
 
 
+def test_rpc_lookups_encode_what_the_python_path_encodes(
+    reg: Registry, store: Store, service: QueryService, rng: random.Random
+) -> None:
+    """`handle` answers lookups with one core call that also encodes the answer
+    (`Store.lookup_answer`); its bytes are those of `encode(by_code(...))`, the same
+    audit id put in, for every task's fields, subsets of them, redirects, removed and
+    missing records, and refusals."""
+    assert tuple(f.value for f in Field) == _core.ANSWER_FIELDS
+    moved = msgspec.structs.replace(
+        person(YAMAGUCHI_CITY, 92, name="長い名前の人" * 6, address="山口県" * 40),
+        previous_juminhyo_code=code(YAMAGUCHI_CITY, 5),
+        reason=ChangeReason.JUMINHYO_CODE_CHANGE,
+        changed_on=dt.date(2025, 1, 1),
+    )
+    reg.apply(store, [moved])
+    full = [f.value for f in Field]
+    asks: list[tuple[str, ByCode | ByNumber]] = []
+    for n in (1, 2, 3, 4, 5, 92):
+        for task in ("T-FULL", "T-ADDR", "T-NOSTATUS", "T-CODEONLY", "T-NUM"):
+            asks.append(("agency-a", ByCode(task=task, code=code(YAMAGUCHI_CITY, n))))
+        subset = rng.sample(full, rng.randrange(1, len(full)))
+        print("fields asked:", subset)  # seeded; printed to reproduce
+        asks.append(("agency-a", ByCode(task="T-FULL", code=code(HAGI, n), fields=subset)))
+        number = kojin_bango(int(YAMAGUCHI_CITY) * 100000 + n)
+        asks.append(("agency-n", ByNumber(task="T-NUM", kojin_bango=number, ref=f"r{n}")))
+        asks.append(("agency-a", ByNumber(task="T-FULL", kojin_bango=number)))
+    asks.append(("agency-a", ByCode(task="T-FULL", code="99999999999")))
+    asks.append(("agency-a", ByCode(task="T-FULL", code="１２３")))
+    for requester, request in asks:
+        got = service.handle(requester, encode(request))
+        audit_id = decode_response(got).audit_id
+        if isinstance(request, ByCode):
+            python = service.by_code(
+                requester, request.task, request.code, request.fields, ref=request.ref
+            )
+        else:
+            python = service.by_number(
+                requester, request.task, request.kojin_bango, request.fields, ref=request.ref
+            )
+        assert got == encode(msgspec.structs.replace(python, audit_id=audit_id)), request
+        entry = store.audit_entry(audit_id)
+        assert entry is not None and (entry.requester, entry.task) == (requester, request.task)
+
+
 def test_the_requester_comes_from_the_transport_not_the_body(
     service: QueryService, store: Store
 ) -> None:
@@ -433,3 +478,22 @@ def test_a_task_used_before_its_enactment_is_refused_and_logged(
     after = to_micros(dt.datetime(2020, 4, 1, 0, 0))
     service = QueryService(store, make_policy(tmp_path / "q"), clock=lambda: after)
     assert isinstance(service.by_code("agency-a", "T-ADDR", code(YAMAGUCHI_CITY, 1)), Found)
+
+
+def test_the_day_of_a_query_is_japans_also_across_midnight() -> None:
+    """`_day` caches the last day's bounds; instants either side of midnight in Japan
+    (15:00 UTC), asked in any order, get their own date."""
+    from jukisync.query.service import _day
+
+    midnight = dt.datetime(2026, 4, 1, tzinfo=dt.timezone(dt.timedelta(hours=9)))
+    at = (midnight - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+    for us, day in [
+        (at - 1, dt.date(2026, 3, 31)),
+        (at, dt.date(2026, 4, 1)),
+        (at - 1, dt.date(2026, 3, 31)),
+        (at + 86_400_000_000 - 1, dt.date(2026, 4, 1)),
+        (at + 86_400_000_000, dt.date(2026, 4, 2)),
+        (at - 86_400_000_000, dt.date(2026, 3, 31)),
+        (at - 86_400_000_000 - 1, dt.date(2026, 3, 30)),
+    ]:
+        assert _day(us) == day, (us, day)

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from typing import Literal, TypeAlias, final
 
 __all__ = [
+    "ANSWER_FIELDS",
     "CONFIRM_REASONS",
     "ApplyResult",
     "AuditEntry",
@@ -445,6 +446,21 @@ class Store:
         time: int | None = None,
         detail: str = "",
     ) -> LookupResult: ...
+    def lookup_answer(
+        self,
+        key: str,
+        *,
+        requester: str,
+        task: str,
+        fields: int,
+        by_number: bool = False,
+        time: int | None = None,
+        detail: str = "",
+    ) -> bytes:
+        """A lookup by 住民票コード (by 個人番号 when `by_number`), audited, answered as
+        the query service's encoded `Found` showing the fields of the mask `fields`
+        (bit i: ANSWER_FIELDS[i]); returned once its audit entry is durable."""
+
     def search(
         self,
         name: str,
@@ -515,7 +531,15 @@ class Store:
     def audit_commit_counts(self) -> tuple[int, int]:
         """(durable commits the audit group commit made, entries they held) since opened."""
 
+    def audit_commit_busy_us(self) -> int:
+        """Wall time (µs) the group commit's leaders spent writing and committing
+        groups since opened (next to the elapsed time: whether the commits bound the
+        rate)."""
+
 # --- query results --------------------------------------------------------------------
+ANSWER_FIELDS: tuple[str, ...]
+"""The fields an answer may show, in its order: bit i of `Store.lookup_answer`'s
+`fields` mask shows ANSWER_FIELDS[i] (the order of `jukisync.query.policy.Field`)."""
 CONFIRM_REASONS: tuple[str, ...]
 """The reasons `ConfirmResult.reason` codes: code n is CONFIRM_REASONS[n - 1]."""
 

@@ -236,7 +236,35 @@ class QueryService:
             request = decode_request(data)
         except RequestError as exc:
             return encode(self._refuse(requester, "", "invalid", Denial.INVALID_REQUEST, str(exc)))
+        if isinstance(request, ByCode | ByNumber):
+            return self._lookup_answer(requester, request)
         return encode(self.ask(requester, request))
+
+    def _lookup_answer(self, requester: str, request: ByCode | ByNumber) -> bytes:
+        """A lookup on the RPC path: the checks of `by_code` / `by_number`, then one
+        core call that reads, logs, waits for the durable commit and encodes the answer
+        with the GIL released (the bytes `encode(by_code(...))` would give). Under 32
+        concurrent requesters the GIL is what they queue for, so the Python done here
+        per query is kept to the policy and the request."""
+        if isinstance(request, ByNumber):
+            kind, key, by_number = Kind.KOJIN_BANGO, request.kojin_bango, True
+        else:
+            kind, key, by_number = Kind.CODE, request.code, False
+        checked = self._check_lookup(
+            requester, request.task, kind, key, request.fields, request.ref
+        )
+        if isinstance(checked, Denied):
+            return encode(checked)
+        now, decision = checked
+        return self.store.lookup_answer(
+            key,
+            requester=requester,
+            task=request.task,
+            fields=_field_mask(decision.fields),
+            by_number=by_number,
+            time=now,
+            detail=request.ref,
+        )
 
     def ask(self, requester: str, request: Request) -> Response:
         if isinstance(request, ByCode):
@@ -272,15 +300,10 @@ class QueryService:
         *,
         ref: str = "",
     ) -> Found | Denied:
-        now = self.clock()  # once: the day checked is the time logged
-        decision = self.policy.decide(requester, task, Kind.CODE, fields, on=_day(now))
-        if not decision.allowed:
-            return self._deny(requester, task, Kind.CODE, decision, ref=ref, now=now)
-        if not is_valid_juminhyo_code(code):
-            why = f"{code!r} is not a 住民票コード (11 ASCII digits)"
-            return self._refuse(
-                requester, task, Kind.CODE, Denial.INVALID_REQUEST, why, ref=ref, now=now
-            )
+        checked = self._check_lookup(requester, task, Kind.CODE, code, fields, ref)
+        if isinstance(checked, Denied):
+            return checked
+        now, decision = checked
         result = self.store.lookup(code, requester=requester, task=task, time=now, detail=ref)
         return self._found(Kind.CODE, result, decision)
 
@@ -293,16 +316,10 @@ class QueryService:
         *,
         ref: str = "",
     ) -> Found | Denied:
-        now = self.clock()
-        decision = self.policy.decide(requester, task, Kind.KOJIN_BANGO, fields, on=_day(now))
-        if not decision.allowed:
-            return self._deny(requester, task, Kind.KOJIN_BANGO, decision, ref=ref, now=now)
-        if not is_valid_kojin_bango(kojin_bango):
-            # The number itself is not logged: a mistyped number is still someone's.
-            why = "not a 個人番号 (12 digits with a valid check digit)"
-            return self._refuse(
-                requester, task, Kind.KOJIN_BANGO, Denial.INVALID_REQUEST, why, ref=ref, now=now
-            )
+        checked = self._check_lookup(requester, task, Kind.KOJIN_BANGO, kojin_bango, fields, ref)
+        if isinstance(checked, Denied):
+            return checked
+        now, decision = checked
         result = self.store.lookup_number(
             kojin_bango, requester=requester, task=task, time=now, detail=ref
         )
@@ -394,6 +411,35 @@ class QueryService:
 
     # --- helpers ----------------------------------------------------------------------
 
+    def _check_lookup(
+        self,
+        requester: str,
+        task: str,
+        kind: Kind,
+        key: str,
+        fields: Sequence[str] | None,
+        ref: str,
+    ) -> tuple[int, Decision] | Denied:
+        """(the time to log, the policy's decision) for a lookup that may go ahead, or
+        its refusal, logged."""
+        now = self.clock()  # once: the day checked is the time logged
+        decision = self.policy.decide(requester, task, kind, fields, on=_day(now))
+        if not decision.allowed:
+            return self._deny(requester, task, kind, decision, ref=ref, now=now)
+        if kind is Kind.CODE:
+            if not is_valid_juminhyo_code(key):
+                why = f"{key!r} is not a 住民票コード (11 ASCII digits)"
+                return self._refuse(
+                    requester, task, kind, Denial.INVALID_REQUEST, why, ref=ref, now=now
+                )
+        elif not is_valid_kojin_bango(key):
+            # The number itself is not logged: a mistyped number is still someone's.
+            why = "not a 個人番号 (12 digits with a valid check digit)"
+            return self._refuse(
+                requester, task, kind, Denial.INVALID_REQUEST, why, ref=ref, now=now
+            )
+        return now, decision
+
     def _found(self, kind: Kind, result: _core.LookupResult, decision: Decision) -> Found:
         records = [] if result.record is None else [_filtered(result.record, decision)]
         redirected = result.redirected_from if Field.JUMINHYO_CODE in decision.fields else None
@@ -442,10 +488,39 @@ class QueryService:
         return self._deny(requester, task, kind, Decision.deny(denial, why), ref=ref, now=now)
 
 
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# (first µs, end µs, date) of the last Japanese day asked about: every query asks
+# for its day, and the time-zone arithmetic costs more than the rest of the policy.
+_last_day: tuple[int, int, dt.date] = (0, 0, dt.date.min)
+
+
 def _day(us: int) -> dt.date:
     """The date in Japan at `us` µs since the epoch (the day a query is made on)."""
-    since_epoch = dt.timedelta(microseconds=us)
-    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + since_epoch).astimezone(clock_mod.JST).date()
+    global _last_day
+    first, end, day = _last_day
+    if first <= us < end:
+        return day
+    day = (_EPOCH + dt.timedelta(microseconds=us)).astimezone(clock_mod.JST).date()
+    midnight = dt.datetime.combine(day, dt.time(), clock_mod.JST)
+    next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), clock_mod.JST)
+    one_us = dt.timedelta(microseconds=1)
+    _last_day = ((midnight - _EPOCH) // one_us, (next_midnight - _EPOCH) // one_us, day)
+    return day
+
+
+# The answer-field mask of each set of allowed fields (bit i: `_core.ANSWER_FIELDS[i]`);
+# a task's own set is one object, so this is one dict hit a query. Bounded, since a
+# request may name any subset.
+_masks: dict[frozenset[Field], int] = {}
+
+
+def _field_mask(fields: frozenset[Field]) -> int:
+    mask = _masks.get(fields)
+    if mask is None:
+        mask = sum(1 << _core.ANSWER_FIELDS.index(f.value) for f in fields)
+        if len(_masks) < 1024:
+            _masks[fields] = mask
+    return mask
 
 
 def _search_problem(name: str, birth_date: dt.date | str, sex: int, limit: int) -> str | None:

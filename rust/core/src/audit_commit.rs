@@ -8,86 +8,150 @@
 //! entries queued while that commit was syncing form the next group. Nobody waits on a
 //! timer: a lone query commits at once, and the groups grow with the load.
 //!
+//! Each group has its own slot (outcome + condvar), so a commit wakes only the members
+//! of its group, and one member of the next group to lead it: with 32 requesters, a
+//! shared condvar woke every waiter at every commit, and the half not yet committed
+//! went back to sleep, which cost a context switch per query on 2 cores.
+//!
 //! Nothing is answered before its entry is durable: `Store::audit_commit` returns only
 //! after the commit holding the entry returned; a crash before that loses the entry
 //! and the answer with it (the caller never had the answer). The chain stays one chain:
 //! the leader reads the head inside its write transaction, and every other writer of
 //! the audit log (`audit_purge`, LMDB's one writer at a time) does the same.
 
-use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use crate::audit::Event;
 use crate::error::{CoreError, Result};
 use crate::store::Store;
 
-/// The queue of entries waiting for a commit and the outcomes of the committed ones.
+/// The queue of entries waiting for a commit, and whether a commit is in flight.
 #[derive(Default)]
 pub struct GroupCommit {
     state: Mutex<State>,
-    committed: Condvar,
 }
 
 #[derive(Default)]
 struct State {
-    /// Entries waiting for the next commit; `queue[k]` holds ticket `first_queued + k`.
+    /// Entries waiting for the next commit, in the order they will be chained.
     queue: Vec<(Event, Vec<u8>)>,
-    first_queued: u64,
+    /// The slot of the entries in `queue` (a new one whenever a leader takes them).
+    queued: Arc<Slot>,
     /// A leader is writing (and syncing) a group.
     leading: bool,
-    /// ticket -> entry id, or why its commit failed; each waiter removes its own.
-    outcomes: HashMap<u64, std::result::Result<u64, String>>,
     /// Commits made and entries they held (for tests and the bench's report).
     commits: u64,
     entries: u64,
+    /// Wall time leaders spent writing and committing groups, µs: next to the elapsed
+    /// time it says whether the chain of commits is what bounds the rate.
+    busy_us: u64,
+}
+
+/// One group's outcome, which only its members wait on.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// The group's entry ids in queue order, or why its commit failed.
+    outcome: Option<std::result::Result<Vec<u64>, String>>,
+    /// The previous commit is done and this group, still queued, has no leader yet:
+    /// the member that takes this flag tries to lead it.
+    lead_wanted: bool,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking leader resolves its group first (`Lead`), so the state stays
+    // consistent even when a lock was poisoned.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Slot {
+    /// Member `index`'s entry id once its group committed (`Some`), or `None` when it
+    /// was asked to lead the group.
+    fn wait(&self, index: usize) -> Option<Result<u64>> {
+        let mut s = locked(&self.state);
+        loop {
+            if let Some(outcome) = &s.outcome {
+                return Some(pick(outcome, index));
+            }
+            if s.lead_wanted {
+                s.lead_wanted = false;
+                return None;
+            }
+            s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn resolve(&self, outcome: std::result::Result<Vec<u64>, String>) {
+        locked(&self.state).outcome = Some(outcome);
+        self.changed.notify_all();
+    }
+
+    fn want_leader(&self) {
+        locked(&self.state).lead_wanted = true;
+        self.changed.notify_one();
+    }
+}
+
+fn pick(outcome: &std::result::Result<Vec<u64>, String>, index: usize) -> Result<u64> {
+    match outcome {
+        Ok(ids) => ids.get(index).copied().ok_or_else(|| CoreError::Store("audit commit: entry lost".into())),
+        Err(why) => Err(CoreError::Store(why.clone())),
+    }
 }
 
 impl GroupCommit {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panicking leader resolves its group first (`Resolve`), so the state stays
-        // consistent even when the lock was poisoned.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// (durable commits made, entries they held) since the store was opened.
     pub fn counts(&self) -> (u64, u64) {
-        let st = self.lock();
+        let st = locked(&self.state);
         (st.commits, st.entries)
+    }
+
+    /// Wall time (µs) leaders spent writing and committing groups since opened.
+    pub fn busy_us(&self) -> u64 {
+        locked(&self.state).busy_us
     }
 }
 
-/// Resolves a leader's group when dropped, also when writing it panicked: the waiters
-/// are told (an error) instead of waiting for ever, and the next leader can go.
-struct Resolve<'a> {
+/// A leader's group, resolved when dropped, also when writing it panicked: the members
+/// are told (an error) instead of waiting for ever, and the next group gets a leader.
+struct Lead<'a> {
     group: &'a GroupCommit,
-    first: u64,
-    len: usize,
+    slot: &'a Slot,
     outcome: Option<Result<Vec<u64>>>,
+    began: Instant,
 }
 
-impl Drop for Resolve<'_> {
+impl Drop for Lead<'_> {
     fn drop(&mut self) {
-        let mut st = self.group.lock();
-        st.leading = false;
-        match self.outcome.take() {
-            Some(Ok(ids)) => {
+        let outcome = match self.outcome.take() {
+            Some(Ok(ids)) => Ok(ids),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("the audit commit panicked".to_string()),
+        };
+        let next = {
+            let mut st = locked(&self.group.state);
+            st.leading = false;
+            st.busy_us += self.began.elapsed().as_micros() as u64;
+            if let Ok(ids) = &outcome {
                 st.commits += 1;
                 st.entries += ids.len() as u64;
-                for (k, id) in ids.into_iter().enumerate() {
-                    st.outcomes.insert(self.first + k as u64, Ok(id));
-                }
             }
-            failed => {
-                let why = match failed {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "the audit commit panicked".to_string(),
-                };
-                for k in 0..self.len as u64 {
-                    st.outcomes.insert(self.first + k, Err(why.clone()));
-                }
-            }
+            (!st.queue.is_empty()).then(|| Arc::clone(&st.queued))
+        };
+        // Whoever queued while this group synced waits on the next slot: wake one of
+        // them to lead (a newcomer finding no leader may have taken the lead already;
+        // then the woken one goes back to waiting). First, before this group's members:
+        // the next commit is the critical path, their answers are not.
+        if let Some(next) = next {
+            next.want_leader();
         }
-        self.group.committed.notify_all();
+        self.slot.resolve(outcome);
     }
 }
 
@@ -96,26 +160,28 @@ impl Store {
     /// with the entries of concurrent callers; `codes` as from `audit::pack_codes`.
     pub fn audit_commit(&self, event: Event, codes: Vec<u8>) -> Result<u64> {
         let group = &self.group;
-        let mut st = group.lock();
-        let ticket = st.first_queued + st.queue.len() as u64;
+        let mut st = locked(&group.state);
+        let index = st.queue.len();
         st.queue.push((event, codes));
+        let slot = Arc::clone(&st.queued);
         loop {
-            if let Some(outcome) = st.outcomes.remove(&ticket) {
-                return outcome.map_err(CoreError::Store);
+            // Lead when no commit is in flight and this entry's group is still queued
+            // (otherwise its outcome is set or being made: wait for it).
+            if !st.leading && Arc::ptr_eq(&st.queued, &slot) {
+                st.leading = true;
+                let batch = std::mem::take(&mut st.queue);
+                st.queued = Arc::new(Slot::default());
+                drop(st);
+                let mut lead = Lead { group, slot: &slot, outcome: None, began: Instant::now() };
+                lead.outcome = Some(self.write_group(batch));
+                drop(lead);
+                return slot.wait(index).unwrap_or_else(|| Err(CoreError::Store("audit commit: unresolved".into())));
             }
-            if st.leading {
-                st = group.committed.wait(st).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            st.leading = true;
-            let batch = std::mem::take(&mut st.queue);
-            let first = st.first_queued;
-            st.first_queued += batch.len() as u64;
             drop(st);
-            let mut resolve = Resolve { group, first, len: batch.len(), outcome: None };
-            resolve.outcome = Some(self.write_group(batch));
-            drop(resolve);
-            st = group.lock();
+            if let Some(outcome) = slot.wait(index) {
+                return outcome;
+            }
+            st = locked(&group.state);
         }
     }
 
@@ -133,6 +199,11 @@ impl Store {
     /// (durable commits made by the group commit, entries they held) since opened.
     pub fn audit_commit_counts(&self) -> (u64, u64) {
         self.group.counts()
+    }
+
+    /// Wall time (µs) the group commit's leaders spent writing and committing.
+    pub fn audit_commit_busy_us(&self) -> u64 {
+        self.group.busy_us()
     }
 }
 

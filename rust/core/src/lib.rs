@@ -2,6 +2,7 @@
 //! tier store. Pure Rust; the Python bindings live in `rust/py`.
 #![deny(unsafe_code)]
 
+pub mod answer;
 pub mod audit;
 pub mod audit_commit;
 pub mod codes;

@@ -222,6 +222,22 @@ pub fn lookup(
     Ok(LookupResult { record, redirected_from: l.redirected_from, audit_id: l.audit_id })
 }
 
+/// A lookup answered as the service's encoded `Found` (core: answer.rs): the read, the
+/// audit entry, the wait for its durable commit and the encoding all without the GIL,
+/// and one bytes object out.
+pub fn lookup_answer(
+    s: &Store,
+    py: Python<'_>,
+    by_number: bool,
+    key: String,
+    fields: u16,
+    a: (String, String, Option<u64>, String),
+) -> Res<Py<PyBytes>> {
+    let acc = access(a.0, a.1, a.2, a.3);
+    let bytes = py.detach(|| s.inner.lookup_answer(by_number, &key, &acc, fields))?;
+    Ok(PyBytes::new(py, &bytes).unbind())
+}
+
 fn py_error(e: PyErr) -> Error {
     Error(CoreError::Store(e.to_string()))
 }
@@ -325,6 +341,7 @@ pub fn search_query(name: String, birth_date: String, sex: u8, address: Option<S
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CONFIRM_REASONS", pyo3::types::PyTuple::new(m.py(), query::REASONS)?)?;
+    m.add("ANSWER_FIELDS", pyo3::types::PyTuple::new(m.py(), jukisync_core::answer::ANSWER_FIELDS)?)?;
     m.add_class::<LookupResult>()?;
     m.add_class::<Candidate>()?;
     m.add_class::<SearchResult>()?;

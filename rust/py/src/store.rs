@@ -541,6 +541,25 @@ impl Store {
         queries::lookup(self, py, true, kojin_bango, (requester, task, time, detail.to_string()))
     }
 
+    /// A lookup by 住民票コード (or by 個人番号 when `by_number`), audited, answered
+    /// as the query service's encoded `Found` showing the fields of the mask `fields`
+    /// (bit i: `ANSWER_FIELDS[i]`). The caller has checked the policy.
+    #[pyo3(signature = (key, *, requester, task, fields, by_number=false, time=None, detail=""))]
+    #[allow(clippy::too_many_arguments)]
+    fn lookup_answer(
+        &self,
+        py: Python<'_>,
+        key: String,
+        requester: String,
+        task: String,
+        fields: u16,
+        by_number: bool,
+        time: Option<u64>,
+        detail: &str,
+    ) -> Res<Py<PyBytes>> {
+        queries::lookup_answer(self, py, by_number, key, fields, (requester, task, time, detail.to_string()))
+    }
+
     /// The four-item search, audited.
     #[pyo3(signature = (
         name, birth_date, sex, address=None, *, requester, task, limit=20, time=None, detail=""
@@ -665,6 +684,12 @@ impl Store {
     /// (durable commits the audit group commit made, entries they held) since opened.
     fn audit_commit_counts(&self) -> (u64, u64) {
         self.inner.audit_commit_counts()
+    }
+
+    /// Wall time (µs) the group commit's leaders spent writing and committing groups
+    /// since opened (next to the elapsed time: whether the commits bound the rate).
+    fn audit_commit_busy_us(&self) -> u64 {
+        self.inner.audit_commit_busy_us()
     }
 
     fn __repr__(&self) -> String {
