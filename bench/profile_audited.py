@@ -57,7 +57,7 @@ def _fill(records: int) -> tuple[Store, list[str]]:
     envelopes = list(chains.bundles(synth.initial_load(population), size=1000))
     for first in range(0, len(envelopes), 50):
         store.apply(envelopes[first : first + 50], received_at=RECEIVED_AT)
-    store.forward_done([i for i, _ in store.forward_batch(limit=1 << 30)])
+    store.forward_done([i for i, _, _ in store.forward_batch(limit=1 << 30)])
     return store, [r.juminhyo_code for r in population.residents]
 
 
