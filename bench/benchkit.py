@@ -4,14 +4,16 @@ code, and the record bytes the store writes (for the `lmdb` baseline)."""
 from __future__ import annotations
 
 import itertools
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from jukisync import Record, _core
+from jukisync import Record, Store, _core
 from jukisync.publisher.bundling import ChainHead, number, seal
+from jukisync.sim import synth
 from jukisync.trust.keys import build_registry
 from jukisync.wire.codes import PREFECTURES
 from jukisync.wire.messages import (
@@ -114,3 +116,34 @@ def update_record_bytes(origin: str, u: Update) -> bytes:
 
 def take(iterator: Iterator[bytes], n: int) -> list[bytes]:
     return list(itertools.islice(iterator, n))
+
+
+# A receive time later than any generated one: the profiling harnesses apply with it,
+# so their streams pass the time checks at any wall clock.
+PROFILE_RECEIVED_AT = 2_082_758_400_000_000  # 2036-01-01
+
+
+def filled_aggregator(records: int) -> tuple[Store, synth.Population, Chains]:
+    """An aggregator store (in a new temporary directory) holding `records` synthetic
+    residents, applied in 1,000-update bundles 50 a call, its forwards marked done: the
+    starting point of the profiling harnesses (`profile_apply`, `profile_audited`)."""
+    population = synth.generate_population(records, seed=7)
+    ring = KeyRing()
+    for municipality in population.municipalities:
+        ring.add(municipality.code)
+    ring.add("centre-bench")
+    chains = Chains(ring)
+    key_id, secret = ring.keys["centre-bench"]
+    store = Store(
+        f"{tempfile.mkdtemp(prefix='jukisync-profile-')}/store",
+        role="aggregator",
+        registry=ring.registry(),
+        centre_id="centre-bench",
+        centre_key=secret,
+        centre_key_id=key_id,
+    )
+    envelopes = list(chains.bundles(synth.initial_load(population), size=1000))
+    for first in range(0, len(envelopes), 50):
+        store.apply(envelopes[first : first + 50], received_at=PROFILE_RECEIVED_AT)
+    store.forward_done([i for i, _, _ in store.forward_batch(limit=1 << 30)])
+    return store, population, chains

@@ -19,44 +19,23 @@ from __future__ import annotations
 import os
 import resource
 import sys
-import tempfile
 import time
 
-from benchkit import Chains, KeyRing
-from jukisync import Store
+from benchkit import PROFILE_RECEIVED_AT, filled_aggregator
 from jukisync.sim import synth
 
-RECEIVED_AT = 2_082_758_400_000_000  # 2036-01-01: later than any generated time
+RECEIVED_AT = PROFILE_RECEIVED_AT
 
 
 def main() -> None:
     records = int(os.environ.get("N", "200000"))
     rounds = int(os.environ.get("ROUNDS", "10"))
     pause = float(os.environ.get("PAUSE", "5"))
-    population = synth.generate_population(records, seed=7)
-    ring = KeyRing()
-    for municipality in population.municipalities:
-        ring.add(municipality.code)
-    ring.add("centre-bench")
-    chains = Chains(ring)
-    workdir = tempfile.mkdtemp(prefix="jukisync-profile-")
-    key_id, secret = ring.keys["centre-bench"]
-    store = Store(
-        f"{workdir}/store",
-        role="aggregator",
-        registry=ring.registry(),
-        centre_id="centre-bench",
-        centre_key=secret,
-        centre_key_id=key_id,
-    )
-    envelopes = list(chains.bundles(synth.initial_load(population), size=1000))
-    for first in range(0, len(envelopes), 50):
-        store.apply(envelopes[first : first + 50], received_at=RECEIVED_AT)
-    store.forward_done([i for i, _, _ in store.forward_batch(limit=1 << 30)])
+    store, population, chains = filled_aggregator(records)
     stream = synth.generate_changes(population, rounds * 10_000, seed=11, max_span_days=300)
     bundles = list(chains.bundles(stream, size=1000))
     calls = [bundles[i : i + 10] for i in range(0, len(bundles), 10)][:rounds]
-    print(f"pid {os.getpid()}: store of {records:,} records in {workdir}", file=sys.stderr)
+    print(f"pid {os.getpid()}: store of {records:,} records in {store.path}", file=sys.stderr)
     time.sleep(pause)
     before = resource.getrusage(resource.RUSAGE_SELF)
     updates = 0

@@ -19,45 +19,24 @@ from __future__ import annotations
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchkit import Chains, KeyRing
+from benchkit import filled_aggregator
 from jukisync import Store
 from jukisync.query import service as service_mod
 from jukisync.query.policy import Kind, load_policy
 from jukisync.query.service import ByCode, QueryService, decode_request, encode
-from jukisync.sim import synth
 from jukisync.wire.codes import is_valid_juminhyo_code
 
 POLICY = Path(__file__).resolve().parents[1] / "config" / "policy.example.toml"
 REQUESTER, TASK = "yamaguchi-ryoken", "B5-11"
-RECEIVED_AT = 2_082_758_400_000_000  # later than any generated time
 
 
 def _fill(records: int) -> tuple[Store, list[str]]:
-    population = synth.generate_population(records, seed=7)
-    ring = KeyRing()
-    for municipality in population.municipalities:
-        ring.add(municipality.code)
-    ring.add("centre-bench")
-    chains = Chains(ring)
-    key_id, secret = ring.keys["centre-bench"]
-    store = Store(
-        f"{tempfile.mkdtemp(prefix='jukisync-profile-')}/store",
-        role="aggregator",
-        registry=ring.registry(),
-        centre_id="centre-bench",
-        centre_key=secret,
-        centre_key_id=key_id,
-    )
-    envelopes = list(chains.bundles(synth.initial_load(population), size=1000))
-    for first in range(0, len(envelopes), 50):
-        store.apply(envelopes[first : first + 50], received_at=RECEIVED_AT)
-    store.forward_done([i for i, _, _ in store.forward_batch(limit=1 << 30)])
+    store, population, _ = filled_aggregator(records)
     return store, [r.juminhyo_code for r in population.residents]
 
 
