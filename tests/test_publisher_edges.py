@@ -22,13 +22,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from jukisync import Store, _core, lockfile
-from jukisync.publisher.bundling import BundlePolicy
+from jukisync.publisher.bundling import BundlePolicy, Numbered
 from jukisync.publisher.feed import Feed, FeedError
 from jukisync.publisher.input import BadLine
 from jukisync.publisher.origin import Checked, Publisher
+from jukisync.publisher.outbox import Change, Outbox, OutboxError
 from jukisync.wire import codes
 from jukisync.wire.codes import CodeError
-from jukisync.wire.messages import ChangeReason, Update
+from jukisync.wire.messages import ChangeReason, Update, encode
 from netkit import CHIYODA, HAGI, YAMAGUCHI_CITY, KeyRing, update
 from storekit import Origin
 
@@ -92,6 +93,26 @@ def python_verdict(p: Publisher, candidate: Update) -> CodeError | None:
 
 
 # --- 1. validation on add ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["undecodable", "wrong seq"])
+def test_a_damaged_open_update_is_refused_at_open_not_signed(tmp_path: Path, damage: str) -> None:
+    """Open updates are kept as the bytes their bundle will carry: bytes damaged on disk
+    must stop the publisher at open, naming the entry, and stay as they were."""
+    p = publisher(tmp_path / "o")
+    p.add(update(ORIGIN, 1))
+    p.close()
+    bad = msgspec.structs.replace(update(ORIGIN, 2), seq=2, sex=3)  # not a valid Update
+    raw = msgspec.msgpack.encode(bad) if damage == "undecodable" else encode(update(ORIGIN, 2))
+    outbox = Outbox(tmp_path / "o", ORIGIN)
+    outbox.commit(Change(add_open=[Numbered(2, raw)], next_seq=3))
+    before = outbox.raw_open()
+    outbox.close()
+    with pytest.raises(OutboxError, match="open update 2 cannot be sealed"):
+        publisher(tmp_path / "o")
+    outbox = Outbox(tmp_path / "o", ORIGIN)
+    assert outbox.raw_open() == before and len(before) == 2
+    outbox.close()
 
 
 def test_the_reported_poison_is_refused_and_the_outbox_still_opens(tmp_path: Path) -> None:

@@ -109,9 +109,13 @@ class Publisher:
         except BaseException:
             self._lock.release()
             raise
-        self._head = self._outbox.head()
-        self._next_seq = self._outbox.next_seq()
-        self._open = self._outbox.open_updates()
+        try:
+            self._head = self._outbox.head()
+            self._next_seq = self._outbox.next_seq()
+            self._open = self._outbox.open_updates()  # refuses damaged bytes
+        except BaseException:
+            self.close()
+            raise
         self._linger = Linger(self.policy)
         if self._open:
             # Updates accepted before a restart: their linger restarts now, which only

@@ -22,7 +22,7 @@ import lmdb
 import msgspec
 
 from jukisync.publisher.bundling import ChainHead, Numbered
-from jukisync.wire.messages import encode
+from jukisync.wire.messages import Update, encode
 
 __all__ = ["Change", "Outbox", "OutboxEntry", "OutboxError"]
 
@@ -104,6 +104,7 @@ class Outbox:
         self._bundles = self._env.open_db(b"bundles")
         self._unconfirmed = self._env.open_db(b"unconfirmed")
         self._entry_decoder = msgspec.msgpack.Decoder(OutboxEntry)
+        self._update_decoder = msgspec.msgpack.Decoder(Update)
         self._claim(origin)
         self.origin = origin
 
@@ -143,9 +144,24 @@ class Outbox:
 
     def open_updates(self) -> list[Numbered]:
         """Accepted updates not yet in a bundle, in sequence order, as the bytes their
-        bundle will carry (`jukisync outbox check` decodes and checks them)."""
+        bundle will carry. Each is decoded once here, as every tier will decode it: bytes
+        damaged on disk are refused now (naming the entry), not signed into a bundle that
+        would halt the origin at its centres."""
         with self._env.begin(db=self._open) as txn:
-            return [Numbered(_seq(bytes(k)), bytes(v)) for k, v in txn.cursor()]
+            out = [Numbered(_seq(bytes(k)), bytes(v)) for k, v in txn.cursor()]
+        for update in out:
+            try:
+                seq = self._update_decoder.decode(update.raw).seq
+            except msgspec.DecodeError as exc:  # ValidationError is one
+                seq, why = None, str(exc)
+            else:
+                why = f"it holds seq {seq}"
+            if seq != update.seq:
+                raise OutboxError(
+                    f"outbox {self.path} is damaged: the open update {update.seq} cannot be "
+                    f"sealed ({why}); `jukisync outbox verify` names every damaged entry"
+                )
+        return out
 
     # --- writing -----------------------------------------------------------------
     def commit(self, change: Change) -> None:

@@ -508,19 +508,13 @@ def _day(us: int) -> dt.date:
     return day
 
 
-# The answer-field mask of each set of allowed fields (bit i: `_core.ANSWER_FIELDS[i]`);
-# a task's own set is one object, so this is one dict hit a query. Bounded, since a
-# request may name any subset.
-_masks: dict[frozenset[Field], int] = {}
+# Each field's bit in an answer-field mask (bit i: `_core.ANSWER_FIELDS[i]`, the order of
+# `Field`, checked by tests/test_query.py).
+_FIELD_BITS: Final = {Field(name): 1 << i for i, name in enumerate(_core.ANSWER_FIELDS)}
 
 
 def _field_mask(fields: frozenset[Field]) -> int:
-    mask = _masks.get(fields)
-    if mask is None:
-        mask = sum(1 << _core.ANSWER_FIELDS.index(f.value) for f in fields)
-        if len(_masks) < 1024:
-            _masks[fields] = mask
-    return mask
+    return sum(_FIELD_BITS[f] for f in fields)
 
 
 def _search_problem(name: str, birth_date: dt.date | str, sex: int, limit: int) -> str | None:

@@ -115,66 +115,31 @@ impl Store {
     }
 }
 
-/// The few MessagePack forms an answer needs, each in its shortest encoding (as
-/// msgspec writes them).
+/// The few MessagePack forms an answer needs, through rmp's encoders (each form in its
+/// shortest encoding, as msgspec writes them). Writing into a `Vec` cannot fail.
 struct Writer(Vec<u8>);
 
-impl Writer {
-    fn header(&mut self, n: usize, fix: u8, fix_max: usize, m16: u8) {
-        if n <= fix_max {
-            self.0.push(fix | n as u8);
-        } else if let Ok(n) = u16::try_from(n) {
-            self.0.push(m16);
-            self.0.extend_from_slice(&n.to_be_bytes());
-        } else {
-            self.0.push(m16 + 1);
-            self.0.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
+const INFALLIBLE: &str = "writing MessagePack into a Vec cannot fail";
 
+impl Writer {
     fn map(&mut self, n: usize) {
-        self.header(n, 0x80, 15, 0xde);
+        rmp::encode::write_map_len(&mut self.0, n as u32).expect(INFALLIBLE);
     }
 
     fn array(&mut self, n: usize) {
-        self.header(n, 0x90, 15, 0xdc);
+        rmp::encode::write_array_len(&mut self.0, n as u32).expect(INFALLIBLE);
     }
 
     fn nil(&mut self) {
-        self.0.push(0xc0);
+        rmp::encode::write_nil(&mut self.0).expect(INFALLIBLE);
     }
 
     fn str(&mut self, s: &str) {
-        let n = s.len();
-        if n <= 31 {
-            self.0.push(0xa0 | n as u8);
-        } else if let Ok(n) = u8::try_from(n) {
-            self.0.extend_from_slice(&[0xd9, n]);
-        } else if let Ok(n) = u16::try_from(n) {
-            self.0.push(0xda);
-            self.0.extend_from_slice(&n.to_be_bytes());
-        } else {
-            self.0.push(0xdb);
-            self.0.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-        self.0.extend_from_slice(s.as_bytes());
+        rmp::encode::write_str(&mut self.0, s).expect(INFALLIBLE);
     }
 
     fn uint(&mut self, n: u64) {
-        if n < 0x80 {
-            self.0.push(n as u8);
-        } else if let Ok(n) = u8::try_from(n) {
-            self.0.extend_from_slice(&[0xcc, n]);
-        } else if let Ok(n) = u16::try_from(n) {
-            self.0.push(0xcd);
-            self.0.extend_from_slice(&n.to_be_bytes());
-        } else if let Ok(n) = u32::try_from(n) {
-            self.0.push(0xce);
-            self.0.extend_from_slice(&n.to_be_bytes());
-        } else {
-            self.0.push(0xcf);
-            self.0.extend_from_slice(&n.to_be_bytes());
-        }
+        rmp::encode::write_uint(&mut self.0, n).expect(INFALLIBLE);
     }
 }
 
